@@ -1,0 +1,279 @@
+//! SHA-256 of normalized identifiers, and decoding of uploaded hash columns.
+//!
+//! An uploaded identifier column may carry SHA-256 digests as 32-byte binary (`fixed_size_binary(32)`,
+//! `binary`) or as 64-character hex strings (either case). [`decode_sha256_column`] turns any of those
+//! into a `fixed_size_binary(32)` array, or reports how many rows are not SHA-256, the first such row,
+//! and what that row looks like instead (an unhashed email, an MD5 or SHA-1 digest, …) so that the
+//! uploader knows what to fix.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray};
+use arrow::buffer::Buffer;
+use arrow::datatypes::DataType;
+use sha2::{Digest, Sha256};
+
+/// Length of a SHA-256 digest in bytes.
+pub const SHA256_LEN: usize = 32;
+
+/// SHA-256 of a byte string.
+pub fn sha256(data: &[u8]) -> [u8; SHA256_LEN] {
+    Sha256::digest(data).into()
+}
+
+/// Lowercase hex SHA-256 of a byte string.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha256(data))
+}
+
+/// What a value that is not a SHA-256 digest looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashProblem {
+    /// A string that is neither 64 hex characters nor recognizably something else.
+    WrongTextLength { chars: usize },
+    /// 64 characters, but not all hex digits.
+    NotHex,
+    /// 32 hex characters: an MD5 digest.
+    LooksLikeMd5,
+    /// 40 hex characters: a SHA-1 digest.
+    LooksLikeSha1,
+    /// 44 base64 characters: a base64-encoded digest.
+    LooksLikeBase64,
+    /// Contains '@': an email address that was never hashed.
+    LooksLikeUnhashedEmail,
+    /// Digits and phone punctuation: a phone number that was never hashed.
+    LooksLikeUnhashedPhone,
+    /// A binary value of the wrong length.
+    WrongByteLength { bytes: usize },
+}
+
+impl fmt::Display for HashProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongTextLength { chars } => write!(f, "a {chars}-character string, not 64 hex characters"),
+            Self::NotHex => f.write_str("64 characters but not all hex digits (0-9, a-f)"),
+            Self::LooksLikeMd5 => f.write_str("32 hex characters: this looks like MD5, which is not accepted; hash with SHA-256"),
+            Self::LooksLikeSha1 => f.write_str("40 hex characters: this looks like SHA-1, which is not accepted; hash with SHA-256"),
+            Self::LooksLikeBase64 => f.write_str("this looks like base64; send SHA-256 as 64 hex characters or 32 raw bytes"),
+            Self::LooksLikeUnhashedEmail => f.write_str(
+                "this looks like an email address that was never hashed; hash it first (`sealroom hash`) and never upload raw emails",
+            ),
+            Self::LooksLikeUnhashedPhone => f.write_str(
+                "this looks like a phone number that was never hashed; hash it first (`sealroom hash`) and never upload raw phone numbers",
+            ),
+            Self::WrongByteLength { bytes } => write!(f, "a {bytes}-byte binary value, not 32 bytes"),
+        }
+    }
+}
+
+/// The rows of one array that are not SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadHashRows {
+    pub count: u64,
+    /// Index of the first bad row (0-based, counted from the start of the array plus `row_offset`).
+    pub first_row: u64,
+    pub first_problem: HashProblem,
+}
+
+impl BadHashRows {
+    /// Folds the bad rows of a later array into these.
+    pub fn merge(&mut self, later: BadHashRows) {
+        self.count += later.count;
+    }
+}
+
+/// Why a column could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The Arrow type cannot carry SHA-256 digests.
+    UnsupportedType(DataType),
+    Bad(BadHashRows),
+}
+
+fn classify_text(value: &str) -> HashProblem {
+    let len = value.chars().count();
+    let all_hex = value.bytes().all(|b| b.is_ascii_hexdigit());
+    if value.contains('@') {
+        HashProblem::LooksLikeUnhashedEmail
+    } else if all_hex && len == 32 {
+        HashProblem::LooksLikeMd5
+    } else if all_hex && len == 40 {
+        HashProblem::LooksLikeSha1
+    } else if len == 64 {
+        HashProblem::NotHex
+    } else if len == 44
+        && value.ends_with('=')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    {
+        HashProblem::LooksLikeBase64
+    } else if (7..=24).contains(&len)
+        && value.bytes().any(|b| b.is_ascii_digit())
+        && value.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'))
+    {
+        HashProblem::LooksLikeUnhashedPhone
+    } else {
+        HashProblem::WrongTextLength { chars: len }
+    }
+}
+
+struct Tally {
+    bad: Option<BadHashRows>,
+    row_offset: u64,
+}
+
+impl Tally {
+    fn record(&mut self, row: usize, problem: impl FnOnce() -> HashProblem) {
+        match &mut self.bad {
+            Some(bad) => bad.count += 1,
+            None => {
+                self.bad = Some(BadHashRows { count: 1, first_row: self.row_offset + row as u64, first_problem: problem() })
+            }
+        }
+    }
+}
+
+/// Decodes a column of SHA-256 digests into `fixed_size_binary(32)`. Nulls stay null. `row_offset`
+/// is added to row indices in the report (the number of rows uploaded before this array).
+pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayRef, DecodeError> {
+    let len = array.len();
+    let mut out = vec![0u8; len * SHA256_LEN];
+    let mut tally = Tally { bad: None, row_offset };
+    match array.data_type() {
+        DataType::FixedSizeBinary(32) => return Ok(array.slice(0, len)),
+        DataType::FixedSizeBinary(n) => {
+            let n = usize::try_from(*n).unwrap_or(0);
+            for row in 0..len {
+                if array.is_valid(row) {
+                    tally.record(row, || HashProblem::WrongByteLength { bytes: n });
+                }
+            }
+        }
+        DataType::Binary => fill_from_bytes(array.as_binary::<i32>().iter(), &mut out, &mut tally),
+        DataType::LargeBinary => fill_from_bytes(array.as_binary::<i64>().iter(), &mut out, &mut tally),
+        DataType::BinaryView => fill_from_bytes(array.as_binary_view().iter(), &mut out, &mut tally),
+        DataType::Utf8 => fill_from_hex(array.as_string::<i32>().iter(), &mut out, &mut tally),
+        DataType::LargeUtf8 => fill_from_hex(array.as_string::<i64>().iter(), &mut out, &mut tally),
+        DataType::Utf8View => fill_from_hex(array.as_string_view().iter(), &mut out, &mut tally),
+        other => return Err(DecodeError::UnsupportedType(other.clone())),
+    }
+    if let Some(bad) = tally.bad {
+        return Err(DecodeError::Bad(bad));
+    }
+    let decoded = FixedSizeBinaryArray::try_new(SHA256_LEN as i32, Buffer::from_vec(out), array.logical_nulls())
+        .map_err(|_| DecodeError::UnsupportedType(array.data_type().clone()))?;
+    Ok(Arc::new(decoded))
+}
+
+fn fill_from_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, out: &mut [u8], tally: &mut Tally) {
+    for (row, value) in values.enumerate() {
+        if let Some(bytes) = value {
+            if bytes.len() == SHA256_LEN {
+                out[row * SHA256_LEN..(row + 1) * SHA256_LEN].copy_from_slice(bytes);
+            } else {
+                tally.record(row, || HashProblem::WrongByteLength { bytes: bytes.len() });
+            }
+        }
+    }
+}
+
+fn fill_from_hex<'a>(values: impl Iterator<Item = Option<&'a str>>, out: &mut [u8], tally: &mut Tally) {
+    for (row, value) in values.enumerate() {
+        if let Some(text) = value {
+            let slot = &mut out[row * SHA256_LEN..(row + 1) * SHA256_LEN];
+            if text.len() != 2 * SHA256_LEN || hex::decode_to_slice(text, slot).is_err() {
+                tally.record(row, || classify_text(text));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryArray, StringArray};
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_vector() {
+        // SHA-256("test@example.com"), as published in many platform docs.
+        assert_eq!(sha256_hex(b"test@example.com"), "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b");
+    }
+
+    #[test]
+    fn hex_and_binary_decode_to_the_same_digests() {
+        let digests: Vec<[u8; 32]> = ["a", "b", "c"].iter().map(|s| sha256(s.as_bytes())).collect();
+        let hex_lower = StringArray::from(digests.iter().map(|d| Some(hex::encode(d))).collect::<Vec<_>>());
+        let hex_upper =
+            StringArray::from(digests.iter().map(|d| Some(hex::encode(d).to_uppercase())).collect::<Vec<_>>());
+        let binary = BinaryArray::from(digests.iter().map(|d| Some(d.as_slice())).collect::<Vec<_>>());
+        let a = decode_sha256_column(&hex_lower, 0).unwrap();
+        let b = decode_sha256_column(&hex_upper, 0).unwrap();
+        let c = decode_sha256_column(&binary, 0).unwrap();
+        assert_eq!(&a, &b);
+        assert_eq!(&a, &c);
+        assert_eq!(a.as_fixed_size_binary().value(1), digests[1]);
+    }
+
+    #[test]
+    fn nulls_stay_null() {
+        let d = hex::encode(sha256(b"x"));
+        let arr = StringArray::from(vec![Some(d.as_str()), None]);
+        let out = decode_sha256_column(&arr, 0).unwrap();
+        assert!(out.is_valid(0));
+        assert!(out.is_null(1));
+    }
+
+    #[test]
+    fn bad_rows_are_counted_and_the_first_is_explained() {
+        let good = hex::encode(sha256(b"x"));
+        let arr = StringArray::from(vec![
+            good.as_str(),
+            "jane@example.com",
+            good.as_str(),
+            "d41d8cd98f00b204e9800998ecf8427e",
+            &"z".repeat(64),
+        ]);
+        let Err(DecodeError::Bad(bad)) = decode_sha256_column(&arr, 1000) else { panic!("must fail") };
+        assert_eq!(bad.count, 3);
+        assert_eq!(bad.first_row, 1001);
+        assert_eq!(bad.first_problem, HashProblem::LooksLikeUnhashedEmail);
+    }
+
+    #[test]
+    fn problems_are_recognized() {
+        assert_eq!(classify_text("d41d8cd98f00b204e9800998ecf8427e"), HashProblem::LooksLikeMd5);
+        assert_eq!(classify_text("da39a3ee5e6b4b0d3255bfef95601890afd80709"), HashProblem::LooksLikeSha1);
+        assert_eq!(classify_text("+1 (415) 867-5309"), HashProblem::LooksLikeUnhashedPhone);
+        assert_eq!(classify_text("l3Djr+uIh6rmeZ8SK5zE7bAWzVngSxNM8SGDpjGjIhk="), HashProblem::LooksLikeBase64);
+        assert_eq!(classify_text(&"g".repeat(64)), HashProblem::NotHex);
+        assert_eq!(classify_text("abc"), HashProblem::WrongTextLength { chars: 3 });
+    }
+
+    #[test]
+    fn unsupported_types_are_named() {
+        let arr = arrow::array::Int64Array::from(vec![1]);
+        assert_eq!(decode_sha256_column(&arr, 0).unwrap_err(), DecodeError::UnsupportedType(DataType::Int64));
+    }
+
+    proptest! {
+        /// Any 32 bytes survive hex encoding (in either case) and decoding unchanged; any string that
+        /// is not exactly 64 hex digits is rejected.
+        #[test]
+        fn hex_round_trip(bytes in proptest::collection::vec(any::<u8>(), 32), upper in any::<bool>()) {
+            let mut text = hex::encode(&bytes);
+            if upper { text = text.to_uppercase(); }
+            let arr = StringArray::from(vec![text.as_str()]);
+            let out = decode_sha256_column(&arr, 0).unwrap();
+            prop_assert_eq!(out.as_fixed_size_binary().value(0), bytes.as_slice());
+        }
+
+        #[test]
+        fn non_digests_are_rejected(text in "\\PC{0,80}") {
+            prop_assume!(!(text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())));
+            let arr = StringArray::from(vec![text.as_str()]);
+            let is_bad = matches!(decode_sha256_column(&arr, 0), Err(DecodeError::Bad(ref b)) if b.count == 1 && b.first_row == 0);
+            prop_assert!(is_bad);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Hand-written conveniences on the generated contract types: lookups, the effective k, the tables a
+//! computation reads.
+
+use crate::DEFAULT_K;
+use crate::room::v1::{
+    Column, Computation, IdentifierKind, Participant, Role, RoomContract, Table, computation,
+};
+
+impl RoomContract {
+    /// The effective k-anonymity threshold: the strictest (largest) threshold any participant set, or
+    /// [`DEFAULT_K`] when none is set.
+    pub fn effective_k(&self) -> u32 {
+        self.privacy
+            .iter()
+            .flat_map(|p| &p.k_thresholds)
+            .map(|t| t.k)
+            .max()
+            .unwrap_or(DEFAULT_K)
+    }
+
+    pub fn allows_simulated_tee(&self) -> bool {
+        self.attestation.as_ref().is_some_and(|a| a.allow_simulated)
+    }
+
+    pub fn participant(&self, id: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.id == id)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn computation(&self, name: &str) -> Option<&Computation> {
+        self.computations.iter().find(|c| c.name == name)
+    }
+
+    /// Tables owned by a participant.
+    pub fn tables_owned_by<'a>(&'a self, participant: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
+        self.tables.iter().filter(move |t| t.owner == participant)
+    }
+}
+
+impl Participant {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles().any(|r| r == role)
+    }
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Columns that carry a given identifier kind, in schema order.
+    pub fn columns_of_kind(&self, kind: IdentifierKind) -> impl Iterator<Item = &Column> + '_ {
+        self.columns.iter().filter(move |c| c.identifier() == kind)
+    }
+
+    /// The column that identifies an individual, if the table has one.
+    pub fn user_id_column(&self) -> Option<&Column> {
+        self.columns_of_kind(IdentifierKind::UserId).next()
+    }
+}
+
+impl Computation {
+    /// The name of the computation's kind, as written in the room file.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            Some(computation::Kind::Overlap(_)) => "overlap",
+            None => "unspecified",
+        }
+    }
+
+    /// The tables the computation reads, without duplicates, in a stable order.
+    pub fn input_tables(&self) -> Vec<&str> {
+        let mut tables: Vec<&str> = match &self.kind {
+            Some(computation::Kind::Overlap(o)) => {
+                let mut t = vec![o.advertiser_table.as_str(), o.publisher_table.as_str()];
+                if !o.segment_table.is_empty() {
+                    t.push(o.segment_table.as_str());
+                }
+                t
+            }
+            None => Vec::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        tables.retain(|t| seen.insert(*t));
+        tables
+    }
+
+    pub fn may_run(&self, participant: &str) -> bool {
+        self.run_by.iter().any(|p| p == participant)
+    }
+
+    pub fn may_read(&self, participant: &str) -> bool {
+        self.results_to.iter().any(|p| p == participant)
+    }
+}
+
+impl IdentifierKind {
+    /// The snake-case name used in room files and messages.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "none",
+            Self::HashedEmail => "hashed_email",
+            Self::HashedPhone => "hashed_phone",
+            Self::UserId => "user_id",
+            Self::Segment => "segment",
+        }
+    }
+
+    /// Whether the kind is a hashed identifier that overlap can match on.
+    pub fn is_hashed_match_key(self) -> bool {
+        matches!(self, Self::HashedEmail | Self::HashedPhone)
+    }
+}
+
+impl crate::room::v1::ColumnType {
+    /// The snake-case name used in room files and messages.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::String => "string",
+            Self::Int64 => "int64",
+            Self::Float64 => "float64",
+            Self::Bool => "bool",
+            Self::Date => "date",
+            Self::Timestamp => "timestamp",
+            Self::Sha256 => "sha256",
+            Self::StringList => "string_list",
+        }
+    }
+}
+
+impl Role {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::DataOwner => "data_owner",
+            Self::Analyst => "analyst",
+            Self::Auditor => "auditor",
+        }
+    }
+}

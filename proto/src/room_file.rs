@@ -1,0 +1,448 @@
+//! The declarative room file (YAML) and its conversion to and from the canonical contract.
+//!
+//! The file mirrors the protobuf contract field for field, with enums written in snake case
+//! (`type: sha256`, `identifier: hashed_email`, `roles: [data_owner, analyst]`) and a computation's kind
+//! given by the one key that is present (`overlap: {...}`). Unknown keys are errors. A file is parsed
+//! ([`RoomFile::parse`]), converted to a contract, and validated; every error names the field
+//! (`tables[1].columns[2].type`) and says what is wrong.
+
+use serde::{Deserialize, Serialize};
+
+use crate::room::v1 as pb;
+use crate::validate::{ValidationErrors, validate};
+
+/// A room file that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomFileError {
+    /// The text is not YAML of the room file's shape.
+    #[error("{source_name}: {message}")]
+    Syntax { source_name: String, message: String },
+    /// The file parsed but the contract it describes is invalid.
+    #[error("{source_name}: the room contract is invalid:\n{errors}")]
+    Invalid { source_name: String, errors: ValidationErrors },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub participants: Vec<ParticipantFile>,
+    pub tables: Vec<TableFile>,
+    #[serde(default)]
+    pub computations: Vec<ComputationFile>,
+    #[serde(default)]
+    pub privacy: PrivacyFile,
+    #[serde(default)]
+    pub attestation: AttestationFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantFile {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<RoleFile>,
+    pub credential: Option<CredentialFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleFile {
+    DataOwner,
+    Analyst,
+    Auditor,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFile {
+    /// Lowercase hex SHA-256 of the participant's bearer token (`sealroom token` makes one).
+    pub bearer_token_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub owner: String,
+    pub columns: Vec<ColumnFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnFile {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnTypeFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<IdentifierFile>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnTypeFile {
+    String,
+    Int64,
+    Float64,
+    Bool,
+    Date,
+    Timestamp,
+    Sha256,
+    StringList,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierFile {
+    HashedEmail,
+    HashedPhone,
+    UserId,
+    Segment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputationFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub run_by: Vec<String>,
+    pub results_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliver_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlapFile {
+    pub advertiser_table: String,
+    pub publisher_table: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_on: Vec<IdentifierFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_table: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyFile {
+    /// k-anonymity thresholds; the strictest (largest) wins; none means 100.
+    #[serde(default)]
+    pub k_thresholds: Vec<KThresholdFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KThresholdFile {
+    pub set_by: String,
+    pub k: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationFile {
+    /// INSECURE: accept the simulated TEE (development and tests only).
+    #[serde(default)]
+    pub allow_simulated: bool,
+    #[serde(default)]
+    pub accepted_measurements: Vec<MeasurementFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementFile {
+    pub platform: PlatformFile,
+    pub measurement: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformFile {
+    AmdSevSnp,
+    IntelTdx,
+    IntelSgx,
+}
+
+impl RoomFile {
+    /// Parses and validates a room file, returning the contract it describes (not yet canonicalized;
+    /// the room id is the same either way).
+    pub fn parse(text: &str, source_name: &str) -> Result<pb::RoomContract, RoomFileError> {
+        // serde_yaml_ng errors carry the field path and the line and column.
+        let file: RoomFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| RoomFileError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
+        let contract = file.to_contract();
+        validate(&contract)
+            .map_err(|errors| RoomFileError::Invalid { source_name: source_name.to_owned(), errors })?;
+        Ok(contract)
+    }
+
+    /// Writes the file as YAML.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs of strings, integers and enums cannot fail.
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# could not render room file: {e}\n"))
+    }
+
+    /// The contract this file describes.
+    pub fn to_contract(&self) -> pb::RoomContract {
+        pb::RoomContract {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            participants: self
+                .participants
+                .iter()
+                .map(|p| pb::Participant {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    roles: p.roles.iter().map(|r| r.to_proto() as i32).collect(),
+                    credential: p.credential.as_ref().map(|c| pb::Credential {
+                        kind: Some(pb::credential::Kind::BearerTokenSha256(c.bearer_token_sha256.clone())),
+                    }),
+                })
+                .collect(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| pb::Table {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    owner: t.owner.clone(),
+                    columns: t
+                        .columns
+                        .iter()
+                        .map(|c| pb::Column {
+                            name: c.name.clone(),
+                            r#type: c.column_type.to_proto() as i32,
+                            identifier: c.identifier.map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
+                                as i32,
+                            nullable: c.nullable,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            computations: self
+                .computations
+                .iter()
+                .map(|c| pb::Computation {
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                    run_by: c.run_by.clone(),
+                    results_to: c.results_to.clone(),
+                    deliver_to: c.deliver_to.clone(),
+                    kind: c.overlap.as_ref().map(|o| {
+                        pb::computation::Kind::Overlap(pb::OverlapComputation {
+                            advertiser_table: o.advertiser_table.clone(),
+                            publisher_table: o.publisher_table.clone(),
+                            match_on: o.match_on.iter().map(|k| k.to_proto() as i32).collect(),
+                            segment_table: o.segment_table.clone().unwrap_or_default(),
+                        })
+                    }),
+                })
+                .collect(),
+            privacy: Some(pb::PrivacyPolicy {
+                k_thresholds: self
+                    .privacy
+                    .k_thresholds
+                    .iter()
+                    .map(|k| pb::KThreshold { set_by: k.set_by.clone(), k: k.k })
+                    .collect(),
+            }),
+            attestation: Some(pb::AttestationPolicy {
+                allow_simulated: self.attestation.allow_simulated,
+                accepted_measurements: self
+                    .attestation
+                    .accepted_measurements
+                    .iter()
+                    .map(|m| pb::AcceptedMeasurement {
+                        platform: m.platform.to_proto() as i32,
+                        measurement: m.measurement.clone(),
+                        description: m.description.clone(),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// The file form of a valid contract (used to show a contract as JSON or YAML). Enum values this
+    /// version does not know are rendered as errors by validation first; here they are skipped.
+    pub fn from_contract(contract: &pb::RoomContract) -> Self {
+        Self {
+            name: contract.name.clone(),
+            description: contract.description.clone(),
+            participants: contract
+                .participants
+                .iter()
+                .map(|p| ParticipantFile {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    roles: p.roles().filter_map(RoleFile::from_proto).collect(),
+                    credential: p.credential.as_ref().and_then(|c| match &c.kind {
+                        Some(pb::credential::Kind::BearerTokenSha256(d)) => {
+                            Some(CredentialFile { bearer_token_sha256: d.clone() })
+                        }
+                        None => None,
+                    }),
+                })
+                .collect(),
+            tables: contract
+                .tables
+                .iter()
+                .map(|t| TableFile {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    owner: t.owner.clone(),
+                    columns: t
+                        .columns
+                        .iter()
+                        .map(|c| ColumnFile {
+                            name: c.name.clone(),
+                            column_type: ColumnTypeFile::from_proto(c.r#type()).unwrap_or(ColumnTypeFile::String),
+                            identifier: IdentifierFile::from_proto(c.identifier()),
+                            nullable: c.nullable,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            computations: contract
+                .computations
+                .iter()
+                .map(|c| ComputationFile {
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                    run_by: c.run_by.clone(),
+                    results_to: c.results_to.clone(),
+                    deliver_to: c.deliver_to.clone(),
+                    overlap: match &c.kind {
+                        Some(pb::computation::Kind::Overlap(o)) => Some(OverlapFile {
+                            advertiser_table: o.advertiser_table.clone(),
+                            publisher_table: o.publisher_table.clone(),
+                            match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
+                            segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
+                        }),
+                        None => None,
+                    },
+                })
+                .collect(),
+            privacy: PrivacyFile {
+                k_thresholds: contract
+                    .privacy
+                    .iter()
+                    .flat_map(|p| &p.k_thresholds)
+                    .map(|k| KThresholdFile { set_by: k.set_by.clone(), k: k.k })
+                    .collect(),
+            },
+            attestation: AttestationFile {
+                allow_simulated: contract.attestation.as_ref().is_some_and(|a| a.allow_simulated),
+                accepted_measurements: contract
+                    .attestation
+                    .iter()
+                    .flat_map(|a| &a.accepted_measurements)
+                    .filter_map(|m| {
+                        Some(MeasurementFile {
+                            platform: PlatformFile::from_proto(m.platform())?,
+                            measurement: m.measurement.clone(),
+                            description: m.description.clone(),
+                        })
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl RoleFile {
+    pub fn to_proto(self) -> pb::Role {
+        match self {
+            Self::DataOwner => pb::Role::DataOwner,
+            Self::Analyst => pb::Role::Analyst,
+            Self::Auditor => pb::Role::Auditor,
+        }
+    }
+
+    pub fn from_proto(role: pb::Role) -> Option<Self> {
+        match role {
+            pb::Role::Unspecified => None,
+            pb::Role::DataOwner => Some(Self::DataOwner),
+            pb::Role::Analyst => Some(Self::Analyst),
+            pb::Role::Auditor => Some(Self::Auditor),
+        }
+    }
+}
+
+impl ColumnTypeFile {
+    pub fn to_proto(self) -> pb::ColumnType {
+        match self {
+            Self::String => pb::ColumnType::String,
+            Self::Int64 => pb::ColumnType::Int64,
+            Self::Float64 => pb::ColumnType::Float64,
+            Self::Bool => pb::ColumnType::Bool,
+            Self::Date => pb::ColumnType::Date,
+            Self::Timestamp => pb::ColumnType::Timestamp,
+            Self::Sha256 => pb::ColumnType::Sha256,
+            Self::StringList => pb::ColumnType::StringList,
+        }
+    }
+
+    pub fn from_proto(column_type: pb::ColumnType) -> Option<Self> {
+        match column_type {
+            pb::ColumnType::Unspecified => None,
+            pb::ColumnType::String => Some(Self::String),
+            pb::ColumnType::Int64 => Some(Self::Int64),
+            pb::ColumnType::Float64 => Some(Self::Float64),
+            pb::ColumnType::Bool => Some(Self::Bool),
+            pb::ColumnType::Date => Some(Self::Date),
+            pb::ColumnType::Timestamp => Some(Self::Timestamp),
+            pb::ColumnType::Sha256 => Some(Self::Sha256),
+            pb::ColumnType::StringList => Some(Self::StringList),
+        }
+    }
+}
+
+impl IdentifierFile {
+    pub fn to_proto(self) -> pb::IdentifierKind {
+        match self {
+            Self::HashedEmail => pb::IdentifierKind::HashedEmail,
+            Self::HashedPhone => pb::IdentifierKind::HashedPhone,
+            Self::UserId => pb::IdentifierKind::UserId,
+            Self::Segment => pb::IdentifierKind::Segment,
+        }
+    }
+
+    pub fn from_proto(kind: pb::IdentifierKind) -> Option<Self> {
+        match kind {
+            pb::IdentifierKind::Unspecified => None,
+            pb::IdentifierKind::HashedEmail => Some(Self::HashedEmail),
+            pb::IdentifierKind::HashedPhone => Some(Self::HashedPhone),
+            pb::IdentifierKind::UserId => Some(Self::UserId),
+            pb::IdentifierKind::Segment => Some(Self::Segment),
+        }
+    }
+}
+
+impl PlatformFile {
+    pub fn to_proto(self) -> pb::Platform {
+        match self {
+            Self::AmdSevSnp => pb::Platform::AmdSevSnp,
+            Self::IntelTdx => pb::Platform::IntelTdx,
+            Self::IntelSgx => pb::Platform::IntelSgx,
+        }
+    }
+
+    pub fn from_proto(platform: pb::Platform) -> Option<Self> {
+        match platform {
+            pb::Platform::Unspecified => None,
+            pb::Platform::AmdSevSnp => Some(Self::AmdSevSnp),
+            pb::Platform::IntelTdx => Some(Self::IntelTdx),
+            pb::Platform::IntelSgx => Some(Self::IntelSgx),
+        }
+    }
+}

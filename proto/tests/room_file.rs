@@ -1,0 +1,146 @@
+//! The room file: parsing, validation messages, canonical ids.
+
+use proptest::prelude::*;
+use sealroom_proto::room::v1::RoomContract;
+use sealroom_proto::{RoomFile, RoomFileError};
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/room.yaml")).unwrap()
+}
+
+fn invalid(text: &str) -> String {
+    match RoomFile::parse(text, "room.yaml") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+#[test]
+fn the_example_room_file_is_valid() {
+    let contract = RoomFile::parse(&example(), "examples/room.yaml").unwrap();
+    assert_eq!(contract.effective_k(), 100, "the strictest threshold wins");
+    assert!(contract.allows_simulated_tee());
+    assert_eq!(contract.participants.len(), 3);
+    assert_eq!(contract.room_id().as_str().len(), 64);
+}
+
+#[test]
+fn default_k_is_100_and_strictest_wins() {
+    let text = example().replace("- { set_by: acme, k: 100 }", "- { set_by: acme, k: 20 }");
+    assert_eq!(RoomFile::parse(&text, "r").unwrap().effective_k(), 50);
+    let start = text.find("privacy:").unwrap();
+    let end = text.find("attestation:").unwrap();
+    let without = format!("{}{}", &text[..start], &text[end..]);
+    assert_eq!(RoomFile::parse(&without, "r").unwrap().effective_k(), 100);
+}
+
+#[test]
+fn yaml_contract_yaml_round_trip_keeps_the_id() {
+    let contract = RoomFile::parse(&example(), "r").unwrap();
+    let file = RoomFile::from_contract(&contract);
+    let again = RoomFile::parse(&file.to_yaml(), "r").unwrap();
+    assert_eq!(contract.room_id(), again.room_id());
+    assert_eq!(contract, again);
+}
+
+#[test]
+fn syntax_errors_name_the_field() {
+    let err = invalid(&example().replace("type: sha256, identifier: hashed_email", "type: sha265, identifier: hashed_email"));
+    assert!(err.starts_with("room.yaml: tables[0].columns[1].type: unknown variant `sha265`"), "{err}");
+    let err = invalid(&example().replace("    owner: acme\n", "    owner: acme\n    ownr: x\n"));
+    assert!(err.contains("unknown field `ownr`"), "{err}");
+    assert!(err.contains("tables[0]"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_every_field_and_say_what_to_do() {
+    let text = example()
+        .replace("owner: news", "owner: newz")
+        .replace("run_by: [acme]", "run_by: [auditor]")
+        .replace("{ set_by: news, k: 50 }", "{ set_by: news, k: 1 }")
+        .replace("name: segments, type: string_list", "name: segments, type: int64");
+    let err = invalid(&text);
+    let RoomFileError::Invalid { errors, .. } = RoomFile::parse(&text, "room.yaml").unwrap_err() else {
+        panic!("expected validation errors")
+    };
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "tables[1].owner",
+            "tables[1].columns[3].type",
+            "computations[0].run_by[0]",
+            "privacy.k_thresholds[1].k"
+        ],
+        "{err}"
+    );
+    assert!(err.contains("'newz' is not a participant of this room (participants: acme, news, auditor)"), "{err}");
+    assert!(err.contains("a segment column must have type string or string_list, not int64"), "{err}");
+    assert!(err.contains("does not declare the role analyst"), "{err}");
+    assert!(err.contains("k must be between 2 and 1000000"), "{err}");
+}
+
+#[test]
+fn plaintext_tokens_in_the_room_file_are_refused() {
+    let text = example().replace(
+        "691a43a0d9ba5252af78013aa09593ac56850a1397d25a9877449978f8f8bad7",
+        "acme-example-token-0123456789abcdef",
+    );
+    assert!(invalid(&text).contains("not the token itself"));
+}
+
+#[test]
+fn overlap_needs_shared_keys_and_known_tables() {
+    let err = invalid(&example().replace("publisher_table: readers", "publisher_table: reader"));
+    assert!(err.contains("computations[0].overlap.publisher_table: no table named 'reader' (tables: crm, readers)"), "{err}");
+    let text = example().replace(
+        "      - { name: phone_sha256, type: sha256, identifier: hashed_phone, nullable: true }\n      - { name: segments",
+        "      - { name: segments",
+    );
+    let err = invalid(&text);
+    assert!(err.contains("table 'readers' has no hashed_phone column to match on"), "{err}");
+}
+
+fn shuffled(contract: &RoomContract, seed: u64) -> RoomContract {
+    let mut c = contract.clone();
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as usize
+    };
+    let n = c.participants.len();
+    for i in (1..n).rev() {
+        c.participants.swap(i, next() % (i + 1));
+    }
+    c.tables.reverse();
+    for p in &mut c.participants {
+        p.roles.reverse();
+    }
+    for comp in &mut c.computations {
+        comp.results_to.reverse();
+        comp.results_to.push(comp.results_to[0].clone());
+    }
+    if let Some(p) = &mut c.privacy {
+        p.k_thresholds.reverse();
+    }
+    c
+}
+
+proptest! {
+    /// The id depends on the meaning of the contract, never on the order of unordered collections.
+    #[test]
+    fn room_id_is_order_insensitive(seed in any::<u64>()) {
+        let contract = RoomFile::parse(&example(), "r").unwrap();
+        prop_assert_eq!(shuffled(&contract, seed).room_id(), contract.room_id());
+    }
+
+    /// Changing k changes the id (the contract is the law: a different law is a different room).
+    #[test]
+    fn room_id_changes_with_k(k in 2u32..100_000) {
+        prop_assume!(k != 100);
+        let base = RoomFile::parse(&example(), "r").unwrap();
+        let text = example().replace("{ set_by: acme, k: 100 }", &format!("{{ set_by: acme, k: {k} }}"));
+        let changed = RoomFile::parse(&text, "r").unwrap();
+        prop_assert_ne!(changed.room_id(), base.room_id());
+    }
+}
