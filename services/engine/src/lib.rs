@@ -1,1 +1,29 @@
-//! placeholder
+//! The sealroom engine: what runs inside the enclave.
+//!
+//! It hosts rooms (each governed by its contract), takes uploads ([`ingest`]), keeps them in sealed
+//! local storage, runs computations over DataFusion, and lets results out only through the
+//! [`release_gate`], which applies the room's k-anonymity threshold and writes an [`audit`] entry
+//! for every release. No public function of this crate returns rows of uploaded data.
+
+pub mod audit;
+mod computation;
+mod engine;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod release_gate;
+mod report;
+mod room;
+pub mod schema;
+mod storage;
+pub mod tee;
+
+pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, SinkBinding};
+pub use error::{Error, Result};
+pub use ingest::{UploadLimits, UploadSession};
+pub use metrics::EngineMetrics;
+pub use release_gate::{Channel, Released, ReleasedCell, ReleasedSection};
+pub use report::{CellValue, MetricKind, MetricSpec};
+pub use room::{DeliveryRecord, RunRecord};
+pub use storage::DatasetManifest;
+pub use tee::TeeMode;

@@ -1,0 +1,400 @@
+//! The engine's public API: everything the server and the CLI may ask of it.
+//!
+//! Every method takes an authenticated [`Caller`] (made only by [`Engine::authenticate`]) and checks
+//! the room's contract before doing anything. Results come back only as [`Released`] values; no
+//! method returns rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sealroom_connectors::{Sink, SinkRegistry};
+use sealroom_proto::room::v1::{Role, RoomContract};
+use sealroom_proto::validate::validate;
+use sealroom_proto::{RoomFile, RoomId};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::audit::AuditEntry;
+use crate::error::{Error, Result};
+use crate::ingest::{UploadLimits, UploadSession};
+use crate::metrics::EngineMetrics;
+use crate::release_gate::{Channel, Released};
+use crate::room::{Room, RunRecord};
+use crate::tee::TeeMode;
+
+/// An activation sink of one participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkBinding {
+    /// The participant whose results the sink receives.
+    pub participant: String,
+    /// Restrict the binding to one room (by id); `None` binds the participant in every room.
+    pub room: Option<String>,
+    /// The sink's configuration, with a `type` key (see `sealroom_connectors::SinkRegistry`).
+    pub config: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub tee: TeeMode,
+    pub limits: UploadLimits,
+    pub sinks: Vec<SinkBinding>,
+}
+
+/// An authenticated participant of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    room_id: RoomId,
+    participant: String,
+}
+
+impl Caller {
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+
+    pub fn participant(&self) -> &str {
+        &self.participant
+    }
+}
+
+/// The status of a table's dataset, as a participant may see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatasetStatus {
+    pub table: String,
+    pub owner: String,
+    pub uploaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
+    /// Only the owner sees its own row count, size and digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
+}
+
+/// A computation as a participant sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComputationView {
+    pub name: String,
+    pub kind: String,
+    pub description: String,
+    pub inputs: Vec<String>,
+    pub run_by: Vec<String>,
+    pub results_to: Vec<String>,
+    pub deliver_to: Vec<String>,
+    pub you_may_run: bool,
+    pub you_may_read: bool,
+    pub runs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_run: Option<String>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: BTreeMap<RoomId, Arc<Room>>,
+    tee: TeeMode,
+    limits: UploadLimits,
+}
+
+fn token_digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Engine {
+    /// Opens the engine on a data directory and hosts the given rooms: validates each contract, checks
+    /// that it accepts this engine's TEE, recovers its storage, and opens the activation sinks.
+    pub async fn open(config: EngineConfig, contracts: Vec<RoomContract>, metrics: Arc<EngineMetrics>) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::storage(&config.data_dir, e))?;
+        let registry = SinkRegistry::default();
+        let mut rooms = BTreeMap::new();
+        let mut bound: Vec<bool> = vec![false; config.sinks.len()];
+        for contract in contracts {
+            validate(&contract).map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
+            let id = contract.room_id();
+            if rooms.contains_key(&id) {
+                return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));
+            }
+            match config.tee {
+                TeeMode::Simulated if !contract.allows_simulated_tee() => {
+                    return Err(Error::Contract(format!(
+                        "room '{}' ({id}) does not accept the simulated TEE (attestation.allow_simulated is false), and \
+                         this server runs in simulated mode; run it in a hardware enclave whose measurement the room \
+                         accepts, or (for development only) set attestation.allow_simulated: true",
+                        contract.name
+                    )));
+                }
+                TeeMode::Simulated => {}
+            }
+            let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+            for (i, binding) in config.sinks.iter().enumerate() {
+                if binding.room.as_ref().is_some_and(|r| r != id.as_str()) || contract.participant(&binding.participant).is_none() {
+                    continue;
+                }
+                let mut sink = registry
+                    .build(&binding.config)
+                    .map_err(|e| Error::Delivery(format!("sink of participant '{}': {e}", binding.participant)))?;
+                sink.open().await.map_err(|e| Error::Delivery(format!("sink of participant '{}': {e}", binding.participant)))?;
+                sinks.insert(binding.participant.clone(), sink);
+                bound[i] = true;
+            }
+            let data_dir = config.data_dir.clone();
+            let tee = config.tee;
+            let m = metrics.clone();
+            let room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, tee, m, sinks))
+                .await
+                .map_err(|e| Error::storage(&config.data_dir, e))??;
+            if tee.is_insecure() {
+                tracing::warn!(room = %id, "{}", crate::tee::SIMULATION_BANNER);
+            }
+            tracing::info!(room = %id, name = %room.contract.name, k = room.k, "hosting room");
+            rooms.insert(id, Arc::new(room));
+        }
+        if let Some(i) = bound.iter().position(|b| !b) {
+            let b = &config.sinks[i];
+            return Err(Error::Contract(format!(
+                "a sink is configured for participant '{}'{}, but no hosted room has that participant",
+                b.participant,
+                b.room.as_ref().map(|r| format!(" in room {r}")).unwrap_or_default()
+            )));
+        }
+        Ok(Self { inner: Arc::new(Inner { rooms, tee: config.tee, limits: config.limits }) })
+    }
+
+    pub fn tee(&self) -> TeeMode {
+        self.inner.tee
+    }
+
+    /// Ids of the hosted rooms.
+    pub fn room_ids(&self) -> Vec<RoomId> {
+        self.inner.rooms.keys().cloned().collect()
+    }
+
+    fn room(&self, id: &RoomId) -> Result<&Arc<Room>> {
+        self.inner.rooms.get(id).ok_or_else(|| Error::NotFound(format!("no room {id} is hosted here")))
+    }
+
+    fn room_of(&self, caller: &Caller) -> Result<&Arc<Room>> {
+        self.room(&caller.room_id)
+    }
+
+    /// Authenticates a bearer token as a participant of a room.
+    pub fn authenticate(&self, room_id: &str, token: &str) -> Result<Caller> {
+        let id = RoomId::parse(room_id).map_err(Error::InvalidRequest)?;
+        let room = self.room(&id)?;
+        let digest = token_digest(token);
+        room.contract
+            .participants
+            .iter()
+            .find(|p| {
+                matches!(
+                    p.credential.as_ref().and_then(|c| c.kind.as_ref()),
+                    Some(sealroom_proto::room::v1::credential::Kind::BearerTokenSha256(d)) if *d == digest
+                )
+            })
+            .map(|p| Caller { room_id: id.clone(), participant: p.id.clone() })
+            .ok_or_else(|| Error::Unauthenticated(format!("the bearer token is not the credential of any participant of room {id}")))
+    }
+
+    /// Every room membership of a bearer token.
+    pub fn memberships(&self, token: &str) -> Vec<Caller> {
+        self.inner.rooms.keys().filter_map(|id| self.authenticate(id.as_str(), token).ok()).collect()
+    }
+
+    /// The room as its participants see it: the contract (as JSON), the room id, the effective k,
+    /// the TEE, and each participant's roles.
+    pub fn room_view(&self, caller: &Caller) -> Result<Value> {
+        let room = self.room_of(caller)?;
+        let c = &room.contract;
+        let participants: Vec<Value> = c
+            .participants
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "roles": p.roles().map(Role::file_name).collect::<Vec<_>>(),
+                    "data_owner_of": c.tables_owned_by(&p.id).map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                    "analyst_of": c.computations.iter().filter(|x| x.may_run(&p.id)).map(|x| x.name.as_str()).collect::<Vec<_>>(),
+                    "reads_results_of": c.computations.iter().filter(|x| x.may_read(&p.id)).map(|x| x.name.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "room_id": room.id.as_str(),
+            "name": c.name,
+            "you": caller.participant,
+            "effective_k": room.k,
+            "tee": room.tee.describe(),
+            "participants": participants,
+            "contract": RoomFile::from_contract(c),
+        }))
+    }
+
+    /// The status of every table's dataset (never its contents).
+    pub fn datasets(&self, caller: &Caller) -> Result<Vec<DatasetStatus>> {
+        let room = self.room_of(caller)?;
+        Ok(room
+            .contract
+            .tables
+            .iter()
+            .map(|t| {
+                let file = room.dataset(&t.name);
+                let own = t.owner == caller.participant;
+                let m = file.as_ref().map(|f| &f.manifest);
+                DatasetStatus {
+                    table: t.name.clone(),
+                    owner: t.owner.clone(),
+                    uploaded: m.is_some(),
+                    version: m.map(|m| m.version.clone()),
+                    uploader: m.map(|m| m.uploader.clone()),
+                    committed_at: m.map(|m| m.committed_at.clone()),
+                    rows: m.filter(|_| own).map(|m| m.rows),
+                    bytes: m.filter(|_| own).map(|m| m.bytes),
+                    data_sha256: m.filter(|_| own).map(|m| m.data_sha256.clone()),
+                }
+            })
+            .collect())
+    }
+
+    /// Starts an upload of a table; only its owner may.
+    pub fn begin_upload(&self, caller: &Caller, table: &str) -> Result<UploadSession> {
+        let room = self.room_of(caller)?;
+        let t = room.contract.table(table).ok_or_else(|| {
+            Error::NotFound(format!(
+                "room {} has no table '{table}' (tables: {})",
+                room.id,
+                room.contract.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if t.owner != caller.participant {
+            return Err(Error::PermissionDenied(format!(
+                "participant '{}' may not upload table '{table}': the contract names '{}' as its owner",
+                caller.participant, t.owner
+            )));
+        }
+        Ok(UploadSession::new(room.clone(), caller.participant.clone(), t.clone(), self.inner.limits))
+    }
+
+    /// The computations of the room, with what the caller may do with each.
+    pub fn computations(&self, caller: &Caller) -> Result<Vec<ComputationView>> {
+        let room = self.room_of(caller)?;
+        Ok(room
+            .contract
+            .computations
+            .iter()
+            .map(|c| {
+                let runs = room.runs(&c.name);
+                ComputationView {
+                    name: c.name.clone(),
+                    kind: c.kind_name().to_owned(),
+                    description: c.description.clone(),
+                    inputs: c.input_tables().into_iter().map(str::to_owned).collect(),
+                    run_by: c.run_by.clone(),
+                    results_to: c.results_to.clone(),
+                    deliver_to: c.deliver_to.clone(),
+                    you_may_run: c.may_run(&caller.participant),
+                    you_may_read: c.may_read(&caller.participant),
+                    runs: runs.len(),
+                    latest_run: runs.last().map(|r| r.run_id.clone()),
+                }
+            })
+            .collect())
+    }
+
+    fn computation<'a>(&self, room: &'a Room, name: &str) -> Result<&'a sealroom_proto::room::v1::Computation> {
+        room.contract.computation(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "room {} has no computation '{name}' (computations: {})",
+                room.id,
+                room.contract.computations.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Runs a computation; only the participants in its `run_by` may.
+    pub async fn run(&self, caller: &Caller, computation: &str) -> Result<RunRecord> {
+        let room = self.room_of(caller)?.clone();
+        let c = self.computation(&room, computation)?.clone();
+        if !c.may_run(&caller.participant) {
+            return Err(Error::PermissionDenied(format!(
+                "participant '{}' may not run computation '{computation}' (run_by: {})",
+                caller.participant,
+                c.run_by.join(", ")
+            )));
+        }
+        room.run(&caller.participant, &c).await
+    }
+
+    /// The runs of a computation (records only), oldest first; for those who may run or read it.
+    pub fn runs(&self, caller: &Caller, computation: &str) -> Result<Vec<RunRecord>> {
+        let room = self.room_of(caller)?;
+        let c = self.computation(room, computation)?;
+        if !c.may_run(&caller.participant) && !c.may_read(&caller.participant) {
+            return Err(self.read_denied(caller, c));
+        }
+        Ok(room.runs(computation))
+    }
+
+    fn read_denied(&self, caller: &Caller, c: &sealroom_proto::room::v1::Computation) -> Error {
+        Error::PermissionDenied(format!(
+            "participant '{}' may not read the results of computation '{}' (results_to: {})",
+            caller.participant,
+            c.name,
+            c.results_to.join(", ")
+        ))
+    }
+
+    /// Releases a run's result (the latest when `run_id` is `None` or `latest`) to the caller,
+    /// through the release gate, auditing the release.
+    pub fn release(&self, caller: &Caller, computation: &str, run_id: Option<&str>, channel: Channel) -> Result<Released> {
+        let room = self.room_of(caller)?;
+        let c = self.computation(room, computation)?;
+        if !c.may_read(&caller.participant) {
+            return Err(self.read_denied(caller, c));
+        }
+        let runs = room.runs(computation);
+        let run = match run_id {
+            None | Some("latest") => runs.last().ok_or_else(|| {
+                Error::NotFound(format!("computation '{computation}' has not run yet; run it first (POST …/runs)"))
+            })?,
+            Some(id) => runs
+                .iter()
+                .find(|r| r.run_id == id)
+                .ok_or_else(|| Error::NotFound(format!("computation '{computation}' has no run '{id}'")))?,
+        };
+        room.release(computation, &run.run_id, &caller.participant, &channel)
+    }
+
+    /// The room's audit log, verified. Every participant may read it: it holds digests and counts,
+    /// never data.
+    pub fn audit_entries(&self, caller: &Caller) -> Result<Vec<AuditEntry>> {
+        self.room_of(caller)?.audit.entries()
+    }
+
+    /// Whether a participant of a room has an activation sink on this server.
+    pub fn has_sink(&self, caller: &Caller) -> bool {
+        self.room_of(caller).is_ok_and(|r| r.has_sink(&caller.participant))
+    }
+
+    /// Flushes and closes activation sinks. Call after the servers stopped accepting requests.
+    pub async fn close(&self) {
+        for room in self.inner.rooms.values() {
+            room.close().await;
+        }
+    }
+}

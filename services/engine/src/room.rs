@@ -1,0 +1,358 @@
+//! One hosted room: its contract, storage, audit log, datasets, runs and activation sinks.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sealroom_connectors::{Delivery, DeliveryMetadata, Sink};
+use sealroom_proto::RoomId;
+use sealroom_proto::room::v1::{Computation, RoomContract};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, AuditLog, InputVersion};
+use crate::computation::{self, InputTable};
+use crate::error::{Error, Result};
+use crate::metrics::EngineMetrics;
+use crate::release_gate::{Channel, ReleaseGate, Released};
+use crate::report::ComputedReport;
+use crate::storage::{DatasetFile, RoomStorage, new_id, write_atomically};
+use crate::tee::TeeMode;
+
+/// What happened to one activation delivery of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub recipient: String,
+    /// `delivered`, `failed`, or `no_sink` (no sink is configured for the recipient on this server).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The record of a computation run (no results: those leave only through the release gate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub computation: String,
+    pub kind: String,
+    pub run_by: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub inputs: Vec<InputVersion>,
+    pub sections: Vec<String>,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunFile {
+    record: RunRecord,
+    report: ComputedReport,
+}
+
+pub(crate) struct Room {
+    pub id: RoomId,
+    pub contract: RoomContract,
+    pub k: u32,
+    pub tee: TeeMode,
+    pub storage: RoomStorage,
+    pub audit: AuditLog,
+    pub metrics: Arc<EngineMetrics>,
+    datasets: Mutex<HashMap<String, Arc<DatasetFile>>>,
+    runs: Mutex<HashMap<String, Vec<RunRecord>>>,
+    sinks: HashMap<String, tokio::sync::Mutex<Box<dyn Sink>>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").field("id", &self.id).field("name", &self.contract.name).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave their maps inconsistent (every update is a
+    // single insert), so a poisoned lock is safe to keep using.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Room {
+    pub(crate) fn open(
+        data_dir: &Path,
+        contract: RoomContract,
+        tee: TeeMode,
+        metrics: Arc<EngineMetrics>,
+        sinks: HashMap<String, Box<dyn Sink>>,
+    ) -> Result<Self> {
+        let id = contract.room_id();
+        let storage = RoomStorage::open(data_dir, id.as_str(), &contract.canonical_bytes())?;
+        let audit = AuditLog::open(&storage.audit_path(), id.as_str())?;
+        let mut datasets = HashMap::new();
+        for table in &contract.tables {
+            if let Some(file) = storage.load_dataset(&table.name)? {
+                datasets.insert(table.name.clone(), Arc::new(file));
+            }
+        }
+        let mut runs: HashMap<String, Vec<RunRecord>> = HashMap::new();
+        for computation in &contract.computations {
+            let dir = storage.runs_dir(&computation.name);
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut records = Vec::new();
+            for entry in entries {
+                let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
+                let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
+                records.push(file.record);
+            }
+            records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+            runs.insert(computation.name.clone(), records);
+        }
+        let k = contract.effective_k();
+        audit.append(AuditEvent::RoomHosted { room_name: contract.name.clone(), tee_mode: tee.name().into(), effective_k: k })?;
+        Ok(Self {
+            id,
+            k,
+            tee,
+            storage,
+            audit,
+            metrics,
+            datasets: Mutex::new(datasets),
+            runs: Mutex::new(runs),
+            sinks: sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect(),
+            contract,
+        })
+    }
+
+    pub(crate) fn dataset(&self, table: &str) -> Option<Arc<DatasetFile>> {
+        lock(&self.datasets).get(table).cloned()
+    }
+
+    /// Makes a committed version current; the one it replaces is deleted when no run reads it.
+    pub(crate) fn install_dataset(&self, file: DatasetFile) {
+        let previous = lock(&self.datasets).insert(file.manifest.table.clone(), Arc::new(file));
+        if let Some(previous) = previous {
+            previous.supersede();
+        }
+    }
+
+    pub(crate) fn runs(&self, computation: &str) -> Vec<RunRecord> {
+        lock(&self.runs).get(computation).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn has_sink(&self, participant: &str) -> bool {
+        self.sinks.contains_key(participant)
+    }
+
+    fn gate(&self) -> ReleaseGate<'_> {
+        ReleaseGate {
+            k: self.k,
+            room_id: self.id.as_str(),
+            room_name: &self.contract.name,
+            tee: self.tee,
+            audit: &self.audit,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Runs a computation, keeps its result inside the engine, and delivers it to the activation
+    /// sinks of the participants the contract names.
+    pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
+        let started = Instant::now();
+        let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let outcome = self.compute(computation).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
+        let (sections, inputs) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                self.audit.append(AuditEvent::ComputationFailed {
+                    participant: participant.to_owned(),
+                    computation: computation.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                return Err(e);
+            }
+        };
+        let run_id = new_id("r");
+        let report = ComputedReport {
+            computation: computation.name.clone(),
+            kind: computation.kind_name().to_owned(),
+            run_id: run_id.clone(),
+            computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            sections,
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut record = RunRecord {
+            run_id: run_id.clone(),
+            computation: computation.name.clone(),
+            kind: report.kind.clone(),
+            run_by: participant.to_owned(),
+            started_at,
+            finished_at: report.computed_at.clone(),
+            duration_ms,
+            inputs: inputs.clone(),
+            sections: report.sections.iter().map(|s| s.name.clone()).collect(),
+            deliveries: Vec::new(),
+        };
+        self.audit.append(AuditEvent::ComputationRun {
+            participant: participant.to_owned(),
+            computation: computation.name.clone(),
+            run_id: run_id.clone(),
+            inputs,
+            duration_ms,
+        })?;
+        self.save_run(&record, &report)?;
+        lock(&self.runs).entry(computation.name.clone()).or_default().push(record.clone());
+        for recipient in &computation.deliver_to {
+            let delivery = self.deliver(&report, recipient).await;
+            record.deliveries.push(delivery);
+        }
+        if !record.deliveries.is_empty() {
+            self.save_run(&record, &report)?;
+            if let Some(r) = lock(&self.runs).get_mut(&computation.name).and_then(|v| v.iter_mut().find(|r| r.run_id == run_id)) {
+                *r = record.clone();
+            }
+        }
+        tracing::info!(room = %self.id, computation = %computation.name, run = %run_id, duration_ms, "computation ran");
+        Ok(record)
+    }
+
+    async fn compute(&self, computation: &Computation) -> Result<(Vec<crate::report::ComputedSection>, Vec<InputVersion>)> {
+        let mut files = Vec::new();
+        for table in computation.input_tables() {
+            let file = self.dataset(table).ok_or_else(|| {
+                let owner = self.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
+                Error::FailedPrecondition(format!(
+                    "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
+                    computation.name,
+                    computation.input_tables().join(", ")
+                ))
+            })?;
+            files.push((table.to_owned(), file));
+        }
+        let inputs: Vec<InputVersion> =
+            files.iter().map(|(t, f)| InputVersion { table: t.clone(), version: f.manifest.version.clone() }).collect();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<HashMap<String, InputTable>> {
+            let mut tables = HashMap::new();
+            for (name, file) in files {
+                let batches = file.read()?;
+                let schema = batches
+                    .first()
+                    .map(|b| b.schema())
+                    .ok_or_else(|| Error::storage(&file.path, "dataset file has no batches"))?;
+                tables.insert(name, InputTable { schema, batches });
+            }
+            Ok(tables)
+        })
+        .await
+        .map_err(|e| Error::Computation(format!("loading inputs failed: {e}")))??;
+        let sections = computation::run(&self.contract, computation, &loaded).await?;
+        Ok((sections, inputs))
+    }
+
+    fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {
+        self.storage.runs_dir(computation).join(format!("{run_id}.json"))
+    }
+
+    fn save_run(&self, record: &RunRecord, report: &ComputedReport) -> Result<()> {
+        let dir = self.storage.runs_dir(&record.computation);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
+        let bytes = serde_json::to_vec(&RunFile { record: record.clone(), report: report.clone() })
+            .map_err(|e| Error::storage(&dir, e))?;
+        write_atomically(&self.run_path(&record.computation, &record.run_id), &bytes)
+    }
+
+    fn load_report(&self, computation: &str, run_id: &str) -> Result<ComputedReport> {
+        let path = self.run_path(computation, run_id);
+        let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
+        let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
+        Ok(file.report)
+    }
+
+    /// Releases a run's result to a recipient through the gate.
+    pub(crate) fn release(&self, computation: &str, run_id: &str, recipient: &str, channel: &Channel) -> Result<Released> {
+        let report = self.load_report(computation, run_id)?;
+        self.gate().release(&report, recipient, channel)
+    }
+
+    async fn deliver(&self, report: &ComputedReport, recipient: &str) -> crate::room::DeliveryRecord {
+        let Some(sink) = self.sinks.get(recipient) else {
+            return DeliveryRecord {
+                recipient: recipient.to_owned(),
+                status: "no_sink".into(),
+                location: None,
+                message: Some(format!(
+                    "no activation sink is configured for '{recipient}' on this server; the result stays available \
+                     over REST and Flight"
+                )),
+            };
+        };
+        let mut sink = sink.lock().await;
+        let result: Result<Vec<String>> = async {
+            let released = self.gate().release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))?;
+            let mut locations = Vec::new();
+            for section in released.sections() {
+                let delivery = Delivery {
+                    metadata: DeliveryMetadata {
+                        room_id: self.id.to_string(),
+                        computation: report.computation.clone(),
+                        run_id: report.run_id.clone(),
+                        section: section.name().to_owned(),
+                        recipient: recipient.to_owned(),
+                        release_digest: released.digest().to_owned(),
+                    },
+                    batch: section.to_record_batch()?,
+                };
+                let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
+                locations.push(receipt.location);
+            }
+            sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
+            self.audit.append(AuditEvent::ActivationDelivered {
+                recipient: recipient.to_owned(),
+                computation: report.computation.clone(),
+                run_id: report.run_id.clone(),
+                sink_type: sink.sink_type().to_owned(),
+                location: locations.join(", "),
+                release_sha256: released.digest().to_owned(),
+            })?;
+            Ok(locations)
+        }
+        .await;
+        self.metrics.delivery(result.is_ok());
+        match result {
+            Ok(locations) => DeliveryRecord {
+                recipient: recipient.to_owned(),
+                status: "delivered".into(),
+                location: Some(locations.join(", ")),
+                message: None,
+            },
+            Err(e) => {
+                let _ = self.audit.append(AuditEvent::ActivationFailed {
+                    recipient: recipient.to_owned(),
+                    computation: report.computation.clone(),
+                    run_id: report.run_id.clone(),
+                    reason: e.to_string(),
+                });
+                tracing::warn!(room = %self.id, recipient, error = %e, "activation delivery failed");
+                DeliveryRecord { recipient: recipient.to_owned(), status: "failed".into(), location: None, message: Some(e.to_string()) }
+            }
+        }
+    }
+
+    /// Closes the activation sinks (flushing them first).
+    pub(crate) async fn close(&self) {
+        for (participant, sink) in &self.sinks {
+            let mut sink = sink.lock().await;
+            if let Err(e) = sink.flush().await {
+                tracing::warn!(participant, error = %e, "flushing a sink at shutdown failed");
+            }
+            if let Err(e) = sink.close().await {
+                tracing::warn!(participant, error = %e, "closing a sink at shutdown failed");
+            }
+        }
+    }
+}
