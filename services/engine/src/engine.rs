@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::ingest::{UploadLimits, UploadSession};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, Released};
-use crate::room::{Room, RunRecord};
+use crate::room::{Room, RunRecord, SectionShape};
 use crate::tee::TeeMode;
 
 /// An activation sink of one participant.
@@ -271,6 +271,25 @@ impl Engine {
             .collect())
     }
 
+    /// Tables the caller owns.
+    pub fn owned_tables(&self, caller: &Caller) -> Result<Vec<String>> {
+        let room = self.room_of(caller)?;
+        Ok(room.contract.tables_owned_by(&caller.participant).map(|t| t.name.clone()).collect())
+    }
+
+    /// The Arrow schema the engine stores a table in (and the simplest one to upload), for its owner.
+    pub fn upload_schema(&self, caller: &Caller, table: &str) -> Result<arrow::datatypes::SchemaRef> {
+        let room = self.room_of(caller)?;
+        let t = room
+            .contract
+            .table(table)
+            .ok_or_else(|| Error::NotFound(format!("room {} has no table '{table}'", room.id)))?;
+        let schema = crate::schema::stored_schema(t);
+        let fields: Vec<_> =
+            schema.fields().iter().filter(|f| f.name() != crate::schema::ROW_ID_COLUMN).cloned().collect();
+        Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+    }
+
     /// Starts an upload of a table; only its owner may.
     pub fn begin_upload(&self, caller: &Caller, table: &str) -> Result<UploadSession> {
         let room = self.room_of(caller)?;
@@ -359,25 +378,37 @@ impl Engine {
         ))
     }
 
-    /// Releases a run's result (the latest when `run_id` is `None` or `latest`) to the caller,
-    /// through the release gate, auditing the release.
-    pub fn release(&self, caller: &Caller, computation: &str, run_id: Option<&str>, channel: Channel) -> Result<Released> {
+    fn readable_run(&self, caller: &Caller, computation: &str, run_id: Option<&str>) -> Result<(&Arc<Room>, RunRecord)> {
         let room = self.room_of(caller)?;
         let c = self.computation(room, computation)?;
         if !c.may_read(&caller.participant) {
             return Err(self.read_denied(caller, c));
         }
-        let runs = room.runs(computation);
+        let mut runs = room.runs(computation);
         let run = match run_id {
-            None | Some("latest") => runs.last().ok_or_else(|| {
+            None | Some("latest") => runs.pop().ok_or_else(|| {
                 Error::NotFound(format!("computation '{computation}' has not run yet; run it first (POST …/runs)"))
             })?,
             Some(id) => runs
-                .iter()
+                .into_iter()
                 .find(|r| r.run_id == id)
                 .ok_or_else(|| Error::NotFound(format!("computation '{computation}' has no run '{id}'")))?,
         };
+        Ok((room, run))
+    }
+
+    /// Releases a run's result (the latest when `run_id` is `None` or `latest`) to the caller,
+    /// through the release gate, auditing the release.
+    pub fn release(&self, caller: &Caller, computation: &str, run_id: Option<&str>, channel: Channel) -> Result<Released> {
+        let (room, run) = self.readable_run(caller, computation, run_id)?;
         room.release(computation, &run.run_id, &caller.participant, &channel)
+    }
+
+    /// The names, schemas and row counts of a run's result sections, for those who may read it.
+    /// Nothing here is a value of the result.
+    pub fn section_shapes(&self, caller: &Caller, computation: &str, run_id: Option<&str>) -> Result<Vec<SectionShape>> {
+        let (room, run) = self.readable_run(caller, computation, run_id)?;
+        room.section_shapes(computation, &run.run_id)
     }
 
     /// The room's audit log, verified. Every participant may read it: it holds digests and counts,

@@ -24,6 +24,6 @@ pub use ingest::{UploadLimits, UploadSession};
 pub use metrics::EngineMetrics;
 pub use release_gate::{Channel, Released, ReleasedCell, ReleasedSection};
 pub use report::{CellValue, MetricKind, MetricSpec};
-pub use room::{DeliveryRecord, RunRecord};
+pub use room::{DeliveryRecord, RunRecord, SectionShape};
 pub use storage::DatasetManifest;
 pub use tee::TeeMode;

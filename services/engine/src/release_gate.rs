@@ -98,16 +98,7 @@ impl ReleasedSection {
     /// column (uint64 for counts, float64 for ratios; null when suppressed) and a
     /// `<metric>_suppressed` boolean column.
     pub fn schema(&self) -> Arc<Schema> {
-        let mut fields: Vec<Field> = self.dimensions.iter().map(|d| Field::new(d, DataType::Utf8, false)).collect();
-        for m in &self.metrics {
-            let t = match m.kind {
-                MetricKind::Count => DataType::UInt64,
-                MetricKind::Ratio => DataType::Float64,
-            };
-            fields.push(Field::new(&m.name, t, true));
-            fields.push(Field::new(format!("{}_suppressed", m.name), DataType::Boolean, false));
-        }
-        Arc::new(Schema::new(fields))
+        section_schema(&self.dimensions, &self.metrics)
     }
 
     /// The section as an Arrow record batch (see [`Self::schema`]).
@@ -163,6 +154,20 @@ impl ReleasedSection {
             "rows": rows,
         })
     }
+}
+
+/// The Arrow schema of a released section (see [`ReleasedSection::schema`]).
+pub fn section_schema(dimensions: &[String], metrics: &[MetricSpec]) -> Arc<Schema> {
+    let mut fields: Vec<Field> = dimensions.iter().map(|d| Field::new(d, DataType::Utf8, false)).collect();
+    for m in metrics {
+        let t = match m.kind {
+            MetricKind::Count => DataType::UInt64,
+            MetricKind::Ratio => DataType::Float64,
+        };
+        fields.push(Field::new(&m.name, t, true));
+        fields.push(Field::new(format!("{}_suppressed", m.name), DataType::Boolean, false));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// A result that passed the release gate and was audited. Only [`ReleaseGate::release`] makes one.

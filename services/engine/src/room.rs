@@ -31,6 +31,16 @@ pub struct DeliveryRecord {
     pub message: Option<String>,
 }
 
+/// The shape of a result section: what a reader may know before the result is released.
+#[derive(Debug, Clone)]
+pub struct SectionShape {
+    pub run_id: String,
+    pub name: String,
+    pub schema: arrow::datatypes::SchemaRef,
+    /// Number of rows (for example, of segments); never a count of individuals.
+    pub rows: usize,
+}
+
 /// The record of a computation run (no results: those leave only through the release gate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -271,6 +281,21 @@ impl Room {
         let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
         let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
         Ok(file.report)
+    }
+
+    /// The shape of a run's result sections (names, schemas, row counts), without their values.
+    pub(crate) fn section_shapes(&self, computation: &str, run_id: &str) -> Result<Vec<SectionShape>> {
+        let report = self.load_report(computation, run_id)?;
+        Ok(report
+            .sections
+            .iter()
+            .map(|s| SectionShape {
+                run_id: run_id.to_owned(),
+                name: s.name.clone(),
+                schema: crate::release_gate::section_schema(&s.dimensions, &s.metrics),
+                rows: s.rows.len(),
+            })
+            .collect())
     }
 
     /// Releases a run's result to a recipient through the gate.

@@ -1,1 +1,123 @@
-//! placeholder
+//! The enclave server: Arrow Flight for data in and results out, REST for dashboards and
+//! governance, `/healthz` and `/metrics`.
+//!
+//! [`start`] binds both listeners and returns a [`RunningServer`] (integration tests start the real
+//! server on `127.0.0.1:0` this way); [`run`] serves until a shutdown signal. Shutdown is ordered:
+//! both servers stop accepting and drain in-flight requests (uploads commit or abort), then the
+//! engine flushes and closes its activation sinks.
+
+pub mod config;
+pub mod error;
+pub mod flight;
+pub mod http;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use prometheus_client::registry::Registry;
+use sealroom_engine::{Engine, EngineConfig, EngineMetrics};
+use sealroom_proto::room::v1::RoomContract;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] sealroom_engine::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// A started server. Dropping it does not stop it: call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub engine: Engine,
+    stop: watch::Sender<bool>,
+    flight: JoinHandle<Result<(), String>>,
+    http: JoinHandle<Result<(), String>>,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens the engine, binds the Flight and REST listeners and starts serving.
+pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Result<RunningServer, ServerError> {
+    let mut registry = Registry::default();
+    let engine_metrics = Arc::new(EngineMetrics::register(&mut registry));
+    let http_metrics = http::HttpMetrics::register(&mut registry);
+    let engine_config = EngineConfig {
+        data_dir: config.data_dir.clone(),
+        tee: config.tee_mode(),
+        limits: config.upload_limits(),
+        sinks: config.sink_bindings(),
+    };
+    let engine = Engine::open(engine_config, contracts, engine_metrics).await?;
+
+    let flight_listener = TcpListener::bind(config.flight_addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.flight_addr, source })?;
+    let http_listener =
+        TcpListener::bind(config.http_addr).await.map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+    let flight_addr = flight_listener.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let http_addr = http_listener.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let (stop, rx) = watch::channel(false);
+
+    let service = FlightServiceServer::new(flight::SealroomFlight::new(engine.clone()))
+        .max_decoding_message_size(config.limits.max_message_bytes)
+        .max_encoding_message_size(config.limits.max_message_bytes);
+    let flight_rx = rx.clone();
+    let flight = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), stopped(flight_rx))
+            .await
+            .map_err(|e| e.to_string())
+    });
+
+    let state = http::AppState { engine: engine.clone(), registry: Arc::new(registry), metrics: http_metrics };
+    let app = http::router(state);
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app).with_graceful_shutdown(stopped(rx)).await.map_err(|e| e.to_string())
+    });
+    tracing::info!(%flight_addr, %http_addr, tee = engine.tee().name(), "sealroom server listening");
+    Ok(RunningServer { flight_addr, http_addr, engine, stop, flight, http })
+}
+
+impl RunningServer {
+    /// Stops accepting, drains in-flight requests, then closes the engine's sinks.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        let flight = self.flight.await.map_err(|e| ServerError::Serve(e.to_string()))?;
+        let http = self.http.await.map_err(|e| ServerError::Serve(e.to_string()))?;
+        self.engine.close().await;
+        flight.map_err(ServerError::Serve)?;
+        http.map_err(ServerError::Serve)?;
+        tracing::info!("sealroom server stopped");
+        Ok(())
+    }
+}
+
+/// Loads the configured rooms, serves until `shutdown` completes, then shuts down in order.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let contracts = config.load_rooms().map_err(ServerError::Config)?;
+    let server = start(&config, contracts).await?;
+    shutdown.await;
+    server.shutdown().await
+}

@@ -1,0 +1,188 @@
+//! Server configuration: defaults, then a YAML file, then `SEALROOM_*` environment variables, then
+//! command-line flags (applied by the CLI). Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use sealroom_engine::{SinkBinding, TeeMode, UploadLimits};
+use sealroom_proto::RoomFile;
+use sealroom_proto::room::v1::RoomContract;
+use serde::{Deserialize, Serialize};
+
+/// The committed example configuration; a test parses it.
+pub const EXAMPLE: &str = include_str!("../config/server.example.yaml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeeSetting {
+    /// INSECURE: no hardware protection. Rooms must allow it in their contract.
+    Simulated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most rows one upload may carry.
+    pub max_upload_rows: u64,
+    /// Most bytes (in memory, decoded) one upload may carry.
+    pub max_upload_bytes: u64,
+    /// Largest single Flight message (one record batch), in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = UploadLimits::default();
+        Self { max_upload_rows: d.max_rows, max_upload_bytes: d.max_bytes, max_message_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The participant (by id) whose released results the sink receives.
+    pub participant: String,
+    /// Only in this room (by id); absent means in every hosted room with that participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The sink itself, with a `type` key: `{type: file, path: ./activations, format: ndjson}`.
+    pub sink: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Room files (YAML) to host.
+    pub rooms: Vec<PathBuf>,
+    /// Where datasets, results and audit logs live.
+    pub data_dir: PathBuf,
+    /// Arrow Flight (gRPC) listen address.
+    pub flight_addr: SocketAddr,
+    /// REST listen address.
+    pub http_addr: SocketAddr,
+    /// The TEE backend. Only `simulated` exists in this build.
+    pub tee: TeeSetting,
+    pub limits: Limits,
+    /// Activation sinks of participants.
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            rooms: Vec::new(),
+            data_dir: PathBuf::from("sealroom-data"),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tee: TeeSetting::Simulated,
+            limits: Limits::default(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses a configuration file's text.
+    pub fn from_yaml(text: &str, source: &str) -> Result<Self, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| format!("{source}: {e}"))
+    }
+
+    /// Loads a configuration file; relative paths in it are taken relative to the file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config = Self::from_yaml(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for room in &mut config.rooms {
+            if room.is_relative() {
+                *room = base.join(&*room);
+            }
+        }
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Applies `SEALROOM_DATA_DIR`, `SEALROOM_FLIGHT_ADDR`, `SEALROOM_HTTP_ADDR` and `SEALROOM_ROOMS`
+    /// (comma-separated) from an environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        if let Some(v) = get("SEALROOM_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SEALROOM_FLIGHT_ADDR") {
+            self.flight_addr = v.parse().map_err(|e| format!("SEALROOM_FLIGHT_ADDR={v}: {e}"))?;
+        }
+        if let Some(v) = get("SEALROOM_HTTP_ADDR") {
+            self.http_addr = v.parse().map_err(|e| format!("SEALROOM_HTTP_ADDR={v}: {e}"))?;
+        }
+        if let Some(v) = get("SEALROOM_ROOMS") {
+            self.rooms = v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        }
+        Ok(())
+    }
+
+    pub fn tee_mode(&self) -> TeeMode {
+        match self.tee {
+            TeeSetting::Simulated => TeeMode::Simulated,
+        }
+    }
+
+    pub fn upload_limits(&self) -> UploadLimits {
+        UploadLimits { max_rows: self.limits.max_upload_rows, max_bytes: self.limits.max_upload_bytes }
+    }
+
+    pub fn sink_bindings(&self) -> Vec<SinkBinding> {
+        self.sinks
+            .iter()
+            .map(|s| SinkBinding { participant: s.participant.clone(), room: s.room.clone(), config: s.sink.clone() })
+            .collect()
+    }
+
+    /// Reads and validates the room files.
+    pub fn load_rooms(&self) -> Result<Vec<RoomContract>, String> {
+        if self.rooms.is_empty() {
+            return Err("no room files are configured: pass --room <file> or set `rooms:` in the config".into());
+        }
+        self.rooms
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read room file {}: {e}", path.display()))?;
+                RoomFile::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let config = ServerConfig::from_yaml(EXAMPLE, "server.example.yaml").unwrap();
+        assert_eq!(config.flight_addr.port(), 50051);
+        assert_eq!(config.sinks.len(), 1);
+        assert_eq!(config.sinks[0].sink["type"], "file");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = ServerConfig::from_yaml("data_dri: x\n", "c.yaml").unwrap_err();
+        assert!(err.contains("unknown field `data_dri`"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = ServerConfig::default();
+        config
+            .apply_env(|k| match k {
+                "SEALROOM_HTTP_ADDR" => Some("127.0.0.1:9999".into()),
+                "SEALROOM_ROOMS" => Some("a.yaml,b.yaml".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.http_addr.port(), 9999);
+        assert_eq!(config.rooms.len(), 2);
+        assert!(config.apply_env(|_| Some("nonsense".into())).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! REST under `/v1`, plus `/healthz` and `/metrics`.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/healthz` | liveness, the TEE mode and the number of hosted rooms |
+//! | GET | `/metrics` | Prometheus (OpenMetrics) text |
+//! | GET | `/v1/rooms` | the rooms the bearer token belongs to |
+//! | GET | `/v1/rooms/{room}` | the contract as JSON, the room id, effective k, TEE, roles |
+//! | GET | `/v1/rooms/{room}/datasets` | dataset status: uploaded, version, uploader, time (rows only for the owner) |
+//! | GET | `/v1/rooms/{room}/computations` | computations and what the caller may do with each |
+//! | POST | `/v1/rooms/{room}/computations/{name}/runs` | run a computation |
+//! | GET | `/v1/rooms/{room}/computations/{name}/runs` | the run records |
+//! | GET | `/v1/rooms/{room}/computations/{name}/runs/{run}/result` | the released result (`run` may be `latest`) |
+//! | GET | `/v1/rooms/{room}/audit` | the verified audit log |
+//!
+//! Every `/v1` call carries `Authorization: Bearer <token>`. Errors are
+//! `{"error": {"code": …, "message": …}}` with the status from [`crate::error::to_http`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sealroom_engine::{Caller, Channel, Engine, Error};
+use serde_json::{Value, json};
+
+use crate::error::HttpError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// HTTP metrics, registered next to the engine's.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RouteLabels, Counter>,
+    seconds: Histogram,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self { requests: Family::default(), seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)) };
+        let r = registry.sub_registry_with_prefix("sealroom_http");
+        r.register("requests", "HTTP requests by method, route and status", m.requests.clone());
+        r.register("request_seconds", "HTTP request latency", m.seconds.clone());
+        m
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub registry: Arc<Registry>,
+    pub metrics: HttpMetrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The bearer token of a request.
+#[derive(Debug)]
+pub struct Token(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Token {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            Error::Unauthenticated("missing `Authorization: Bearer <token>` header".into())
+        })?;
+        let text = header.to_str().map_err(|_| Error::Unauthenticated("the Authorization header is not ASCII".into()))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+        Ok(Token(token.trim().to_owned()))
+    }
+}
+
+type ApiResult<T> = Result<T, HttpError>;
+
+fn caller(state: &AppState, room: &str, token: &Token) -> Result<Caller, Error> {
+    state.engine.authenticate(room, &token.0)
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/rooms", get(list_rooms))
+        .route("/rooms/{room}", get(room))
+        .route("/rooms/{room}/datasets", get(datasets))
+        .route("/rooms/{room}/computations", get(computations))
+        .route("/rooms/{room}/computations/{name}/runs", get(list_runs).post(run))
+        .route("/rooms/{room}/computations/{name}/runs/{run}/result", get(result))
+        .route("/rooms/{room}/audit", get(audit));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.requests.get_or_create(&RouteLabels { method, route, status: response.status().as_u16() }).inc();
+    state.metrics.seconds.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found(request: Request) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "not_found", "message": format!(
+            "no route {} {}; the API is under /v1 (see /v1/rooms), plus /healthz and /metrics",
+            request.method(), request.uri().path()
+        )}})),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "tee": state.engine.tee().describe(),
+        "rooms": state.engine.room_ids().len(),
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode metrics: {e}")).into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn list_rooms(State(state): State<AppState>, token: Token) -> ApiResult<Json<Value>> {
+    let memberships = state.engine.memberships(&token.0);
+    if memberships.is_empty() {
+        return Err(Error::Unauthenticated("the bearer token is not the credential of any participant of a hosted room".into()).into());
+    }
+    let rooms: Vec<Value> = memberships
+        .iter()
+        .map(|c| {
+            let view = state.engine.room_view(c).unwrap_or(Value::Null);
+            json!({ "room_id": c.room_id().as_str(), "name": view["name"], "you": c.participant() })
+        })
+        .collect();
+    Ok(Json(json!({ "rooms": rooms })))
+}
+
+async fn room(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    Ok(Json(state.engine.room_view(&caller)?))
+}
+
+async fn datasets(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    Ok(Json(json!({ "datasets": state.engine.datasets(&caller)? })))
+}
+
+async fn computations(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    Ok(Json(json!({ "computations": state.engine.computations(&caller)? })))
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Path((room, name)): Path<(String, String)>,
+    token: Token,
+) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    Ok(Json(json!({ "runs": state.engine.runs(&caller, &name)? })))
+}
+
+async fn run(
+    State(state): State<AppState>,
+    Path((room, name)): Path<(String, String)>,
+    token: Token,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let caller = caller(&state, &room, &token)?;
+    let record = state.engine.run(&caller, &name).await?;
+    let result = format!("/v1/rooms/{room}/computations/{name}/runs/{}/result", record.run_id);
+    Ok((StatusCode::CREATED, Json(json!({ "run": record, "result": result }))))
+}
+
+async fn result(
+    State(state): State<AppState>,
+    Path((room, name, run)): Path<(String, String, String)>,
+    token: Token,
+) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    let engine = state.engine.clone();
+    // The release fsyncs its audit entry: keep it off the async workers.
+    let released = tokio::task::spawn_blocking(move || engine.release(&caller, &name, Some(&run), Channel::Rest))
+        .await
+        .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
+    Ok(Json(released.json().clone()))
+}
+
+async fn audit(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    let entries = state.engine.audit_entries(&caller)?;
+    let head = entries.last().map(|e| e.entry_sha256.clone());
+    Ok(Json(json!({ "entries": entries, "head_sha256": head })))
+}
