@@ -1,0 +1,594 @@
+//! Integration tests: the real server on 127.0.0.1:0, real Flight and REST clients.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, ListBuilder, StringArray, StringBuilder, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use sealroom_matching::hash::sha256_hex;
+use sealroom_proto::RoomFile;
+use sealroom_proto::room::v1::RoomContract;
+use sealroom_server::config::{ServerConfig, SinkConfig};
+use sealroom_server::{RunningServer, start};
+use serde_json::Value;
+
+const ADV: &str = "advertiser-secret-token-0000000001";
+const PUB: &str = "publisher-secret-token-00000000002";
+const AUDITOR: &str = "auditor-secret-token-0000000000003";
+const K: u64 = 10;
+
+fn room_contract() -> RoomContract {
+    let yaml = format!(
+        r#"
+name: server test room
+participants:
+  - {{ id: acme, name: ACME, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
+  - {{ id: news, name: News, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
+  - {{ id: audit, name: Auditor, roles: [auditor], credential: {{ bearer_token_sha256: {u} }} }}
+tables:
+  - name: crm
+    owner: acme
+    columns:
+      - {{ name: customer_id, type: string, identifier: user_id }}
+      - {{ name: email_sha256, type: sha256, identifier: hashed_email, nullable: true }}
+      - {{ name: phone_sha256, type: sha256, identifier: hashed_phone, nullable: true }}
+  - name: readers
+    owner: news
+    columns:
+      - {{ name: user_id, type: string, identifier: user_id }}
+      - {{ name: email_sha256, type: sha256, identifier: hashed_email, nullable: true }}
+      - {{ name: phone_sha256, type: sha256, identifier: hashed_phone, nullable: true }}
+      - {{ name: segments, type: string_list, identifier: segment, nullable: true }}
+computations:
+  - name: overlap
+    overlap: {{ advertiser_table: crm, publisher_table: readers }}
+    run_by: [acme]
+    results_to: [acme, news]
+    deliver_to: [news]
+privacy:
+  k_thresholds: [{{ set_by: news, k: {K} }}]
+attestation: {{ allow_simulated: true }}
+"#,
+        a = sha256_hex(ADV.as_bytes()),
+        p = sha256_hex(PUB.as_bytes()),
+        u = sha256_hex(AUDITOR.as_bytes()),
+    );
+    RoomFile::parse(&yaml, "test room").unwrap()
+}
+
+struct TestServer {
+    server: Option<RunningServer>,
+    data_dir: PathBuf,
+    activations: PathBuf,
+    room_id: String,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    async fn start(dir: &Path) -> Self {
+        let data_dir = dir.join("data");
+        let activations = dir.join("activations");
+        let config = ServerConfig {
+            data_dir: data_dir.clone(),
+            flight_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            sinks: vec![SinkConfig {
+                participant: "news".into(),
+                room: None,
+                sink: serde_json::json!({"type": "file", "path": activations, "format": "ndjson"}),
+            }],
+            ..ServerConfig::default()
+        };
+        let contract = room_contract();
+        let room_id = contract.room_id().to_string();
+        let server = start(&config, vec![contract]).await.unwrap();
+        Self { server: Some(server), data_dir, activations, room_id, http: reqwest::Client::new() }
+    }
+
+    fn server(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+    }
+
+    async fn flight(&self, token: &str) -> FlightClient {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.server().flight_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightClient::new(channel);
+        client.add_header("authorization", &format!("Bearer {token}")).unwrap();
+        client
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server().http_addr)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn table_path(&self, table: &str) -> FlightDescriptor {
+        FlightDescriptor::new_path(vec!["rooms".into(), self.room_id.clone(), "tables".into(), table.into()])
+    }
+
+    async fn upload(&self, token: &str, table: &str, batches: Vec<RecordBatch>) -> Result<Value, FlightError> {
+        let mut client = self.flight(token).await;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(self.table_path(table)))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let results: Vec<_> = client.do_put(stream).await?.try_collect().await?;
+        Ok(serde_json::from_slice(&results[0].app_metadata).unwrap())
+    }
+}
+
+/// Synthetic people: the advertiser knows some by email and/or phone; the publisher's readers
+/// carry their own identifiers and segments.
+struct Data {
+    crm: Vec<(String, Option<String>, Option<String>)>,
+    readers: Vec<(String, Option<String>, Option<String>, Vec<String>)>,
+}
+
+fn email(i: usize) -> String {
+    format!("person{i}@example.com")
+}
+
+fn phone(i: usize) -> String {
+    format!("+1415555{i:04}")
+}
+
+fn data() -> Data {
+    let mut crm = Vec::new();
+    for i in 0..300 {
+        let e = (i % 7 != 0 || (100..120).contains(&i)).then(|| email(i));
+        let p = (i % 3 == 0).then(|| phone(i));
+        crm.push((format!("c{i}"), e, p));
+    }
+    let mut readers = Vec::new();
+    for j in 100..600 {
+        // Readers 100..300 are the same people as customers 100..300 (matched when they share a key).
+        let e = (j % 5 != 0 || (100..120).contains(&j)).then(|| email(j));
+        let p = (j % 2 == 0).then(|| phone(j));
+        let mut segments = vec![];
+        if j % 2 == 0 {
+            segments.push("sports".to_owned());
+        }
+        if j % 3 == 0 {
+            segments.push("travel".to_owned());
+        }
+        if (100..109).contains(&j) {
+            segments.push("edge_k_minus_1".to_owned()); // k - 1 matched people: suppressed
+        }
+        if (110..120).contains(&j) {
+            segments.push("edge_k".to_owned()); // exactly k matched people: released
+        }
+        readers.push((format!("u{j}"), e, p, segments));
+    }
+    Data { crm, readers }
+}
+
+fn hashed(v: &Option<String>) -> Option<String> {
+    v.as_ref().map(|s| sha256_hex(s.as_bytes()))
+}
+
+fn crm_batches(d: &Data) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("email_sha256", DataType::Utf8, true),
+        Field::new("phone_sha256", DataType::Utf8, true),
+    ]));
+    d.crm
+        .chunks(128)
+        .map(|rows| {
+            let id: StringArray = rows.iter().map(|r| Some(r.0.clone())).collect();
+            let e: StringArray = rows.iter().map(|r| hashed(&r.1)).collect();
+            let p: StringArray = rows.iter().map(|r| hashed(&r.2)).collect();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(e), Arc::new(p)]).unwrap()
+        })
+        .collect()
+}
+
+fn readers_batches(d: &Data) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("email_sha256", DataType::Utf8, true),
+        Field::new("phone_sha256", DataType::Utf8, true),
+        Field::new("segments", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+    ]));
+    d.readers
+        .chunks(200)
+        .map(|rows| {
+            let id: StringArray = rows.iter().map(|r| Some(r.0.clone())).collect();
+            let e: StringArray = rows.iter().map(|r| hashed(&r.1)).collect();
+            let p: StringArray = rows.iter().map(|r| hashed(&r.2)).collect();
+            let mut segs = ListBuilder::new(StringBuilder::new());
+            for r in rows {
+                for s in &r.3 {
+                    segs.values().append_value(s);
+                }
+                segs.append(true);
+            }
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(e), Arc::new(p), Arc::new(segs.finish())])
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The overlap computed independently of the engine.
+struct Expected {
+    matched_adv: u64,
+    matched_pub: u64,
+    by_segment: BTreeMap<String, (u64, u64)>,
+}
+
+fn expected(d: &Data) -> Expected {
+    let mut by_email: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_phone: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in d.crm.iter().enumerate() {
+        if let Some(e) = &c.1 {
+            by_email.entry(e).or_default().push(i);
+        }
+        if let Some(p) = &c.2 {
+            by_phone.entry(p).or_default().push(i);
+        }
+    }
+    let mut pairs = BTreeSet::new();
+    for (j, r) in d.readers.iter().enumerate() {
+        for i in r.1.as_deref().and_then(|e| by_email.get(e)).into_iter().flatten() {
+            pairs.insert((*i, j));
+        }
+        for i in r.2.as_deref().and_then(|p| by_phone.get(p)).into_iter().flatten() {
+            pairs.insert((*i, j));
+        }
+    }
+    let mut seg: BTreeMap<String, (BTreeSet<usize>, BTreeSet<usize>)> = BTreeMap::new();
+    for r in &d.readers {
+        for s in &r.3 {
+            seg.entry(s.clone()).or_default();
+        }
+    }
+    for (i, j) in &pairs {
+        for s in &d.readers[*j].3 {
+            let e = seg.get_mut(s).unwrap();
+            e.0.insert(*j);
+            e.1.insert(*i);
+        }
+    }
+    Expected {
+        matched_adv: pairs.iter().map(|p| p.0).collect::<BTreeSet<_>>().len() as u64,
+        matched_pub: pairs.iter().map(|p| p.1).collect::<BTreeSet<_>>().len() as u64,
+        by_segment: seg.into_iter().map(|(s, (p, a))| (s, (p.len() as u64, a.len() as u64))).collect(),
+    }
+}
+
+async fn upload_both(server: &TestServer, d: &Data) {
+    let r = server.upload(ADV, "crm", crm_batches(d)).await.unwrap();
+    assert_eq!(r["rows"], 300);
+    let r = server.upload(PUB, "readers", readers_batches(d)).await.unwrap();
+    assert_eq!(r["rows"], 500);
+}
+
+fn check_rest_result(result: &Value, exp: &Expected) {
+    let summary = &result["sections"][0]["rows"][0];
+    assert_eq!(summary["advertiser_individuals"]["value"], 300);
+    assert_eq!(summary["publisher_individuals"]["value"], 500);
+    assert_eq!(summary["matched_advertiser_individuals"]["value"], exp.matched_adv);
+    assert_eq!(summary["matched_publisher_individuals"]["value"], exp.matched_pub);
+    let rate = summary["match_rate_advertiser"]["value"].as_f64().unwrap();
+    assert!((rate - exp.matched_adv as f64 / 300.0).abs() < 1e-12);
+    let rate = summary["match_rate_publisher"]["value"].as_f64().unwrap();
+    assert!((rate - exp.matched_pub as f64 / 500.0).abs() < 1e-12);
+    let rows = result["sections"][1]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), exp.by_segment.len());
+    for row in rows {
+        let (np, na) = exp.by_segment[row["segment"].as_str().unwrap()];
+        if np.min(na) >= K {
+            assert_eq!(row["overlap"]["value"], np, "{row}");
+        } else {
+            assert_eq!(row["overlap"]["suppressed"], true, "{row}");
+            assert!(row["overlap"].get("value").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn end_to_end_over_flight_and_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let d = data();
+    let exp = expected(&d);
+    assert_eq!(exp.by_segment["edge_k_minus_1"], (K - 1, K - 1));
+    assert_eq!(exp.by_segment["edge_k"], (K, K));
+    upload_both(&server, &d).await;
+    let room = server.room_id.clone();
+
+    // Over REST.
+    let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/overlap/runs"), ADV).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["run"]["deliveries"][0]["status"], "delivered", "{body}");
+    let result_url = body["result"].as_str().unwrap().to_owned();
+    let (status, result) = server.get(&result_url, ADV).await;
+    assert_eq!(status, 200, "{result}");
+    check_rest_result(&result, &exp);
+    let rows = result["sections"][1]["rows"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["segment"] == name).unwrap().clone();
+    assert_eq!(row("edge_k_minus_1")["overlap"]["suppressed"], true, "a cell at k - 1 is suppressed");
+    assert_eq!(row("edge_k")["overlap"]["value"], K, "a cell at k is released");
+    assert_eq!(result["tee"]["insecure"], true);
+    assert_eq!(result["release_digest"].as_str().unwrap().len(), 64);
+    // The publisher may read it too; the auditor may not.
+    let (status, _) = server.get(&result_url, PUB).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.get(&result_url, AUDITOR).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+
+    // Over Flight: run with DoAction, read each section with DoGet.
+    let mut client = server.flight(ADV).await;
+    let action = Action::new("run-computation", serde_json::json!({"room_id": room, "computation": "overlap"}).to_string());
+    let results: Vec<_> = client.do_action(action).await.unwrap().try_collect().await.unwrap();
+    let run: Value = serde_json::from_slice(&results[0]).unwrap();
+    let ticket = run["tickets"]["by_segment"].as_str().unwrap().to_owned();
+    let batches: Vec<RecordBatch> = client.do_get(Ticket::new(ticket)).await.unwrap().try_collect().await.unwrap();
+    let batch = &batches[0];
+    let segments = batch.column_by_name("segment").unwrap().as_string::<i32>().clone();
+    let overlap = batch.column_by_name("overlap").unwrap().as_primitive::<UInt64Type>().clone();
+    let suppressed = batch.column_by_name("overlap_suppressed").unwrap().as_boolean().clone();
+    assert_eq!(segments.len(), exp.by_segment.len());
+    for i in 0..segments.len() {
+        let (np, na) = exp.by_segment[segments.value(i)];
+        if np.min(na) >= K {
+            assert_eq!(overlap.value(i), np);
+            assert!(!suppressed.value(i));
+        } else {
+            assert!(overlap.is_null(i), "a suppressed cell is null, never 0");
+            assert!(suppressed.value(i));
+        }
+    }
+    let ticket = run["tickets"]["summary"].as_str().unwrap().to_owned();
+    let batches: Vec<RecordBatch> = client.do_get(Ticket::new(ticket)).await.unwrap().try_collect().await.unwrap();
+    let matched = batches[0].column_by_name("matched_publisher_individuals").unwrap();
+    assert_eq!(matched.as_any().downcast_ref::<UInt64Array>().unwrap().value(0), exp.matched_pub);
+
+    // The activation file of the publisher holds the released by-segment report.
+    let files: Vec<_> = std::fs::read_dir(&server.activations).unwrap().map(|e| e.unwrap().path()).collect();
+    let by_segment = files.iter().find(|p| p.to_string_lossy().contains("by_segment")).unwrap();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(by_segment).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), exp.by_segment.len());
+    assert!(lines.iter().all(|l| l["recipient"] == "news" && l["room_id"] == room.as_str()));
+
+    // Every release is in the audit log, which verifies.
+    let (_, audit) = server.get(&format!("/v1/rooms/{room}/audit"), AUDITOR).await;
+    let entries: Vec<sealroom_engine::audit::AuditEntry> = serde_json::from_value(audit["entries"].clone()).unwrap();
+    sealroom_engine::audit::verify_chain(&entries).unwrap();
+    let releases = entries
+        .iter()
+        .filter(|e| matches!(e.event, sealroom_engine::audit::AuditEvent::ResultReleased { .. }))
+        .count();
+    assert_eq!(releases, 6, "REST ×2, Flight ×2, sink ×2");
+    let digest = result["release_digest"].as_str().unwrap();
+    assert!(entries.iter().any(|e| matches!(&e.event,
+        sealroom_engine::audit::AuditEvent::ResultReleased { release_sha256, channel, .. } if release_sha256 == digest && channel == "rest")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn flight_listings_show_only_what_the_contract_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    upload_both(&server, &data()).await;
+    server.post(&format!("/v1/rooms/{}/computations/overlap/runs", server.room_id), ADV).await;
+
+    let paths = |infos: Vec<arrow_flight::FlightInfo>| -> Vec<String> {
+        let mut p: Vec<String> = infos.iter().map(|i| i.flight_descriptor.as_ref().unwrap().path[0].clone()).collect();
+        p.sort();
+        p
+    };
+    let mut adv = server.flight(ADV).await;
+    let listed = paths(adv.list_flights(Vec::<u8>::new()).await.unwrap().try_collect().await.unwrap());
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed[0].contains("/computations/overlap/runs/") && listed[0].ends_with("/sections/by_segment"));
+    assert!(listed[1].ends_with("/sections/summary"));
+    assert!(listed[2].ends_with("/tables/crm"), "the advertiser sees its own table, not the publisher's");
+
+    let mut auditor = server.flight(AUDITOR).await;
+    let listed = paths(auditor.list_flights(Vec::<u8>::new()).await.unwrap().try_collect().await.unwrap());
+    assert!(listed.is_empty(), "the auditor may read no result and owns no table: {listed:?}");
+
+    // GetFlightInfo of another party's table is refused.
+    let err = adv.get_flight_info(server.table_path("readers")).await.unwrap_err().to_string();
+    assert!(err.contains("only the owner of table 'readers'"), "{err}");
+    let info = adv.get_flight_info(server.table_path("crm")).await.unwrap();
+    assert_eq!(info.total_records, 300);
+    // Tables are never downloaded.
+    let ticket = format!("rooms/{}/tables/readers", server.room_id);
+    let err = adv.do_get(Ticket::new(ticket)).await.unwrap_err().to_string();
+    assert!(err.contains("tables are never downloaded"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_uploads_are_rejected_with_clear_errors_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let d = data();
+
+    // A non-owner.
+    let err = server.upload(PUB, "crm", crm_batches(&d)).await.unwrap_err().to_string();
+    assert!(err.contains("PermissionDenied") || err.contains("permission"), "{err}");
+    assert!(err.contains("the contract names 'acme' as its owner"), "{err}");
+
+    // A wrong schema: the message names the column and the expected type.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("email_sha256", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(StringArray::from(vec!["c1"])), Arc::new(arrow::array::Int64Array::from(vec![1]))],
+    )
+    .unwrap();
+    let err = server.upload(ADV, "crm", vec![batch]).await.unwrap_err().to_string();
+    assert!(err.contains("column 'email_sha256' has Arrow type Int64, but the contract declares sha256"), "{err}");
+
+    // A non-hex hash: the count of bad rows and the first bad row.
+    let mut bad = crm_batches(&d);
+    let b = &bad[1];
+    let mut emails: Vec<Option<String>> = b.column(1).as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect();
+    emails[5] = Some("zz".repeat(32));
+    emails[9] = Some("not a hash".into());
+    bad[1] = RecordBatch::try_new(
+        b.schema(),
+        vec![b.column(0).clone(), Arc::new(StringArray::from(emails)), b.column(2).clone()],
+    )
+    .unwrap();
+    let err = server.upload(ADV, "crm", bad).await.unwrap_err().to_string();
+    assert!(err.contains("column 'email_sha256': 2 of 300 rows are bad; first bad row: 133 (0-based)"), "{err}");
+    assert!(err.contains("not all hex digits"), "{err}");
+
+    let (status, body) = server.get(&format!("/v1/rooms/{}/datasets", server.room_id), ADV).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["datasets"][0]["table"], "crm");
+    assert_eq!(body["datasets"][0]["uploaded"], false, "nothing of the rejected uploads was kept");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_upload_leaves_no_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let d = data();
+    let batches = crm_batches(&d);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<RecordBatch>();
+    tx.unbounded_send(batches[0].clone()).unwrap();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(server.table_path("crm")))
+        .build(rx.map(Ok));
+    let mut client = server.flight(ADV).await;
+    let upload = tokio::spawn(async move {
+        let _ = client.do_put(stream).await.map(|s| s.try_collect::<Vec<_>>());
+        futures::future::pending::<()>().await;
+    });
+    // Wait until the server is streaming the upload, then drop the connection mid-stream.
+    let staging = server.data_dir.join("rooms").join(&server.room_id).join("staging");
+    for _ in 0..100 {
+        if std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1, "the upload is in flight");
+    upload.abort();
+    drop(tx);
+    let mut rejected = false;
+    for _ in 0..100 {
+        let (_, audit) = server.get(&format!("/v1/rooms/{}/audit", server.room_id), ADV).await;
+        rejected = audit["entries"].as_array().unwrap().iter().any(|e| e["event"]["type"] == "upload_rejected");
+        if rejected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rejected, "the server noticed the dropped upload");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "its staging file is gone");
+    let (_, body) = server.get(&format!("/v1/rooms/{}/datasets", server.room_id), ADV).await;
+    assert_eq!(body["datasets"][0]["uploaded"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_datasets_and_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data();
+    let exp = expected(&d);
+    let run_url;
+    {
+        let server = TestServer::start(dir.path()).await;
+        upload_both(&server, &d).await;
+        let (_, body) = server.post(&format!("/v1/rooms/{}/computations/overlap/runs", server.room_id), ADV).await;
+        run_url = body["result"].as_str().unwrap().to_owned();
+        server.stop().await;
+    }
+    let server = TestServer::start(dir.path()).await;
+    let (_, body) = server.get(&format!("/v1/rooms/{}/datasets", server.room_id), PUB).await;
+    let readers = body["datasets"].as_array().unwrap().iter().find(|d| d["table"] == "readers").unwrap().clone();
+    assert_eq!(readers["uploaded"], true);
+    assert_eq!(readers["rows"], 500, "the owner sees its row count");
+    let crm = body["datasets"].as_array().unwrap().iter().find(|d| d["table"] == "crm").unwrap().clone();
+    assert_eq!(crm["uploaded"], true);
+    assert!(crm.get("rows").is_none(), "the publisher does not see the advertiser's row count");
+    let (status, result) = server.get(&run_url, ADV).await;
+    assert_eq!(status, 200);
+    check_rest_result(&result, &exp);
+    // And a new run over the recovered datasets gives the same numbers.
+    let (status, body) = server.post(&format!("/v1/rooms/{}/computations/overlap/runs", server.room_id), ADV).await;
+    assert_eq!(status, 201);
+    let (_, again) = server.get(body["result"].as_str().unwrap(), ADV).await;
+    check_rest_result(&again, &exp);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rest_errors_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let room = server.room_id.clone();
+    let r = server.http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let health: Value = r.json().await.unwrap();
+    assert_eq!(health["tee"]["mode"], "simulated");
+    assert_eq!(health["rooms"], 1);
+
+    let r = server.http.get(server.url(&format!("/v1/rooms/{room}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let (status, body) = server.get(&format!("/v1/rooms/{room}"), "wrong-token").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    let (status, body) = server.get(&format!("/v1/rooms/{room}"), ADV).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["room_id"], room.as_str());
+    assert_eq!(body["effective_k"], K);
+    assert_eq!(body["contract"]["tables"][0]["name"], "crm");
+    let acme = body["participants"].as_array().unwrap().iter().find(|p| p["id"] == "acme").unwrap().clone();
+    assert_eq!(acme["data_owner_of"], serde_json::json!(["crm"]));
+    assert_eq!(acme["analyst_of"], serde_json::json!(["overlap"]));
+
+    let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/overlap/runs"), ADV).await;
+    assert_eq!(status, 409, "inputs are missing: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("has not been uploaded yet"));
+    let (status, _) = server.post(&format!("/v1/rooms/{room}/computations/overlap/runs"), PUB).await;
+    assert_eq!(status, 403);
+    let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/nope/runs"), ADV).await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].as_str().unwrap().contains("computations: overlap"));
+    let (status, _) = server.get("/v1/rooms/not-a-room-id", ADV).await;
+    assert_eq!(status, 400);
+    let (status, body) = server.get("/nope", ADV).await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].as_str().unwrap().contains("/v1"));
+
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("sealroom_runs_total"), "{text}");
+    assert!(text.contains("sealroom_http_requests_total{method=\"POST\",route=\"/v1/rooms/{room}/computations/{name}/runs\",status=\"409\"} 1"), "{text}");
+    server.stop().await;
+}
