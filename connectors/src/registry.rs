@@ -16,7 +16,9 @@ pub struct SinkRegistry {
 
 impl fmt::Debug for SinkRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SinkRegistry").field("types", &self.available()).finish()
+        f.debug_struct("SinkRegistry")
+            .field("types", &self.available())
+            .finish()
     }
 }
 
@@ -31,7 +33,9 @@ impl Default for SinkRegistry {
 
 impl SinkRegistry {
     pub fn empty() -> Self {
-        Self { factories: BTreeMap::new() }
+        Self {
+            factories: BTreeMap::new(),
+        }
     }
 
     pub fn register(&mut self, sink_type: &'static str, factory: SinkFactory) {
@@ -46,18 +50,27 @@ impl SinkRegistry {
     /// Builds a sink from a configuration object with a `type` key naming the sink type.
     pub fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Sink>> {
         let serde_json::Value::Object(map) = config else {
-            return Err(Error::Config { sink: "(unknown)", message: "a sink configuration must be an object with a `type` key".into() });
+            return Err(Error::Config {
+                sink: "(unknown)",
+                message: "a sink configuration must be an object with a `type` key".into(),
+            });
         };
         let Some(serde_json::Value::String(sink_type)) = map.get("type") else {
             return Err(Error::Config {
                 sink: "(unknown)",
-                message: format!("missing `type`; available sinks: {}", self.available().join(", ")),
+                message: format!(
+                    "missing `type`; available sinks: {}",
+                    self.available().join(", ")
+                ),
             });
         };
-        let factory = self.factories.get(sink_type.as_str()).ok_or_else(|| Error::UnknownSinkType {
-            requested: sink_type.clone(),
-            available: self.available(),
-        })?;
+        let factory =
+            self.factories
+                .get(sink_type.as_str())
+                .ok_or_else(|| Error::UnknownSinkType {
+                    requested: sink_type.clone(),
+                    available: self.available(),
+                })?;
         let mut rest = map.clone();
         rest.remove("type");
         factory(serde_json::Value::Object(rest))
@@ -70,14 +83,25 @@ mod tests {
 
     #[test]
     fn unknown_sink_types_name_the_available_ones() {
-        let err = SinkRegistry::default().build(&serde_json::json!({"type": "kafkaa"})).unwrap_err();
-        assert_eq!(err.to_string(), "unknown sink type 'kafkaa'; available sinks: file");
+        let err = SinkRegistry::default()
+            .build(&serde_json::json!({"type": "kafkaa"}))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown sink type 'kafkaa'; available sinks: file"
+        );
     }
 
     #[test]
     fn missing_type_is_explained() {
-        let err = SinkRegistry::default().build(&serde_json::json!({"path": "/tmp"})).unwrap_err();
-        assert!(err.to_string().contains("missing `type`; available sinks: file"), "{err}");
+        let err = SinkRegistry::default()
+            .build(&serde_json::json!({"path": "/tmp"}))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("missing `type`; available sinks: file"),
+            "{err}"
+        );
     }
 
     #[test]

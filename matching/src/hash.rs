@@ -104,12 +104,16 @@ fn classify_text(value: &str) -> HashProblem {
         HashProblem::NotHex
     } else if len == 44
         && value.ends_with('=')
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
     {
         HashProblem::LooksLikeBase64
     } else if (7..=24).contains(&len)
         && value.bytes().any(|b| b.is_ascii_digit())
-        && value.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'))
     {
         HashProblem::LooksLikeUnhashedPhone
     } else {
@@ -127,7 +131,11 @@ impl Tally {
         match &mut self.bad {
             Some(bad) => bad.count += 1,
             None => {
-                self.bad = Some(BadHashRows { count: 1, first_row: self.row_offset + row as u64, first_problem: problem() })
+                self.bad = Some(BadHashRows {
+                    count: 1,
+                    first_row: self.row_offset + row as u64,
+                    first_problem: problem(),
+                })
             }
         }
     }
@@ -138,7 +146,10 @@ impl Tally {
 pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayRef, DecodeError> {
     let len = array.len();
     let mut out = vec![0u8; len * SHA256_LEN];
-    let mut tally = Tally { bad: None, row_offset };
+    let mut tally = Tally {
+        bad: None,
+        row_offset,
+    };
     match array.data_type() {
         DataType::FixedSizeBinary(32) => return Ok(array.slice(0, len)),
         DataType::FixedSizeBinary(n) => {
@@ -150,8 +161,12 @@ pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayR
             }
         }
         DataType::Binary => fill_from_bytes(array.as_binary::<i32>().iter(), &mut out, &mut tally),
-        DataType::LargeBinary => fill_from_bytes(array.as_binary::<i64>().iter(), &mut out, &mut tally),
-        DataType::BinaryView => fill_from_bytes(array.as_binary_view().iter(), &mut out, &mut tally),
+        DataType::LargeBinary => {
+            fill_from_bytes(array.as_binary::<i64>().iter(), &mut out, &mut tally)
+        }
+        DataType::BinaryView => {
+            fill_from_bytes(array.as_binary_view().iter(), &mut out, &mut tally)
+        }
         DataType::Utf8 => fill_from_hex(array.as_string::<i32>().iter(), &mut out, &mut tally),
         DataType::LargeUtf8 => fill_from_hex(array.as_string::<i64>().iter(), &mut out, &mut tally),
         DataType::Utf8View => fill_from_hex(array.as_string_view().iter(), &mut out, &mut tally),
@@ -160,12 +175,20 @@ pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayR
     if let Some(bad) = tally.bad {
         return Err(DecodeError::Bad(bad));
     }
-    let decoded = FixedSizeBinaryArray::try_new(SHA256_LEN as i32, Buffer::from_vec(out), array.logical_nulls())
-        .map_err(|_| DecodeError::UnsupportedType(array.data_type().clone()))?;
+    let decoded = FixedSizeBinaryArray::try_new(
+        SHA256_LEN as i32,
+        Buffer::from_vec(out),
+        array.logical_nulls(),
+    )
+    .map_err(|_| DecodeError::UnsupportedType(array.data_type().clone()))?;
     Ok(Arc::new(decoded))
 }
 
-fn fill_from_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, out: &mut [u8], tally: &mut Tally) {
+fn fill_from_bytes<'a>(
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+    out: &mut [u8],
+    tally: &mut Tally,
+) {
     for (row, value) in values.enumerate() {
         if let Some(bytes) = value {
             if bytes.len() == SHA256_LEN {
@@ -177,7 +200,11 @@ fn fill_from_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, out: &mut
     }
 }
 
-fn fill_from_hex<'a>(values: impl Iterator<Item = Option<&'a str>>, out: &mut [u8], tally: &mut Tally) {
+fn fill_from_hex<'a>(
+    values: impl Iterator<Item = Option<&'a str>>,
+    out: &mut [u8],
+    tally: &mut Tally,
+) {
     for (row, value) in values.enumerate() {
         if let Some(text) = value {
             let slot = &mut out[row * SHA256_LEN..(row + 1) * SHA256_LEN];
@@ -197,16 +224,36 @@ mod tests {
     #[test]
     fn known_vector() {
         // SHA-256("test@example.com"), as published in many platform docs.
-        assert_eq!(sha256_hex(b"test@example.com"), "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b");
+        assert_eq!(
+            sha256_hex(b"test@example.com"),
+            "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
+        );
     }
 
     #[test]
     fn hex_and_binary_decode_to_the_same_digests() {
-        let digests: Vec<[u8; 32]> = ["a", "b", "c"].iter().map(|s| sha256(s.as_bytes())).collect();
-        let hex_lower = StringArray::from(digests.iter().map(|d| Some(hex::encode(d))).collect::<Vec<_>>());
-        let hex_upper =
-            StringArray::from(digests.iter().map(|d| Some(hex::encode(d).to_uppercase())).collect::<Vec<_>>());
-        let binary = BinaryArray::from(digests.iter().map(|d| Some(d.as_slice())).collect::<Vec<_>>());
+        let digests: Vec<[u8; 32]> = ["a", "b", "c"]
+            .iter()
+            .map(|s| sha256(s.as_bytes()))
+            .collect();
+        let hex_lower = StringArray::from(
+            digests
+                .iter()
+                .map(|d| Some(hex::encode(d)))
+                .collect::<Vec<_>>(),
+        );
+        let hex_upper = StringArray::from(
+            digests
+                .iter()
+                .map(|d| Some(hex::encode(d).to_uppercase()))
+                .collect::<Vec<_>>(),
+        );
+        let binary = BinaryArray::from(
+            digests
+                .iter()
+                .map(|d| Some(d.as_slice()))
+                .collect::<Vec<_>>(),
+        );
         let a = decode_sha256_column(&hex_lower, 0).unwrap();
         let b = decode_sha256_column(&hex_upper, 0).unwrap();
         let c = decode_sha256_column(&binary, 0).unwrap();
@@ -234,7 +281,9 @@ mod tests {
             "d41d8cd98f00b204e9800998ecf8427e",
             &"z".repeat(64),
         ]);
-        let Err(DecodeError::Bad(bad)) = decode_sha256_column(&arr, 1000) else { panic!("must fail") };
+        let Err(DecodeError::Bad(bad)) = decode_sha256_column(&arr, 1000) else {
+            panic!("must fail")
+        };
         assert_eq!(bad.count, 3);
         assert_eq!(bad.first_row, 1001);
         assert_eq!(bad.first_problem, HashProblem::LooksLikeUnhashedEmail);
@@ -242,18 +291,36 @@ mod tests {
 
     #[test]
     fn problems_are_recognized() {
-        assert_eq!(classify_text("d41d8cd98f00b204e9800998ecf8427e"), HashProblem::LooksLikeMd5);
-        assert_eq!(classify_text("da39a3ee5e6b4b0d3255bfef95601890afd80709"), HashProblem::LooksLikeSha1);
-        assert_eq!(classify_text("+1 (415) 867-5309"), HashProblem::LooksLikeUnhashedPhone);
-        assert_eq!(classify_text("l3Djr+uIh6rmeZ8SK5zE7bAWzVngSxNM8SGDpjGjIhk="), HashProblem::LooksLikeBase64);
+        assert_eq!(
+            classify_text("d41d8cd98f00b204e9800998ecf8427e"),
+            HashProblem::LooksLikeMd5
+        );
+        assert_eq!(
+            classify_text("da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            HashProblem::LooksLikeSha1
+        );
+        assert_eq!(
+            classify_text("+1 (415) 867-5309"),
+            HashProblem::LooksLikeUnhashedPhone
+        );
+        assert_eq!(
+            classify_text("l3Djr+uIh6rmeZ8SK5zE7bAWzVngSxNM8SGDpjGjIhk="),
+            HashProblem::LooksLikeBase64
+        );
         assert_eq!(classify_text(&"g".repeat(64)), HashProblem::NotHex);
-        assert_eq!(classify_text("abc"), HashProblem::WrongTextLength { chars: 3 });
+        assert_eq!(
+            classify_text("abc"),
+            HashProblem::WrongTextLength { chars: 3 }
+        );
     }
 
     #[test]
     fn unsupported_types_are_named() {
         let arr = arrow::array::Int64Array::from(vec![1]);
-        assert_eq!(decode_sha256_column(&arr, 0).unwrap_err(), DecodeError::UnsupportedType(DataType::Int64));
+        assert_eq!(
+            decode_sha256_column(&arr, 0).unwrap_err(),
+            DecodeError::UnsupportedType(DataType::Int64)
+        );
     }
 
     proptest! {

@@ -77,7 +77,9 @@ pub fn region(code: &str) -> Result<Region, String> {
     code.trim()
         .to_ascii_uppercase()
         .parse::<Region>()
-        .map_err(|_| format!("'{code}' is not an ISO 3166-1 alpha-2 region code (for example US, GB, DE)"))
+        .map_err(|_| {
+            format!("'{code}' is not an ISO 3166-1 alpha-2 region code (for example US, GB, DE)")
+        })
 }
 
 #[cfg(test)]
@@ -87,20 +89,33 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(email("  Jane.Doe@Example.COM \t").unwrap(), "jane.doe@example.com");
+        assert_eq!(
+            email("  Jane.Doe@Example.COM \t").unwrap(),
+            "jane.doe@example.com"
+        );
         assert_eq!(email("ÉLODIE@exemple.fr").unwrap(), "élodie@exemple.fr");
         assert_eq!(email(""), Err(NormalizeError::Empty));
         assert_eq!(email("   "), Err(NormalizeError::Empty));
         assert_eq!(email("no-at-sign"), Err(NormalizeError::MalformedEmail));
         assert_eq!(email("a@b@c"), Err(NormalizeError::MalformedEmail));
         assert_eq!(email("@example.com"), Err(NormalizeError::MalformedEmail));
-        assert_eq!(email("jane doe@example.com"), Err(NormalizeError::MalformedEmail));
+        assert_eq!(
+            email("jane doe@example.com"),
+            Err(NormalizeError::MalformedEmail)
+        );
     }
 
     #[test]
     fn phones_in_many_formats_become_e164() {
         let us = region("us").unwrap();
-        for raw in ["(415) 867-5309", "415.867.5309", "+1 415 867 5309", "001 415 867 5309", "1-415-867-5309", "4158675309"] {
+        for raw in [
+            "(415) 867-5309",
+            "415.867.5309",
+            "+1 415 867 5309",
+            "001 415 867 5309",
+            "1-415-867-5309",
+            "4158675309",
+        ] {
             assert_eq!(phone(raw, us).unwrap(), "+14158675309", "{raw}");
         }
         let gb = region("GB").unwrap();

@@ -35,7 +35,10 @@ impl RoomContract {
     }
 
     /// Tables owned by a participant.
-    pub fn tables_owned_by<'a>(&'a self, participant: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
+    pub fn tables_owned_by<'a>(
+        &'a self,
+        participant: &'a str,
+    ) -> impl Iterator<Item = &'a Table> + 'a {
         self.tables.iter().filter(move |t| t.owner == participant)
     }
 }

@@ -16,10 +16,16 @@ use crate::validate::{ValidationErrors, validate};
 pub enum RoomFileError {
     /// The text is not YAML of the room file's shape.
     #[error("{source_name}: {message}")]
-    Syntax { source_name: String, message: String },
+    Syntax {
+        source_name: String,
+        message: String,
+    },
     /// The file parsed but the contract it describes is invalid.
     #[error("{source_name}: the room contract is invalid:\n{errors}")]
-    Invalid { source_name: String, errors: ValidationErrors },
+    Invalid {
+        source_name: String,
+        errors: ValidationErrors,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,18 +184,23 @@ impl RoomFile {
     /// the room id is the same either way).
     pub fn parse(text: &str, source_name: &str) -> Result<pb::RoomContract, RoomFileError> {
         // serde_yaml_ng errors carry the field path and the line and column.
-        let file: RoomFile = serde_yaml_ng::from_str(text)
-            .map_err(|e| RoomFileError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
+        let file: RoomFile = serde_yaml_ng::from_str(text).map_err(|e| RoomFileError::Syntax {
+            source_name: source_name.to_owned(),
+            message: e.to_string(),
+        })?;
         let contract = file.to_contract();
-        validate(&contract)
-            .map_err(|errors| RoomFileError::Invalid { source_name: source_name.to_owned(), errors })?;
+        validate(&contract).map_err(|errors| RoomFileError::Invalid {
+            source_name: source_name.to_owned(),
+            errors,
+        })?;
         Ok(contract)
     }
 
     /// Writes the file as YAML.
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings, integers and enums cannot fail.
-        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# could not render room file: {e}\n"))
+        serde_yaml_ng::to_string(self)
+            .unwrap_or_else(|e| format!("# could not render room file: {e}\n"))
     }
 
     /// The contract this file describes.
@@ -205,7 +216,9 @@ impl RoomFile {
                     name: p.name.clone(),
                     roles: p.roles.iter().map(|r| r.to_proto() as i32).collect(),
                     credential: p.credential.as_ref().map(|c| pb::Credential {
-                        kind: Some(pb::credential::Kind::BearerTokenSha256(c.bearer_token_sha256.clone())),
+                        kind: Some(pb::credential::Kind::BearerTokenSha256(
+                            c.bearer_token_sha256.clone(),
+                        )),
                     }),
                 })
                 .collect(),
@@ -222,7 +235,9 @@ impl RoomFile {
                         .map(|c| pb::Column {
                             name: c.name.clone(),
                             r#type: c.column_type.to_proto() as i32,
-                            identifier: c.identifier.map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
+                            identifier: c
+                                .identifier
+                                .map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
                                 as i32,
                             nullable: c.nullable,
                         })
@@ -253,7 +268,10 @@ impl RoomFile {
                     .privacy
                     .k_thresholds
                     .iter()
-                    .map(|k| pb::KThreshold { set_by: k.set_by.clone(), k: k.k })
+                    .map(|k| pb::KThreshold {
+                        set_by: k.set_by.clone(),
+                        k: k.k,
+                    })
                     .collect(),
             }),
             attestation: Some(pb::AttestationPolicy {
@@ -285,12 +303,13 @@ impl RoomFile {
                     id: p.id.clone(),
                     name: p.name.clone(),
                     roles: p.roles().filter_map(RoleFile::from_proto).collect(),
-                    credential: p.credential.as_ref().and_then(|c| match &c.kind {
-                        Some(pb::credential::Kind::BearerTokenSha256(d)) => {
-                            Some(CredentialFile { bearer_token_sha256: d.clone() })
-                        }
-                        None => None,
-                    }),
+                    credential: p.credential.as_ref().and_then(|c| c.kind.as_ref()).map(
+                        |k| match k {
+                            pb::credential::Kind::BearerTokenSha256(d) => CredentialFile {
+                                bearer_token_sha256: d.clone(),
+                            },
+                        },
+                    ),
                 })
                 .collect(),
             tables: contract
@@ -305,7 +324,8 @@ impl RoomFile {
                         .iter()
                         .map(|c| ColumnFile {
                             name: c.name.clone(),
-                            column_type: ColumnTypeFile::from_proto(c.r#type()).unwrap_or(ColumnTypeFile::String),
+                            column_type: ColumnTypeFile::from_proto(c.r#type())
+                                .unwrap_or(ColumnTypeFile::String),
                             identifier: IdentifierFile::from_proto(c.identifier()),
                             nullable: c.nullable,
                         })
@@ -321,15 +341,18 @@ impl RoomFile {
                     run_by: c.run_by.clone(),
                     results_to: c.results_to.clone(),
                     deliver_to: c.deliver_to.clone(),
-                    overlap: match &c.kind {
-                        Some(pb::computation::Kind::Overlap(o)) => Some(OverlapFile {
+                    overlap: c.kind.as_ref().map(|k| match k {
+                        pb::computation::Kind::Overlap(o) => OverlapFile {
                             advertiser_table: o.advertiser_table.clone(),
                             publisher_table: o.publisher_table.clone(),
-                            match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
-                            segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
-                        }),
-                        None => None,
-                    },
+                            match_on: o
+                                .match_on()
+                                .filter_map(IdentifierFile::from_proto)
+                                .collect(),
+                            segment_table: (!o.segment_table.is_empty())
+                                .then(|| o.segment_table.clone()),
+                        },
+                    }),
                 })
                 .collect(),
             privacy: PrivacyFile {
@@ -337,11 +360,17 @@ impl RoomFile {
                     .privacy
                     .iter()
                     .flat_map(|p| &p.k_thresholds)
-                    .map(|k| KThresholdFile { set_by: k.set_by.clone(), k: k.k })
+                    .map(|k| KThresholdFile {
+                        set_by: k.set_by.clone(),
+                        k: k.k,
+                    })
                     .collect(),
             },
             attestation: AttestationFile {
-                allow_simulated: contract.attestation.as_ref().is_some_and(|a| a.allow_simulated),
+                allow_simulated: contract
+                    .attestation
+                    .as_ref()
+                    .is_some_and(|a| a.allow_simulated),
                 accepted_measurements: contract
                     .attestation
                     .iter()

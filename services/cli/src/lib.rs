@@ -1,1 +1,429 @@
-//! placeholder
+//! The `sealroom` command line.
+//!
+//! | command | what |
+//! |---|---|
+//! | `sealroom demo` | the whole collaboration in one process on embedded defaults |
+//! | `sealroom hash` | a CSV of raw emails/phones → a hashed Parquet/Arrow file ready to upload |
+//! | `sealroom serve` | the enclave server for room files and a data directory |
+//! | `sealroom upload` | upload a file to a table over Arrow Flight |
+//! | `sealroom run` / `result` | run a computation / read its released result over REST |
+//! | `sealroom room check` / `id` | validate a room file / print its room id |
+//! | `sealroom token` | a new bearer token and the digest to put in a room file |
+
+// A command line prints its results.
+#![allow(clippy::print_stdout)]
+
+pub mod client;
+pub mod demo;
+pub mod hash;
+pub mod report_table;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use sealroom_matching::hash::sha256_hex;
+use sealroom_matching::normalize;
+use sealroom_proto::RoomFile;
+use sealroom_server::ServerConfig;
+
+/// Errors of the command line, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Connect(String),
+    #[error("the server refused: {0}")]
+    Server(String),
+}
+
+impl CliError {
+    pub fn io(path: &Path, source: impl Into<std::io::Error>) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source: source.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        Self::Usage(message)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealroom",
+    version,
+    about = "A confidential data clean room for advertising"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole collaboration in one process on embedded defaults (INSECURE SIMULATION).
+    Demo(DemoArgs),
+    /// Normalize and SHA-256 the emails and phones of a CSV into a file ready to upload.
+    Hash(HashArgs),
+    /// Serve room files: Arrow Flight and REST.
+    Serve(ServeArgs),
+    /// Upload a Parquet or Arrow file to a table over Arrow Flight.
+    Upload(UploadArgs),
+    /// Run a computation over REST and print its released result.
+    Run(RunArgs),
+    /// Print the released result of a run over REST.
+    Result(ResultArgs),
+    /// Room files: validate, print the room id.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Make a new bearer token and the digest that goes in a room file.
+    Token,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's files (replaced if a previous demo made it).
+    #[arg(long, default_value = "demo-output")]
+    pub dir: PathBuf,
+    /// Advertiser CRM rows.
+    #[arg(long, default_value_t = 50_000)]
+    pub advertisers: usize,
+    /// Publisher users.
+    #[arg(long, default_value_t = 200_000)]
+    pub publishers: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The room's k-anonymity threshold.
+    #[arg(long, default_value_t = 100)]
+    pub k: u32,
+    /// Keep the server running after the demo, for curl and Flight clients.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// CSV with a header row.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output file: .parquet or .arrow.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[arg(long, default_value = "email")]
+    pub email_column: String,
+    #[arg(long, default_value = "phone")]
+    pub phone_column: String,
+    /// A column copied through unhashed, such as the customer id (matches the table's user_id column).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Region of phone numbers written without a country code (ISO 3166-1 alpha-2).
+    #[arg(long, default_value = "US")]
+    pub region: String,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (YAML); see services/server/config/server.example.yaml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Room file to host (repeatable); adds to the config's rooms.
+    #[arg(long = "room")]
+    pub rooms: Vec<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub flight_addr: Option<SocketAddr>,
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Flight server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub flight: String,
+    /// Room id (`sealroom room id <room file>`).
+    #[arg(long)]
+    pub room: String,
+    #[arg(long)]
+    pub table: String,
+    /// The participant's bearer token.
+    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// A .parquet or .arrow file.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// REST server address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub rest: String,
+    #[arg(long)]
+    pub room: String,
+    #[arg(long)]
+    pub computation: String,
+    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the released JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub rest: String,
+    #[arg(long)]
+    pub room: String,
+    #[arg(long)]
+    pub computation: String,
+    /// Run id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub run: String,
+    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Validate a room file and summarize it.
+    Check { file: PathBuf },
+    /// Print the room id of a room file.
+    Id { file: PathBuf },
+}
+
+fn load_room(file: &Path) -> Result<sealroom_proto::room::v1::RoomContract, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::io(file, e))?;
+    RoomFile::parse(&text, &file.display().to_string()).map_err(|e| CliError::Input(e.to_string()))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn print_result(result: &serde_json::Value, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        );
+    } else {
+        println!("{}", report_table::render(result));
+        println!(
+            "release digest: {}",
+            result["release_digest"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Demo(a) => {
+            demo::run(&demo::DemoOptions {
+                dir: a.dir,
+                advertisers: a.advertisers,
+                publishers: a.publishers,
+                seed: a.seed,
+                k: a.k,
+                keep_running: a.keep_running,
+                progress: !a.no_progress,
+            })
+            .await?;
+        }
+        Command::Hash(a) => {
+            let options = hash::HashOptions {
+                input: a.input,
+                output: a.output,
+                email_column: a.email_column,
+                phone_column: a.phone_column,
+                id_column: a.id_column,
+                region: normalize::region(&a.region)?,
+                progress: !a.no_progress,
+            };
+            let summary = tokio::task::spawn_blocking(move || hash::hash_csv(&options))
+                .await
+                .map_err(|e| CliError::Input(e.to_string()))??;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+        }
+        Command::Serve(a) => {
+            let mut config = match &a.config {
+                Some(path) => ServerConfig::load(path)?,
+                None => ServerConfig::default(),
+            };
+            config.apply_env(|k| std::env::var(k).ok())?;
+            config.rooms.extend(a.rooms);
+            if let Some(d) = a.data_dir {
+                config.data_dir = d;
+            }
+            if let Some(addr) = a.flight_addr {
+                config.flight_addr = addr;
+            }
+            if let Some(addr) = a.http_addr {
+                config.http_addr = addr;
+            }
+            let contracts = config.load_rooms()?;
+            for c in &contracts {
+                println!(
+                    "hosting room {} ({}), k = {}",
+                    c.room_id(),
+                    c.name,
+                    c.effective_k()
+                );
+            }
+            println!("{}", sealroom_engine::tee::SIMULATION_BANNER);
+            let server = sealroom_server::start(&config, contracts)
+                .await
+                .map_err(|e| CliError::Server(e.to_string()))?;
+            println!(
+                "Flight: grpc://{}   REST: http://{}",
+                server.flight_addr, server.http_addr
+            );
+            shutdown_signal().await;
+            println!("shutting down: draining requests, then flushing sinks");
+            server
+                .shutdown()
+                .await
+                .map_err(|e| CliError::Server(e.to_string()))?;
+        }
+        Command::Upload(a) => {
+            let ack = client::upload(&client::UploadRequest {
+                flight: a.flight,
+                room: a.room,
+                table: a.table,
+                token: a.token,
+                file: a.file,
+                progress: !a.no_progress,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&ack).unwrap_or_default());
+        }
+        Command::Run(a) => {
+            let rest = client::Rest::new(&a.rest, &a.token);
+            let run = rest
+                .post(&format!(
+                    "/v1/rooms/{}/computations/{}/runs",
+                    a.room, a.computation
+                ))
+                .await?;
+            let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
+            if !a.json {
+                println!(
+                    "run {} took {} ms",
+                    run["run"]["run_id"].as_str().unwrap_or("?"),
+                    run["run"]["duration_ms"]
+                );
+            }
+            print_result(&result, a.json);
+        }
+        Command::Result(a) => {
+            let rest = client::Rest::new(&a.rest, &a.token);
+            let result = rest
+                .get(&format!(
+                    "/v1/rooms/{}/computations/{}/runs/{}/result",
+                    a.room, a.computation, a.run
+                ))
+                .await?;
+            print_result(&result, a.json);
+        }
+        Command::Room(RoomCommand::Check { file }) => {
+            let contract = load_room(&file)?;
+            println!("{} is valid", file.display());
+            println!("  room id        {}", contract.room_id());
+            println!("  name           {}", contract.name);
+            println!("  effective k    {}", contract.effective_k());
+            println!(
+                "  simulated TEE  {}",
+                if contract.allows_simulated_tee() {
+                    "allowed (INSECURE)"
+                } else {
+                    "refused"
+                }
+            );
+            for p in &contract.participants {
+                let roles: Vec<&str> = p.roles().map(|r| r.file_name()).collect();
+                println!(
+                    "  participant    {} ({}): {}",
+                    p.id,
+                    p.name,
+                    roles.join(", ")
+                );
+            }
+            for t in &contract.tables {
+                println!(
+                    "  table          {} (owner {}, {} columns)",
+                    t.name,
+                    t.owner,
+                    t.columns.len()
+                );
+            }
+            for c in &contract.computations {
+                println!(
+                    "  computation    {} ({}), run by {}, results to {}",
+                    c.name,
+                    c.kind_name(),
+                    c.run_by.join(","),
+                    c.results_to.join(",")
+                );
+            }
+        }
+        Command::Room(RoomCommand::Id { file }) => println!("{}", load_room(&file)?.room_id()),
+        Command::Token => {
+            let token = demo::new_token();
+            println!("token:               {token}");
+            println!("bearer_token_sha256: {}", sha256_hex(token.as_bytes()));
+            println!("Put the digest in the room file; give the token only to the participant.");
+        }
+    }
+    Ok(())
+}

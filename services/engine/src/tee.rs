@@ -33,7 +33,9 @@ impl TeeMode {
     /// How the TEE is described in results and room views.
     pub fn describe(self) -> Value {
         match self {
-            Self::Simulated => json!({ "mode": "simulated", "insecure": true, "notice": SIMULATION_BANNER }),
+            Self::Simulated => {
+                json!({ "mode": "simulated", "insecure": true, "notice": SIMULATION_BANNER })
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sealroom_proto::room::v1::{ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table};
+use sealroom_proto::room::v1::{
+    ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table,
+};
 
 use super::{InputTable, quote, session};
 use crate::error::{Error, Result};
@@ -31,18 +33,29 @@ const PUBLISHER: &str = "publisher";
 const SEGMENTS: &str = "segments";
 
 fn person_expr(table: &Table) -> String {
-    quote(table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str()))
+    quote(
+        table
+            .user_id_column()
+            .map_or(ROW_ID_COLUMN, |c| c.name.as_str()),
+    )
 }
 
 /// The identifier kinds to match on: the contract's list, or every hashed kind both tables carry.
-fn match_kinds(spec: &OverlapComputation, advertiser: &Table, publisher: &Table) -> Vec<IdentifierKind> {
+fn match_kinds(
+    spec: &OverlapComputation,
+    advertiser: &Table,
+    publisher: &Table,
+) -> Vec<IdentifierKind> {
     let listed: Vec<IdentifierKind> = spec.match_on().collect();
     if !listed.is_empty() {
         return listed;
     }
     [IdentifierKind::HashedEmail, IdentifierKind::HashedPhone]
         .into_iter()
-        .filter(|k| advertiser.columns_of_kind(*k).next().is_some() && publisher.columns_of_kind(*k).next().is_some())
+        .filter(|k| {
+            advertiser.columns_of_kind(*k).next().is_some()
+                && publisher.columns_of_kind(*k).next().is_some()
+        })
         .collect()
 }
 
@@ -90,10 +103,16 @@ async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
 }
 
 fn int_at(batches: &[RecordBatch], column: usize) -> Result<u64> {
-    let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Computation("empty aggregate".into()))?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::Computation("empty aggregate".into()))?;
     let array = batch.column(column);
     if array.data_type() != &DataType::Int64 {
-        return Err(Error::Computation(format!("unexpected aggregate type {}", array.data_type())));
+        return Err(Error::Computation(format!(
+            "unexpected aggregate type {}",
+            array.data_type()
+        )));
     }
     Ok(u64::try_from(array.as_primitive::<Int64Type>().value(0)).unwrap_or(0))
 }
@@ -117,13 +136,22 @@ pub(crate) async fn counts(
     tables: &HashMap<String, InputTable>,
 ) -> Result<OverlapCounts> {
     let table = |name: &str| {
-        contract.table(name).ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
+        contract
+            .table(name)
+            .ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
     };
     let advertiser = table(&spec.advertiser_table)?;
     let publisher = table(&spec.publisher_table)?;
-    let segment_table = if spec.segment_table.is_empty() { publisher } else { table(&spec.segment_table)? };
+    let segment_table = if spec.segment_table.is_empty() {
+        publisher
+    } else {
+        table(&spec.segment_table)?
+    };
     let input = |name: &str| {
-        tables.get(name).cloned().ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
+        tables
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
     };
     let mut registered = HashMap::new();
     registered.insert(ADVERTISER.to_owned(), input(&advertiser.name)?);
@@ -138,7 +166,9 @@ pub(crate) async fn counts(
 
     let kinds = match_kinds(spec, advertiser, publisher);
     if kinds.is_empty() {
-        return Err(Error::Contract("overlap has no identifier kind to match on".into()));
+        return Err(Error::Contract(
+            "overlap has no identifier kind to match on".into(),
+        ));
     }
     let matched_sql = format!(
         "SELECT DISTINCT a.person AS ap, p.person AS pp FROM ({}) a JOIN ({}) p ON a.kind = p.kind AND a.k = p.k",
@@ -148,7 +178,10 @@ pub(crate) async fn counts(
     let df = ctx.sql(&matched_sql).await?;
     let schema = df.schema().inner().clone();
     let matched = df.collect().await?;
-    ctx.register_table("matched", std::sync::Arc::new(MemTable::try_new(schema, vec![matched])?))?;
+    ctx.register_table(
+        "matched",
+        std::sync::Arc::new(MemTable::try_new(schema, vec![matched])?),
+    )?;
 
     let totals = collect(
         &ctx,
@@ -170,7 +203,11 @@ pub(crate) async fn counts(
 
     if let Some(segments) = segments_sql(segment_table, segment_registered) {
         counts.has_segments = true;
-        let all = collect(&ctx, &format!("SELECT DISTINCT segment FROM ({segments}) s")).await?;
+        let all = collect(
+            &ctx,
+            &format!("SELECT DISTINCT segment FROM ({segments}) s"),
+        )
+        .await?;
         for batch in &all {
             let names = batch.column(0).as_string::<i32>();
             for i in 0..names.len() {
@@ -192,7 +229,10 @@ pub(crate) async fn counts(
             for i in 0..batch.num_rows() {
                 counts.by_segment.insert(
                     names.value(i).to_owned(),
-                    (u64::try_from(np.value(i)).unwrap_or(0), u64::try_from(na.value(i)).unwrap_or(0)),
+                    (
+                        u64::try_from(np.value(i)).unwrap_or(0),
+                        u64::try_from(na.value(i)).unwrap_or(0),
+                    ),
                 );
             }
         }
@@ -201,7 +241,11 @@ pub(crate) async fn counts(
 }
 
 fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
-    MetricSpec { name: name.into(), kind, description: description.into() }
+    MetricSpec {
+        name: name.into(),
+        kind,
+        description: description.into(),
+    }
 }
 
 /// The report sections of an overlap.

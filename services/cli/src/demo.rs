@@ -1,0 +1,476 @@
+//! `sealroom demo`: the whole collaboration in one process, on embedded defaults.
+//!
+//! An advertiser (ACME Retail) and a publisher (Daily News) each prepare their data on "their own
+//! machine" (here: files in the demo directory), the room contract is written, the enclave server
+//! starts on loopback with the simulated TEE, each side uploads over Flight as its own participant,
+//! the advertiser runs the overlap over REST, reads the k-anonymous report, and the publisher's
+//! activation sink receives its released copy.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use rand::Rng;
+use sealroom_loadtest::synth::{self, SynthConfig, Synthetic};
+use sealroom_matching::hash::sha256_hex;
+use sealroom_matching::normalize;
+use sealroom_proto::RoomFile;
+use sealroom_proto::room_file::{
+    AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile,
+    KThresholdFile, OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
+};
+use sealroom_server::config::{ServerConfig, SinkConfig};
+
+use crate::client::{Rest, UploadRequest, upload};
+use crate::hash::{HashOptions, hash_csv};
+use crate::{CliError, report_table};
+
+const MARKER: &str = ".sealroom-demo";
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub advertisers: usize,
+    pub publishers: usize,
+    pub seed: u64,
+    pub k: u32,
+    pub keep_running: bool,
+    pub progress: bool,
+}
+
+/// Where the demo put things, for the caller (and tests).
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    pub room_id: String,
+    pub result: serde_json::Value,
+    pub activation_files: Vec<PathBuf>,
+}
+
+/// A random bearer token: 32 bytes of OS randomness, hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), CliError> {
+    if dir.exists() {
+        let empty = fs::read_dir(dir)
+            .map_err(|e| CliError::io(dir, e))?
+            .next()
+            .is_none();
+        if dir.join(MARKER).exists() {
+            fs::remove_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+        } else if !empty {
+            return Err(CliError::Usage(format!(
+                "{} exists and is not a demo directory; choose another --dir (the demo only replaces directories it made)",
+                dir.display()
+            )));
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+    fs::write(
+        dir.join(MARKER),
+        b"made by `sealroom demo`; the next demo run replaces this directory\n",
+    )
+    .map_err(|e| CliError::io(dir, e))
+}
+
+fn column(
+    name: &str,
+    t: ColumnTypeFile,
+    identifier: Option<IdentifierFile>,
+    nullable: bool,
+) -> ColumnFile {
+    ColumnFile {
+        name: name.into(),
+        column_type: t,
+        identifier,
+        nullable,
+    }
+}
+
+fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> ParticipantFile {
+    ParticipantFile {
+        id: id.into(),
+        name: name.into(),
+        roles,
+        credential: Some(CredentialFile {
+            bearer_token_sha256: sha256_hex(token.as_bytes()),
+        }),
+    }
+}
+
+/// The demo's room contract.
+pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> RoomFile {
+    RoomFile {
+        name: "ACME Retail x Daily News (demo)".into(),
+        description:
+            "Demo room made by `sealroom demo`: overlap of ACME's CRM with Daily News readers."
+                .into(),
+        participants: vec![
+            participant(
+                "acme",
+                "ACME Retail (advertiser)",
+                vec![RoleFile::DataOwner, RoleFile::Analyst],
+                advertiser,
+            ),
+            participant(
+                "news",
+                "Daily News (publisher)",
+                vec![RoleFile::DataOwner, RoleFile::Analyst],
+                publisher,
+            ),
+            participant(
+                "auditor",
+                "Independent auditor",
+                vec![RoleFile::Auditor],
+                auditor,
+            ),
+        ],
+        tables: vec![
+            TableFile {
+                name: "crm".into(),
+                description: "ACME's CRM, hashed on ACME's machine with `sealroom hash`".into(),
+                owner: "acme".into(),
+                columns: vec![
+                    column(
+                        "customer_id",
+                        ColumnTypeFile::String,
+                        Some(IdentifierFile::UserId),
+                        false,
+                    ),
+                    column(
+                        "email_sha256",
+                        ColumnTypeFile::Sha256,
+                        Some(IdentifierFile::HashedEmail),
+                        true,
+                    ),
+                    column(
+                        "phone_sha256",
+                        ColumnTypeFile::Sha256,
+                        Some(IdentifierFile::HashedPhone),
+                        true,
+                    ),
+                ],
+            },
+            TableFile {
+                name: "readers".into(),
+                description: "Daily News readers: hashed identifiers and segment memberships"
+                    .into(),
+                owner: "news".into(),
+                columns: vec![
+                    column(
+                        "user_id",
+                        ColumnTypeFile::String,
+                        Some(IdentifierFile::UserId),
+                        false,
+                    ),
+                    column(
+                        "email_sha256",
+                        ColumnTypeFile::Sha256,
+                        Some(IdentifierFile::HashedEmail),
+                        true,
+                    ),
+                    column(
+                        "phone_sha256",
+                        ColumnTypeFile::Sha256,
+                        Some(IdentifierFile::HashedPhone),
+                        true,
+                    ),
+                    column(
+                        "segments",
+                        ColumnTypeFile::StringList,
+                        Some(IdentifierFile::Segment),
+                        true,
+                    ),
+                ],
+            },
+        ],
+        computations: vec![ComputationFile {
+            name: "overlap".into(),
+            description: "Overlap, match rates from both sides, and overlap by Daily News segment"
+                .into(),
+            run_by: vec!["acme".into()],
+            results_to: vec!["acme".into(), "news".into()],
+            deliver_to: vec!["news".into()],
+            overlap: Some(OverlapFile {
+                advertiser_table: "crm".into(),
+                publisher_table: "readers".into(),
+                match_on: vec![IdentifierFile::HashedEmail, IdentifierFile::HashedPhone],
+                segment_table: None,
+            }),
+        }],
+        privacy: PrivacyFile {
+            k_thresholds: vec![KThresholdFile {
+                set_by: "news".into(),
+                k,
+            }],
+        },
+        attestation: AttestationFile {
+            allow_simulated: true,
+            accepted_measurements: vec![],
+        },
+    }
+}
+
+fn write_crm_csv(path: &Path, data: &Synthetic) -> Result<(), CliError> {
+    let mut w = csv::Writer::from_path(path)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let err = |e: csv::Error| CliError::Input(format!("{}: {e}", path.display()));
+    w.write_record(["customer_id", "email", "phone"])
+        .map_err(err)?;
+    for r in &data.crm {
+        w.write_record([
+            r.customer_id.as_str(),
+            r.email.as_deref().unwrap_or(""),
+            r.phone.as_deref().unwrap_or(""),
+        ])
+        .map_err(err)?;
+    }
+    w.flush().map_err(|e| CliError::io(path, e))
+}
+
+fn write_publisher_parquet(path: &Path, data: &Synthetic) -> Result<(), CliError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("email_sha256", DataType::Utf8, true),
+        Field::new("phone_sha256", DataType::Utf8, true),
+        Field::new(
+            "segments",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+    ]));
+    let file = fs::File::create(path).map_err(|e| CliError::io(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), None)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    for chunk in data.publisher.chunks(65_536) {
+        let ids: StringArray = chunk.iter().map(|r| Some(r.user_id.as_str())).collect();
+        let emails: StringArray = chunk.iter().map(|r| r.email_sha256.as_deref()).collect();
+        let phones: StringArray = chunk.iter().map(|r| r.phone_sha256.as_deref()).collect();
+        let mut segments = ListBuilder::new(StringBuilder::new());
+        for r in chunk {
+            for s in &r.segments {
+                segments.values().append_value(s);
+            }
+            segments.append(true);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ids),
+            Arc::new(emails),
+            Arc::new(phones),
+            Arc::new(segments.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    writer.close().map_err(|e| CliError::Input(e.to_string()))?;
+    Ok(())
+}
+
+fn step(started: &Instant, text: &str) {
+    println!("[{:>5.1}s] {text}", started.elapsed().as_secs_f64());
+}
+
+/// Runs the demo. See the module docs.
+pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
+    let started = Instant::now();
+    println!("{}\n", sealroom_engine::tee::SIMULATION_BANNER);
+    prepare_dir(&options.dir)?;
+    let dir = options
+        .dir
+        .canonicalize()
+        .map_err(|e| CliError::io(&options.dir, e))?;
+
+    // 1. The contract, with fresh tokens.
+    let (acme_token, news_token, auditor_token) = (new_token(), new_token(), new_token());
+    let room_file = demo_room(options.k, &acme_token, &news_token, &auditor_token);
+    let room_path = dir.join("room.yaml");
+    fs::write(&room_path, room_file.to_yaml()).map_err(|e| CliError::io(&room_path, e))?;
+    let tokens_path = dir.join("tokens.txt");
+    fs::write(
+        &tokens_path,
+        format!("acme={acme_token}\nnews={news_token}\nauditor={auditor_token}\n"),
+    )
+    .map_err(|e| CliError::io(&tokens_path, e))?;
+    restrict_permissions(&tokens_path);
+    let contract = RoomFile::parse(
+        &fs::read_to_string(&room_path).map_err(|e| CliError::io(&room_path, e))?,
+        "room.yaml",
+    )
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let room_id = contract.room_id().to_string();
+    step(
+        &started,
+        &format!(
+            "wrote the room contract {} (room id {room_id}, k = {})",
+            room_path.display(),
+            options.k
+        ),
+    );
+
+    // 2. Each side's data, on its own machine.
+    let data = synth::generate(&SynthConfig {
+        seed: options.seed,
+        advertiser_rows: options.advertisers,
+        publisher_rows: options.publishers,
+        ..SynthConfig::default()
+    });
+    let crm_csv = dir.join("advertiser_crm.csv");
+    write_crm_csv(&crm_csv, &data)?;
+    let readers_parquet = dir.join("publisher_readers.parquet");
+    write_publisher_parquet(&readers_parquet, &data)?;
+    step(
+        &started,
+        &format!(
+            "generated {} raw CRM rows for ACME ({}) and {} hashed readers in {} segments for Daily News ({})",
+            report_table::thousands(data.crm.len() as u64),
+            crm_csv.display(),
+            report_table::thousands(data.publisher.len() as u64),
+            data.segment_names.len(),
+            readers_parquet.display()
+        ),
+    );
+
+    // 3. ACME hashes its CRM locally: raw emails and phones never leave its machine.
+    let crm_hashed = dir.join("advertiser_crm_hashed.parquet");
+    let summary = hash_csv(&HashOptions {
+        input: crm_csv.clone(),
+        output: crm_hashed.clone(),
+        email_column: "email".into(),
+        phone_column: "phone".into(),
+        id_column: Some("customer_id".into()),
+        region: normalize::region("US").map_err(CliError::Usage)?,
+        progress: options.progress,
+    })?;
+    step(
+        &started,
+        &format!(
+            "ACME hashed its CRM with `sealroom hash`: {} emails and {} phones normalized and SHA-256'd → {}",
+            report_table::thousands(summary.emails_hashed),
+            report_table::thousands(summary.phones_hashed),
+            crm_hashed.display()
+        ),
+    );
+
+    // 4. The enclave server.
+    let config = ServerConfig {
+        data_dir: dir.join("data"),
+        flight_addr: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| CliError::Usage(format!("{e}")))?,
+        http_addr: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| CliError::Usage(format!("{e}")))?,
+        sinks: vec![SinkConfig {
+            participant: "news".into(),
+            room: None,
+            sink: serde_json::json!({"type": "file", "path": dir.join("activations"), "format": "ndjson"}),
+        }],
+        ..ServerConfig::default()
+    };
+    let server = sealroom_server::start(&config, vec![contract])
+        .await
+        .map_err(|e| CliError::Server(e.to_string()))?;
+    let flight = format!("http://{}", server.flight_addr);
+    let rest_url = format!("http://{}", server.http_addr);
+    step(
+        &started,
+        &format!("enclave server up (INSECURE SIMULATION): Flight {flight}, REST {rest_url}"),
+    );
+
+    let outcome = async {
+        // 5. Each side uploads over Flight as its own participant.
+        for (who, token, table, file) in
+            [("ACME", &acme_token, "crm", &crm_hashed), ("Daily News", &news_token, "readers", &readers_parquet)]
+        {
+            let ack = upload(&UploadRequest {
+                flight: flight.clone(),
+                room: room_id.clone(),
+                table: table.into(),
+                token: token.clone(),
+                file: file.clone(),
+                progress: options.progress,
+            })
+            .await?;
+            step(
+                &started,
+                &format!(
+                    "{who} uploaded table '{table}' over Arrow Flight: {} rows committed (version {})",
+                    report_table::thousands(ack["rows"].as_u64().unwrap_or(0)),
+                    ack["version"].as_str().unwrap_or("?")
+                ),
+            );
+        }
+
+        // 6. ACME runs the overlap over REST and reads the released report.
+        let acme = Rest::new(&rest_url, &acme_token);
+        let run = acme.post(&format!("/v1/rooms/{room_id}/computations/overlap/runs")).await?;
+        let result = acme.get(run["result"].as_str().unwrap_or_default()).await?;
+        let result_path = dir.join("overlap_result.json");
+        fs::write(&result_path, serde_json::to_vec_pretty(&result).unwrap_or_default())
+            .map_err(|e| CliError::io(&result_path, e))?;
+        step(
+            &started,
+            &format!(
+                "ACME ran the overlap over REST in {} ms; the release gate let out this report (k = {}):",
+                run["run"]["duration_ms"], result["k"]
+            ),
+        );
+        println!("\n{}", report_table::render(&result));
+        let activations: Vec<PathBuf> = run["run"]["deliveries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["location"].as_str())
+            .flat_map(|l| l.split(", ").map(PathBuf::from).collect::<Vec<_>>())
+            .collect();
+        println!("Where everything is:");
+        println!("  room contract        {}", room_path.display());
+        println!("  participant tokens   {} (keep secret)", tokens_path.display());
+        println!("  ACME's raw CRM       {} (never uploaded)", crm_csv.display());
+        println!("  uploaded files       {}, {}", crm_hashed.display(), readers_parquet.display());
+        println!("  enclave data dir     {}", dir.join("data").display());
+        println!("  released report      {}", result_path.display());
+        for a in &activations {
+            println!("  activation (news)    {}", a.display());
+        }
+        println!("  audit log            {rest_url}/v1/rooms/{room_id}/audit (GET with a participant token)");
+        Ok::<_, CliError>(DemoOutcome { room_id: room_id.clone(), result, activation_files: activations })
+    }
+    .await;
+
+    if outcome.is_ok() && options.keep_running {
+        println!("\nThe server keeps running. Try:");
+        println!("  curl -H 'Authorization: Bearer {acme_token}' {rest_url}/v1/rooms/{room_id}");
+        println!(
+            "  curl -H 'Authorization: Bearer {acme_token}' {rest_url}/v1/rooms/{room_id}/computations/overlap/runs/latest/result"
+        );
+        println!("Press Ctrl-C to stop.");
+        crate::shutdown_signal().await;
+    }
+    server
+        .shutdown()
+        .await
+        .map_err(|e| CliError::Server(e.to_string()))?;
+    let outcome = outcome?;
+    step(&started, "done");
+    Ok(outcome)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
