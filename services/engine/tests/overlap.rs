@@ -651,3 +651,55 @@ async fn oversized_uploads_are_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge(_)), "{err}");
 }
+
+#[tokio::test]
+async fn what_a_crash_leaves_behind_is_cleaned_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = engine(dir.path(), 2, vec![]).await;
+        upload(
+            &engine,
+            ADV_TOKEN,
+            "crm",
+            vec![crm_batch(&[(Some(1), None), (Some(2), None)])],
+        )
+        .await
+        .unwrap();
+    }
+    let room_dir = dir
+        .path()
+        .join("rooms")
+        .join(contract(2).room_id().as_str());
+    // A crash mid-upload leaves a staging file; a crash between moving a version into place and
+    // publishing its manifest leaves an unreferenced version file.
+    std::fs::write(
+        room_dir.join("staging").join("crm-partial.arrow"),
+        b"half an upload",
+    )
+    .unwrap();
+    std::fs::write(
+        room_dir.join("tables").join("crm").join("v-orphan.arrow"),
+        b"never published",
+    )
+    .unwrap();
+    let engine = engine(dir.path(), 2, vec![]).await;
+    assert_eq!(
+        std::fs::read_dir(room_dir.join("staging")).unwrap().count(),
+        0
+    );
+    assert!(
+        !room_dir
+            .join("tables")
+            .join("crm")
+            .join("v-orphan.arrow")
+            .exists()
+    );
+    let caller = engine
+        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
+        .unwrap();
+    assert_eq!(
+        engine.datasets(&caller).unwrap()[0].rows,
+        Some(2),
+        "the committed version survives"
+    );
+}

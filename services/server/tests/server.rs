@@ -915,3 +915,60 @@ async fn rest_errors_health_and_metrics() {
     assert!(text.contains("sealroom_http_requests_total{method=\"POST\",route=\"/v1/rooms/{room}/computations/{name}/runs\",status=\"409\"} 1"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_with_advice_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().join("data"),
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        limits: sealroom_server::config::Limits {
+            max_message_bytes: 16 * 1024,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let contract = room_contract();
+    let room_id = contract.room_id().to_string();
+    let server = TestServer {
+        server: Some(start(&config, vec![contract]).await.unwrap()),
+        data_dir: config.data_dir.clone(),
+        activations: dir.path().join("activations"),
+        room_id,
+        http: reqwest::Client::new(),
+    };
+    // One batch of 300 rows with two 64-character hex columns is well over 16 KiB.
+    let d = data();
+    let schema = crm_batches(&d)[0].schema();
+    let batch = arrow::compute::concat_batches(&schema, &crm_batches(&d)).unwrap();
+    let err = server
+        .upload(ADV, "crm", vec![batch])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than this server accepts"), "{err}");
+    assert!(err.contains("max_chunksize"), "{err}");
+    let (_, body) = server
+        .get(&format!("/v1/rooms/{}/datasets", server.room_id), ADV)
+        .await;
+    assert_eq!(body["datasets"][0]["uploaded"], false);
+    // Small batches go through.
+    let r = server
+        .upload(
+            ADV,
+            "crm",
+            crm_batches(&d)
+                .iter()
+                .flat_map(|b| {
+                    (0..b.num_rows())
+                        .step_by(20)
+                        .map(|o| b.slice(o, 20.min(b.num_rows() - o)))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["rows"], 300);
+    server.stop().await;
+}
