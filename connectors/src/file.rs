@@ -57,23 +57,15 @@ enum State {
 
 impl FileSink {
     pub fn new(config: FileSinkConfig) -> Self {
-        Self {
-            config,
-            state: State::Built,
-        }
+        Self { config, state: State::Built }
     }
 
     /// The registry factory.
     pub fn from_config(config: serde_json::Value) -> Result<Box<dyn Sink>> {
-        let config: FileSinkConfig = serde_json::from_value(config).map_err(|e| Error::Config {
-            sink: SINK,
-            message: e.to_string(),
-        })?;
+        let config: FileSinkConfig =
+            serde_json::from_value(config).map_err(|e| Error::Config { sink: SINK, message: e.to_string() })?;
         if config.path.as_os_str().is_empty() {
-            return Err(Error::Config {
-                sink: SINK,
-                message: "`path` must name a directory".into(),
-            });
+            return Err(Error::Config { sink: SINK, message: "`path` must name a directory".into() });
         }
         Ok(Box::new(Self::new(config)))
     }
@@ -84,27 +76,16 @@ impl FileSink {
             FileFormat::Parquet => "parquet",
         };
         let room: String = m.room_id.chars().take(12).collect();
-        format!(
-            "{room}-{}-{}-{}-{}.{ext}",
-            m.computation, m.run_id, m.section, m.recipient
-        )
+        format!("{room}-{}-{}-{}-{}.{ext}", m.computation, m.run_id, m.section, m.recipient)
     }
 }
 
 fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        sink: SINK,
-        operation,
-        path: path.display().to_string(),
-        source,
-    }
+    Error::Io { sink: SINK, operation, path: path.display().to_string(), source }
 }
 
 fn encode_error(e: impl std::fmt::Display) -> Error {
-    Error::Encode {
-        sink: SINK,
-        message: e.to_string(),
-    }
+    Error::Encode { sink: SINK, message: e.to_string() }
 }
 
 fn write_ndjson(file: &mut BufWriter<File>, delivery: &Delivery) -> Result<()> {
@@ -132,12 +113,7 @@ fn write_ndjson(file: &mut BufWriter<File>, delivery: &Delivery) -> Result<()> {
         file.write_all(prefix.as_bytes())
             .and_then(|()| file.write_all(line))
             .and_then(|()| file.write_all(b"}\n"))
-            .map_err(|e| Error::Io {
-                sink: SINK,
-                operation: "write",
-                path: String::new(),
-                source: e,
-            })?;
+            .map_err(|e| Error::Io { sink: SINK, operation: "write", path: String::new(), source: e })?;
     }
     Ok(())
 }
@@ -156,23 +132,15 @@ fn write_parquet(file: File, delivery: &Delivery) -> Result<File> {
     .into_iter()
     .map(|(k, v)| KeyValue::new(k.to_owned(), v))
     .collect();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(metadata))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, delivery.batch.schema(), Some(props)).map_err(encode_error)?;
+    let props =
+        WriterProperties::builder().set_compression(Compression::SNAPPY).set_key_value_metadata(Some(metadata)).build();
+    let mut writer = ArrowWriter::try_new(file, delivery.batch.schema(), Some(props)).map_err(encode_error)?;
     writer.write(&delivery.batch).map_err(encode_error)?;
     writer.into_inner().map_err(encode_error)
 }
 
 /// Writes a delivery to `dir/name` atomically: temporary file, fsync, rename, fsync of the directory.
-fn write_atomically(
-    dir: &Path,
-    name: &str,
-    format: FileFormat,
-    delivery: &Delivery,
-) -> Result<PathBuf> {
+fn write_atomically(dir: &Path, name: &str, format: FileFormat, delivery: &Delivery) -> Result<PathBuf> {
     let final_path = dir.join(name);
     let tmp_path = dir.join(format!(".{name}.tmp"));
     let result = (|| {
@@ -184,18 +152,13 @@ fn write_atomically(
                     Error::Io { source, .. } => io_error("write", &tmp_path, source),
                     other => other,
                 })?;
-                writer
-                    .into_inner()
-                    .map_err(|e| io_error("write", &tmp_path, e.into_error()))?
+                writer.into_inner().map_err(|e| io_error("write", &tmp_path, e.into_error()))?
             }
             FileFormat::Parquet => write_parquet(file, delivery)?,
         };
-        file.sync_all()
-            .map_err(|e| io_error("sync", &tmp_path, e))?;
+        file.sync_all().map_err(|e| io_error("sync", &tmp_path, e))?;
         fs::rename(&tmp_path, &final_path).map_err(|e| io_error("rename", &final_path, e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("sync", dir, e))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync", dir, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_path);
@@ -211,20 +174,14 @@ impl Sink for FileSink {
 
     async fn open(&mut self) -> Result<()> {
         if self.state == State::Closed {
-            return Err(Error::Lifecycle {
-                sink: SINK,
-                message: "open after close",
-            });
+            return Err(Error::Lifecycle { sink: SINK, message: "open after close" });
         }
         let dir = self.config.path.clone();
         tokio::task::spawn_blocking(move || {
             fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))
         })
         .await
-        .map_err(|e| Error::Encode {
-            sink: SINK,
-            message: format!("open task failed: {e}"),
-        })??;
+        .map_err(|e| Error::Encode { sink: SINK, message: format!("open task failed: {e}") })??;
         self.state = State::Open;
         Ok(())
     }
@@ -233,16 +190,10 @@ impl Sink for FileSink {
         match self.state {
             State::Open => {}
             State::Built => {
-                return Err(Error::Lifecycle {
-                    sink: SINK,
-                    message: "send before open",
-                });
+                return Err(Error::Lifecycle { sink: SINK, message: "send before open" });
             }
             State::Closed => {
-                return Err(Error::Lifecycle {
-                    sink: SINK,
-                    message: "send after close",
-                });
+                return Err(Error::Lifecycle { sink: SINK, message: "send after close" });
             }
         }
         let name = self.file_name(&delivery.metadata);
@@ -250,18 +201,11 @@ impl Sink for FileSink {
         let format = self.config.format;
         let delivery = delivery.clone();
         let rows = delivery.batch.num_rows();
-        let path =
-            tokio::task::spawn_blocking(move || write_atomically(&dir, &name, format, &delivery))
-                .await
-                .map_err(|e| Error::Encode {
-                    sink: SINK,
-                    message: format!("write task failed: {e}"),
-                })??;
+        let path = tokio::task::spawn_blocking(move || write_atomically(&dir, &name, format, &delivery))
+            .await
+            .map_err(|e| Error::Encode { sink: SINK, message: format!("write task failed: {e}") })??;
         tracing::debug!(path = %path.display(), rows, "file sink delivered");
-        Ok(DeliveryReceipt {
-            location: path.display().to_string(),
-            rows,
-        })
+        Ok(DeliveryReceipt { location: path.display().to_string(), rows })
     }
 
     /// Every send is durable when it returns (synced and renamed), so there is nothing to flush.
@@ -287,10 +231,7 @@ impl Sink for FileSink {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Encode {
-            sink: SINK,
-            message: format!("healthcheck task failed: {e}"),
-        })?
+        .map_err(|e| Error::Encode { sink: SINK, message: format!("healthcheck task failed: {e}") })?
     }
 }
 
@@ -346,35 +287,19 @@ mod tests {
         sink.flush().await.unwrap();
         assert_eq!(receipt.rows, 2);
         let text = fs::read_to_string(&receipt.location).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["row"]["segment"], "sports");
         assert_eq!(lines[0]["row"]["overlap"], 120);
-        assert_eq!(
-            lines[1]["row"].get("overlap"),
-            None,
-            "a suppressed cell is absent, never 0"
-        );
+        assert_eq!(lines[1]["row"].get("overlap"), None, "a suppressed cell is absent, never 0");
         assert_eq!(lines[1]["release_digest"], "cd".repeat(32));
         assert_eq!(lines[1]["schema_version"], 1);
         // No temporary files are left behind.
-        let names: Vec<_> = fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         sink.healthcheck().await.unwrap();
         sink.close().await.unwrap();
-        assert!(
-            sink.send(&delivery())
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("send after close")
-        );
+        assert!(sink.send(&delivery()).await.unwrap_err().to_string().contains("send after close"));
     }
 
     #[tokio::test]
@@ -383,18 +308,9 @@ mod tests {
         let mut sink = sink(dir.path(), "parquet").await;
         let receipt = sink.send(&delivery()).await.unwrap();
         let file = File::open(&receipt.location).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-        let kv = reader
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .unwrap()
-            .clone();
-        assert!(
-            kv.iter().any(|k| k.key == "sealroom.release_digest"
-                && k.value.as_deref() == Some(&"cd".repeat(32)))
-        );
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let kv = reader.metadata().file_metadata().key_value_metadata().unwrap().clone();
+        assert!(kv.iter().any(|k| k.key == "sealroom.release_digest" && k.value.as_deref() == Some(&"cd".repeat(32))));
         let batches: Vec<_> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(batches[0].num_rows(), 2);
     }
@@ -402,16 +318,9 @@ mod tests {
     #[tokio::test]
     async fn send_before_open_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = crate::SinkRegistry::default()
-            .build(&serde_json::json!({"type": "file", "path": dir.path()}))
-            .unwrap();
-        assert!(
-            sink.send(&delivery())
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("send before open")
-        );
+        let mut sink =
+            crate::SinkRegistry::default().build(&serde_json::json!({"type": "file", "path": dir.path()})).unwrap();
+        assert!(sink.send(&delivery()).await.unwrap_err().to_string().contains("send before open"));
     }
 
     #[tokio::test]

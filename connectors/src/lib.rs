@@ -33,26 +33,15 @@ pub use registry::{SinkFactory, SinkRegistry};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("unknown sink type '{requested}'; available sinks: {}", available.join(", "))]
-    UnknownSinkType {
-        requested: String,
-        available: Vec<String>,
-    },
+    UnknownSinkType { requested: String, available: Vec<String> },
     #[error("invalid configuration for the {sink} sink: {message}")]
     Config { sink: &'static str, message: String },
     #[error("{sink} sink: {operation} {path}: {source}")]
-    Io {
-        sink: &'static str,
-        operation: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    Io { sink: &'static str, operation: &'static str, path: String, source: std::io::Error },
     #[error("{sink} sink: could not encode the delivery: {message}")]
     Encode { sink: &'static str, message: String },
     #[error("{sink} sink: {message}")]
-    Lifecycle {
-        sink: &'static str,
-        message: &'static str,
-    },
+    Lifecycle { sink: &'static str, message: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

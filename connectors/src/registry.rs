@@ -16,9 +16,7 @@ pub struct SinkRegistry {
 
 impl fmt::Debug for SinkRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SinkRegistry")
-            .field("types", &self.available())
-            .finish()
+        f.debug_struct("SinkRegistry").field("types", &self.available()).finish()
     }
 }
 
@@ -33,9 +31,7 @@ impl Default for SinkRegistry {
 
 impl SinkRegistry {
     pub fn empty() -> Self {
-        Self {
-            factories: BTreeMap::new(),
-        }
+        Self { factories: BTreeMap::new() }
     }
 
     pub fn register(&mut self, sink_type: &'static str, factory: SinkFactory) {
@@ -58,19 +54,13 @@ impl SinkRegistry {
         let Some(serde_json::Value::String(sink_type)) = map.get("type") else {
             return Err(Error::Config {
                 sink: "(unknown)",
-                message: format!(
-                    "missing `type`; available sinks: {}",
-                    self.available().join(", ")
-                ),
+                message: format!("missing `type`; available sinks: {}", self.available().join(", ")),
             });
         };
-        let factory =
-            self.factories
-                .get(sink_type.as_str())
-                .ok_or_else(|| Error::UnknownSinkType {
-                    requested: sink_type.clone(),
-                    available: self.available(),
-                })?;
+        let factory = self
+            .factories
+            .get(sink_type.as_str())
+            .ok_or_else(|| Error::UnknownSinkType { requested: sink_type.clone(), available: self.available() })?;
         let mut rest = map.clone();
         rest.remove("type");
         factory(serde_json::Value::Object(rest))
@@ -83,25 +73,14 @@ mod tests {
 
     #[test]
     fn unknown_sink_types_name_the_available_ones() {
-        let err = SinkRegistry::default()
-            .build(&serde_json::json!({"type": "kafkaa"}))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown sink type 'kafkaa'; available sinks: file"
-        );
+        let err = SinkRegistry::default().build(&serde_json::json!({"type": "kafkaa"})).unwrap_err();
+        assert_eq!(err.to_string(), "unknown sink type 'kafkaa'; available sinks: file");
     }
 
     #[test]
     fn missing_type_is_explained() {
-        let err = SinkRegistry::default()
-            .build(&serde_json::json!({"path": "/tmp"}))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("missing `type`; available sinks: file"),
-            "{err}"
-        );
+        let err = SinkRegistry::default().build(&serde_json::json!({"path": "/tmp"})).unwrap_err();
+        assert!(err.to_string().contains("missing `type`; available sinks: file"), "{err}");
     }
 
     #[test]

@@ -110,21 +110,12 @@ const LAST: &[&str] = &[
     "kowalski",
     "okafor",
 ];
-const DOMAINS: &[&str] = &[
-    "gmail.com",
-    "yahoo.com",
-    "outlook.com",
-    "hotmail.com",
-    "icloud.com",
-    "aol.com",
-    "proton.me",
-    "comcast.net",
-];
+const DOMAINS: &[&str] =
+    &["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "aol.com", "proton.me", "comcast.net"];
 /// Real US area codes (libphonenumber validates area code and exchange).
 const AREA_CODES: &[u32] = &[
-    201, 202, 203, 205, 206, 207, 208, 212, 213, 214, 215, 216, 217, 303, 305, 310, 312, 313, 314,
-    317, 404, 408, 410, 412, 415, 425, 503, 512, 602, 617, 619, 646, 702, 713, 718, 773, 801, 805,
-    818, 917,
+    201, 202, 203, 205, 206, 207, 208, 212, 213, 214, 215, 216, 217, 303, 305, 310, 312, 313, 314, 317, 404, 408, 410,
+    412, 415, 425, 503, 512, 602, 617, 619, 646, 702, 713, 718, 773, 801, 805, 818, 917,
 ];
 
 /// How much data to make.
@@ -227,9 +218,7 @@ fn noisy_email(rng: &mut ChaCha8Rng, email: &str) -> String {
         0 => email.to_uppercase(),
         1 => {
             let mut c = email.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect())
-                .unwrap_or_default()
+            c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
         }
         _ => email.to_owned(),
     };
@@ -257,13 +246,7 @@ fn noisy_phone(rng: &mut ChaCha8Rng, e164: &str) -> String {
 }
 
 fn segment_names(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            SEGMENTS
-                .get(i)
-                .map_or_else(|| format!("segment_{i:04}"), |s| (*s).to_owned())
-        })
-        .collect()
+    (0..n).map(|i| SEGMENTS.get(i).map_or_else(|| format!("segment_{i:04}"), |s| (*s).to_owned())).collect()
 }
 
 /// Membership probability of the segment at popularity rank `r` (0-based): a power law from about
@@ -278,9 +261,7 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
     let shared = ((config.advertiser_rows as f64) * config.overlap).round() as usize;
     let shared = shared.min(config.publisher_rows);
     let segment_names = segment_names(config.segments);
-    let probabilities: Vec<f64> = (0..segment_names.len())
-        .map(membership_probability)
-        .collect();
+    let probabilities: Vec<f64> = (0..segment_names.len()).map(membership_probability).collect();
 
     // People 0..shared are on both sides; then advertiser-only, then publisher-only.
     let mut crm = Vec::with_capacity(config.advertiser_rows);
@@ -310,11 +291,7 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
             }
         };
         // A tenth of shared people gave the publisher another address: only the phone can match.
-        let email = if j < shared_people.len() && rng.random_bool(0.1) {
-            &p.alt_email
-        } else {
-            &p.email
-        };
+        let email = if j < shared_people.len() && rng.random_bool(0.1) { &p.alt_email } else { &p.email };
         let has_email = rng.random_bool(config.publisher_email_rate);
         let has_phone = rng.random_bool(config.publisher_phone_rate) || !has_email;
         let segments = segment_names
@@ -330,11 +307,7 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
             segments,
         });
     }
-    Synthetic {
-        crm,
-        publisher,
-        segment_names,
-    }
+    Synthetic { crm, publisher, segment_names }
 }
 
 #[cfg(test)]
@@ -344,11 +317,7 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_sized() {
-        let config = SynthConfig {
-            advertiser_rows: 500,
-            publisher_rows: 1000,
-            ..SynthConfig::default()
-        };
+        let config = SynthConfig { advertiser_rows: 500, publisher_rows: 1000, ..SynthConfig::default() };
         let a = generate(&config);
         let b = generate(&config);
         assert_eq!(a.crm, b.crm);
@@ -360,12 +329,7 @@ mod tests {
 
     #[test]
     fn noisy_crm_identifiers_normalize_to_the_publishers_hashes() {
-        let config = SynthConfig {
-            advertiser_rows: 300,
-            publisher_rows: 300,
-            overlap: 1.0,
-            ..SynthConfig::default()
-        };
+        let config = SynthConfig { advertiser_rows: 300, publisher_rows: 300, overlap: 1.0, ..SynthConfig::default() };
         let data = generate(&config);
         let us = normalize::region("US").unwrap();
         let mut email_matches = 0;
@@ -388,17 +352,8 @@ mod tests {
 
     #[test]
     fn segment_sizes_are_skewed() {
-        let data = generate(&SynthConfig {
-            advertiser_rows: 10,
-            publisher_rows: 20_000,
-            ..SynthConfig::default()
-        });
-        let count = |s: &str| {
-            data.publisher
-                .iter()
-                .filter(|p| p.segments.iter().any(|x| x == s))
-                .count()
-        };
+        let data = generate(&SynthConfig { advertiser_rows: 10, publisher_rows: 20_000, ..SynthConfig::default() });
+        let count = |s: &str| data.publisher.iter().filter(|p| p.segments.iter().any(|x| x == s)).count();
         let head = count(SEGMENTS[0]);
         let tail = count(SEGMENTS[SEGMENTS.len() - 1]);
         assert!(head > 20 * tail, "head {head}, tail {tail}");

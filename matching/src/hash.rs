@@ -1,17 +1,22 @@
 //! SHA-256 of normalized identifiers, and decoding of uploaded hash columns.
 //!
 //! An uploaded identifier column may carry SHA-256 digests as 32-byte binary (`fixed_size_binary(32)`,
-//! `binary`) or as 64-character hex strings (either case). [`decode_sha256_column`] turns any of those
-//! into a `fixed_size_binary(32)` array, or reports how many rows are not SHA-256, the first such row,
-//! and what that row looks like instead (an unhashed email, an MD5 or SHA-1 digest, …) so that the
-//! uploader knows what to fix.
+//! `binary`), as 64-character hex strings (either case), or as base64 (44 characters with padding or
+//! 43 without, standard or URL-safe alphabet — UID2 hashes are base64). [`decode_sha256_column`]
+//! turns any of those into a `fixed_size_binary(32)` array, or reports how many rows are not SHA-256,
+//! the first such row, and what the rows look like instead (unhashed emails, MD5 or SHA-1 digests, …)
+//! so that the uploader knows what to fix.
 
 use std::fmt;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray};
 use arrow::buffer::Buffer;
 use arrow::datatypes::DataType;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
 /// Length of a SHA-256 digest in bytes.
@@ -38,8 +43,6 @@ pub enum HashProblem {
     LooksLikeMd5,
     /// 40 hex characters: a SHA-1 digest.
     LooksLikeSha1,
-    /// 44 base64 characters: a base64-encoded digest.
-    LooksLikeBase64,
     /// Contains '@': an email address that was never hashed.
     LooksLikeUnhashedEmail,
     /// Digits and phone punctuation: a phone number that was never hashed.
@@ -55,7 +58,6 @@ impl fmt::Display for HashProblem {
             Self::NotHex => f.write_str("64 characters but not all hex digits (0-9, a-f)"),
             Self::LooksLikeMd5 => f.write_str("32 hex characters: this looks like MD5, which is not accepted; hash with SHA-256"),
             Self::LooksLikeSha1 => f.write_str("40 hex characters: this looks like SHA-1, which is not accepted; hash with SHA-256"),
-            Self::LooksLikeBase64 => f.write_str("this looks like base64; send SHA-256 as 64 hex characters or 32 raw bytes"),
             Self::LooksLikeUnhashedEmail => f.write_str(
                 "this looks like an email address that was never hashed; hash it first (`sealroom hash`) and never upload raw emails",
             ),
@@ -67,6 +69,21 @@ impl fmt::Display for HashProblem {
     }
 }
 
+impl HashProblem {
+    /// A short name of the kind of problem, for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::WrongTextLength { .. } => "wrong length",
+            Self::NotHex => "not hex",
+            Self::LooksLikeMd5 => "MD5",
+            Self::LooksLikeSha1 => "SHA-1",
+            Self::LooksLikeUnhashedEmail => "unhashed email",
+            Self::LooksLikeUnhashedPhone => "unhashed phone",
+            Self::WrongByteLength { .. } => "wrong byte length",
+        }
+    }
+}
+
 /// The rows of one array that are not SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadHashRows {
@@ -74,12 +91,23 @@ pub struct BadHashRows {
     /// Index of the first bad row (0-based, counted from the start of the array plus `row_offset`).
     pub first_row: u64,
     pub first_problem: HashProblem,
+    /// How many bad rows of each kind ([`HashProblem::kind`]).
+    pub by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl BadHashRows {
     /// Folds the bad rows of a later array into these.
     pub fn merge(&mut self, later: BadHashRows) {
         self.count += later.count;
+        for (k, n) in later.by_kind {
+            *self.by_kind.entry(k).or_default() += n;
+        }
+    }
+
+    /// "all 1,000 bad values look like MD5" when one kind explains every bad row.
+    pub fn summary(&self) -> String {
+        let kinds: Vec<String> = self.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        format!("kinds: {}", kinds.join(", "))
     }
 }
 
@@ -102,18 +130,9 @@ fn classify_text(value: &str) -> HashProblem {
         HashProblem::LooksLikeSha1
     } else if len == 64 {
         HashProblem::NotHex
-    } else if len == 44
-        && value.ends_with('=')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
-    {
-        HashProblem::LooksLikeBase64
     } else if (7..=24).contains(&len)
         && value.bytes().any(|b| b.is_ascii_digit())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'))
+        && value.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'))
     {
         HashProblem::LooksLikeUnhashedPhone
     } else {
@@ -127,17 +146,16 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, row: usize, problem: impl FnOnce() -> HashProblem) {
-        match &mut self.bad {
-            Some(bad) => bad.count += 1,
-            None => {
-                self.bad = Some(BadHashRows {
-                    count: 1,
-                    first_row: self.row_offset + row as u64,
-                    first_problem: problem(),
-                })
-            }
-        }
+    fn record(&mut self, row: usize, problem: HashProblem) {
+        let kind = problem.kind();
+        let bad = self.bad.get_or_insert_with(|| BadHashRows {
+            count: 0,
+            first_row: self.row_offset + row as u64,
+            first_problem: problem,
+            by_kind: BTreeMap::new(),
+        });
+        bad.count += 1;
+        *bad.by_kind.entry(kind).or_default() += 1;
     }
 }
 
@@ -146,27 +164,20 @@ impl Tally {
 pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayRef, DecodeError> {
     let len = array.len();
     let mut out = vec![0u8; len * SHA256_LEN];
-    let mut tally = Tally {
-        bad: None,
-        row_offset,
-    };
+    let mut tally = Tally { bad: None, row_offset };
     match array.data_type() {
         DataType::FixedSizeBinary(32) => return Ok(array.slice(0, len)),
         DataType::FixedSizeBinary(n) => {
             let n = usize::try_from(*n).unwrap_or(0);
             for row in 0..len {
                 if array.is_valid(row) {
-                    tally.record(row, || HashProblem::WrongByteLength { bytes: n });
+                    tally.record(row, HashProblem::WrongByteLength { bytes: n });
                 }
             }
         }
         DataType::Binary => fill_from_bytes(array.as_binary::<i32>().iter(), &mut out, &mut tally),
-        DataType::LargeBinary => {
-            fill_from_bytes(array.as_binary::<i64>().iter(), &mut out, &mut tally)
-        }
-        DataType::BinaryView => {
-            fill_from_bytes(array.as_binary_view().iter(), &mut out, &mut tally)
-        }
+        DataType::LargeBinary => fill_from_bytes(array.as_binary::<i64>().iter(), &mut out, &mut tally),
+        DataType::BinaryView => fill_from_bytes(array.as_binary_view().iter(), &mut out, &mut tally),
         DataType::Utf8 => fill_from_hex(array.as_string::<i32>().iter(), &mut out, &mut tally),
         DataType::LargeUtf8 => fill_from_hex(array.as_string::<i64>().iter(), &mut out, &mut tally),
         DataType::Utf8View => fill_from_hex(array.as_string_view().iter(), &mut out, &mut tally),
@@ -175,41 +186,49 @@ pub fn decode_sha256_column(array: &dyn Array, row_offset: u64) -> Result<ArrayR
     if let Some(bad) = tally.bad {
         return Err(DecodeError::Bad(bad));
     }
-    let decoded = FixedSizeBinaryArray::try_new(
-        SHA256_LEN as i32,
-        Buffer::from_vec(out),
-        array.logical_nulls(),
-    )
-    .map_err(|_| DecodeError::UnsupportedType(array.data_type().clone()))?;
+    let decoded = FixedSizeBinaryArray::try_new(SHA256_LEN as i32, Buffer::from_vec(out), array.logical_nulls())
+        .map_err(|_| DecodeError::UnsupportedType(array.data_type().clone()))?;
     Ok(Arc::new(decoded))
 }
 
-fn fill_from_bytes<'a>(
-    values: impl Iterator<Item = Option<&'a [u8]>>,
-    out: &mut [u8],
-    tally: &mut Tally,
-) {
+fn fill_from_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, out: &mut [u8], tally: &mut Tally) {
     for (row, value) in values.enumerate() {
         if let Some(bytes) = value {
             if bytes.len() == SHA256_LEN {
                 out[row * SHA256_LEN..(row + 1) * SHA256_LEN].copy_from_slice(bytes);
             } else {
-                tally.record(row, || HashProblem::WrongByteLength { bytes: bytes.len() });
+                tally.record(row, HashProblem::WrongByteLength { bytes: bytes.len() });
             }
         }
     }
 }
 
-fn fill_from_hex<'a>(
-    values: impl Iterator<Item = Option<&'a str>>,
-    out: &mut [u8],
-    tally: &mut Tally,
-) {
+/// Decodes one textual digest: 64 hex characters, or base64 of 32 bytes (standard or URL-safe
+/// alphabet, with or without padding).
+pub fn decode_text_digest(text: &str, slot: &mut [u8]) -> bool {
+    match text.len() {
+        64 => hex::decode_to_slice(text, slot).is_ok(),
+        43 | 44 => {
+            let mut buf = [0u8; 33];
+            let engines = if text.len() == 44 { [&STANDARD, &URL_SAFE] } else { [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] };
+            engines.iter().any(|engine| match engine.decode_slice(text, &mut buf) {
+                Ok(32) => {
+                    slot.copy_from_slice(&buf[..32]);
+                    true
+                }
+                _ => false,
+            })
+        }
+        _ => false,
+    }
+}
+
+fn fill_from_hex<'a>(values: impl Iterator<Item = Option<&'a str>>, out: &mut [u8], tally: &mut Tally) {
     for (row, value) in values.enumerate() {
         if let Some(text) = value {
             let slot = &mut out[row * SHA256_LEN..(row + 1) * SHA256_LEN];
-            if text.len() != 2 * SHA256_LEN || hex::decode_to_slice(text, slot).is_err() {
-                tally.record(row, || classify_text(text));
+            if !decode_text_digest(text, slot) {
+                tally.record(row, classify_text(text));
             }
         }
     }
@@ -224,36 +243,16 @@ mod tests {
     #[test]
     fn known_vector() {
         // SHA-256("test@example.com"), as published in many platform docs.
-        assert_eq!(
-            sha256_hex(b"test@example.com"),
-            "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
-        );
+        assert_eq!(sha256_hex(b"test@example.com"), "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b");
     }
 
     #[test]
     fn hex_and_binary_decode_to_the_same_digests() {
-        let digests: Vec<[u8; 32]> = ["a", "b", "c"]
-            .iter()
-            .map(|s| sha256(s.as_bytes()))
-            .collect();
-        let hex_lower = StringArray::from(
-            digests
-                .iter()
-                .map(|d| Some(hex::encode(d)))
-                .collect::<Vec<_>>(),
-        );
-        let hex_upper = StringArray::from(
-            digests
-                .iter()
-                .map(|d| Some(hex::encode(d).to_uppercase()))
-                .collect::<Vec<_>>(),
-        );
-        let binary = BinaryArray::from(
-            digests
-                .iter()
-                .map(|d| Some(d.as_slice()))
-                .collect::<Vec<_>>(),
-        );
+        let digests: Vec<[u8; 32]> = ["a", "b", "c"].iter().map(|s| sha256(s.as_bytes())).collect();
+        let hex_lower = StringArray::from(digests.iter().map(|d| Some(hex::encode(d))).collect::<Vec<_>>());
+        let hex_upper =
+            StringArray::from(digests.iter().map(|d| Some(hex::encode(d).to_uppercase())).collect::<Vec<_>>());
+        let binary = BinaryArray::from(digests.iter().map(|d| Some(d.as_slice())).collect::<Vec<_>>());
         let a = decode_sha256_column(&hex_lower, 0).unwrap();
         let b = decode_sha256_column(&hex_upper, 0).unwrap();
         let c = decode_sha256_column(&binary, 0).unwrap();
@@ -281,46 +280,47 @@ mod tests {
             "d41d8cd98f00b204e9800998ecf8427e",
             &"z".repeat(64),
         ]);
-        let Err(DecodeError::Bad(bad)) = decode_sha256_column(&arr, 1000) else {
-            panic!("must fail")
-        };
+        let Err(DecodeError::Bad(bad)) = decode_sha256_column(&arr, 1000) else { panic!("must fail") };
         assert_eq!(bad.count, 3);
         assert_eq!(bad.first_row, 1001);
         assert_eq!(bad.first_problem, HashProblem::LooksLikeUnhashedEmail);
+        assert_eq!(bad.by_kind.get("MD5"), Some(&1));
+        assert_eq!(bad.by_kind.get("not hex"), Some(&1));
+    }
+
+    #[test]
+    fn base64_digests_are_accepted_in_every_alphabet() {
+        let digest = sha256(b"user@example.com");
+        let values = [
+            STANDARD.encode(digest),
+            URL_SAFE.encode(digest),
+            STANDARD_NO_PAD.encode(digest),
+            URL_SAFE_NO_PAD.encode(digest),
+            "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRQ=".to_owned(),
+        ];
+        let arr = StringArray::from(values.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = decode_sha256_column(&arr, 0).unwrap();
+        for i in 0..values.len() {
+            assert_eq!(out.as_fixed_size_binary().value(i), digest);
+        }
+        // 44 characters that are not base64 of 32 bytes are refused.
+        let arr = StringArray::from(vec!["!".repeat(44)]);
+        assert!(decode_sha256_column(&arr, 0).is_err());
     }
 
     #[test]
     fn problems_are_recognized() {
-        assert_eq!(
-            classify_text("d41d8cd98f00b204e9800998ecf8427e"),
-            HashProblem::LooksLikeMd5
-        );
-        assert_eq!(
-            classify_text("da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-            HashProblem::LooksLikeSha1
-        );
-        assert_eq!(
-            classify_text("+1 (415) 867-5309"),
-            HashProblem::LooksLikeUnhashedPhone
-        );
-        assert_eq!(
-            classify_text("l3Djr+uIh6rmeZ8SK5zE7bAWzVngSxNM8SGDpjGjIhk="),
-            HashProblem::LooksLikeBase64
-        );
+        assert_eq!(classify_text("d41d8cd98f00b204e9800998ecf8427e"), HashProblem::LooksLikeMd5);
+        assert_eq!(classify_text("da39a3ee5e6b4b0d3255bfef95601890afd80709"), HashProblem::LooksLikeSha1);
+        assert_eq!(classify_text("+1 (415) 867-5309"), HashProblem::LooksLikeUnhashedPhone);
         assert_eq!(classify_text(&"g".repeat(64)), HashProblem::NotHex);
-        assert_eq!(
-            classify_text("abc"),
-            HashProblem::WrongTextLength { chars: 3 }
-        );
+        assert_eq!(classify_text("abc"), HashProblem::WrongTextLength { chars: 3 });
     }
 
     #[test]
     fn unsupported_types_are_named() {
         let arr = arrow::array::Int64Array::from(vec![1]);
-        assert_eq!(
-            decode_sha256_column(&arr, 0).unwrap_err(),
-            DecodeError::UnsupportedType(DataType::Int64)
-        );
+        assert_eq!(decode_sha256_column(&arr, 0).unwrap_err(), DecodeError::UnsupportedType(DataType::Int64));
     }
 
     proptest! {
@@ -336,8 +336,22 @@ mod tests {
         }
 
         #[test]
+        fn base64_round_trip(bytes in proptest::collection::vec(any::<u8>(), 32), url in any::<bool>(), pad in any::<bool>()) {
+            let text = match (url, pad) {
+                (false, true) => STANDARD.encode(&bytes),
+                (true, true) => URL_SAFE.encode(&bytes),
+                (false, false) => STANDARD_NO_PAD.encode(&bytes),
+                (true, false) => URL_SAFE_NO_PAD.encode(&bytes),
+            };
+            let arr = StringArray::from(vec![text.as_str()]);
+            let out = decode_sha256_column(&arr, 0).unwrap();
+            prop_assert_eq!(out.as_fixed_size_binary().value(0), bytes.as_slice());
+        }
+
+        #[test]
         fn non_digests_are_rejected(text in "\\PC{0,80}") {
-            prop_assume!(!(text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())));
+            let mut slot = [0u8; 32];
+            prop_assume!(!decode_text_digest(&text, &mut slot));
             let arr = StringArray::from(vec![text.as_str()]);
             let is_bad = matches!(decode_sha256_column(&arr, 0), Err(DecodeError::Bad(ref b)) if b.count == 1 && b.first_row == 0);
             prop_assert!(is_bad);

@@ -1,11 +1,17 @@
-//! Identity normalization, hashing and matching primitives.
+//! Identity normalization, hashing and matching.
 //!
 //! A pure library: no I/O, no async, no global state. The engine, the CLI and the benchmarks call it
 //! on strings and Arrow arrays; it must never log or persist what it is given (it is handed raw PII).
 //!
-//! - [`normalize`]: emails and phone numbers into the form both sides of a room hash;
-//! - [`hash`]: SHA-256 of normalized identifiers, and decoding of uploaded hash columns (32-byte
-//!   binary or 64-character hex) with a precise account of the rows that are not SHA-256.
+//! - [`normalize`]: emails, phones, names, addresses, postcodes and dates of birth, under the
+//!   published rules of Google Customer Match, Meta Custom Audiences and UID2;
+//! - [`hash`]: SHA-256 of normalized identifiers, and decoding of uploaded hash columns (binary,
+//!   hex or base64) with a precise account of the rows that are not SHA-256.
 
+pub mod clk;
+pub mod eval;
+pub mod exact;
+pub mod fuzzy;
+pub mod graph;
 pub mod hash;
 pub mod normalize;

@@ -22,11 +22,7 @@ pub struct RoomId(String);
 impl RoomId {
     /// Parses a room id from its 64-character lowercase hex form.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.len() == 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(text.to_owned()))
         } else {
             Err(format!(
@@ -90,9 +86,7 @@ impl RoomContract {
         }
         self.computations.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(privacy) = &mut self.privacy {
-            privacy
-                .k_thresholds
-                .sort_by(|a, b| (&a.set_by, a.k).cmp(&(&b.set_by, b.k)));
+            privacy.k_thresholds.sort_by(|a, b| (&a.set_by, a.k).cmp(&(&b.set_by, b.k)));
             privacy.k_thresholds.dedup();
         }
         if let Some(attestation) = &mut self.attestation {
@@ -100,11 +94,7 @@ impl RoomContract {
                 m.measurement = m.measurement.to_ascii_lowercase();
             }
             attestation.accepted_measurements.sort_by(|a, b| {
-                (a.platform, &a.measurement, &a.description).cmp(&(
-                    b.platform,
-                    &b.measurement,
-                    &b.description,
-                ))
+                (a.platform, &a.measurement, &a.description).cmp(&(b.platform, &b.measurement, &b.description))
             });
             attestation.accepted_measurements.dedup();
         }
@@ -125,14 +115,11 @@ impl RoomContract {
     /// Decodes canonical bytes and checks that they are canonical, so that the id computed from the
     /// decoded contract is the id of the bytes.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let contract =
-            Self::decode(bytes).map_err(|e| format!("not a sealroom.room.v1.RoomContract: {e}"))?;
+        let contract = Self::decode(bytes).map_err(|e| format!("not a sealroom.room.v1.RoomContract: {e}"))?;
         if contract.canonical_bytes() != bytes {
-            return Err(
-                "the bytes decode to a room contract but are not in canonical form (collections \
+            return Err("the bytes decode to a room contract but are not in canonical form (collections \
                         unsorted, duplicates, upper-case hex, or unknown fields)"
-                    .to_owned(),
-            );
+                .to_owned());
         }
         Ok(contract)
     }
@@ -152,23 +139,11 @@ mod tests {
                     roles: vec![Role::Analyst as i32, Role::DataOwner as i32],
                     ..Default::default()
                 },
-                Participant {
-                    id: "a".into(),
-                    roles: vec![Role::DataOwner as i32],
-                    ..Default::default()
-                },
+                Participant { id: "a".into(), roles: vec![Role::DataOwner as i32], ..Default::default() },
             ],
             tables: vec![
-                Table {
-                    name: "t2".into(),
-                    owner: "a".into(),
-                    ..Default::default()
-                },
-                Table {
-                    name: "t1".into(),
-                    owner: "b".into(),
-                    ..Default::default()
-                },
+                Table { name: "t2".into(), owner: "a".into(), ..Default::default() },
+                Table { name: "t1".into(), owner: "b".into(), ..Default::default() },
             ],
             ..Default::default()
         }
@@ -208,11 +183,7 @@ mod tests {
     fn room_id_parsing() {
         let id = contract().room_id();
         assert_eq!(RoomId::parse(id.as_str()).unwrap(), id);
-        assert!(
-            RoomId::parse("ABC")
-                .unwrap_err()
-                .contains("64 lowercase hex")
-        );
+        assert!(RoomId::parse("ABC").unwrap_err().contains("64 lowercase hex"));
         assert!(RoomId::parse(&id.as_str().to_uppercase()).is_err());
     }
 }

@@ -2,20 +2,13 @@
 //! computation reads.
 
 use crate::DEFAULT_K;
-use crate::room::v1::{
-    Column, Computation, IdentifierKind, Participant, Role, RoomContract, Table, computation,
-};
+use crate::room::v1::{Column, Computation, IdentifierKind, Participant, Role, RoomContract, Table, computation};
 
 impl RoomContract {
     /// The effective k-anonymity threshold: the strictest (largest) threshold any participant set, or
     /// [`DEFAULT_K`] when none is set.
     pub fn effective_k(&self) -> u32 {
-        self.privacy
-            .iter()
-            .flat_map(|p| &p.k_thresholds)
-            .map(|t| t.k)
-            .max()
-            .unwrap_or(DEFAULT_K)
+        self.privacy.iter().flat_map(|p| &p.k_thresholds).map(|t| t.k).max().unwrap_or(DEFAULT_K)
     }
 
     pub fn allows_simulated_tee(&self) -> bool {
@@ -35,10 +28,7 @@ impl RoomContract {
     }
 
     /// Tables owned by a participant.
-    pub fn tables_owned_by<'a>(
-        &'a self,
-        participant: &'a str,
-    ) -> impl Iterator<Item = &'a Table> + 'a {
+    pub fn tables_owned_by<'a>(&'a self, participant: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
         self.tables.iter().filter(move |t| t.owner == participant)
     }
 }

@@ -14,13 +14,7 @@ pub mod room_file;
 pub mod validate;
 
 /// Generated protobuf types. Lint exemptions live here and nowhere else.
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    clippy::all,
-    clippy::pedantic,
-    rust_2018_idioms
-)]
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
 mod generated {
     pub mod room {
         pub mod v1 {

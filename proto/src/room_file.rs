@@ -16,16 +16,10 @@ use crate::validate::{ValidationErrors, validate};
 pub enum RoomFileError {
     /// The text is not YAML of the room file's shape.
     #[error("{source_name}: {message}")]
-    Syntax {
-        source_name: String,
-        message: String,
-    },
+    Syntax { source_name: String, message: String },
     /// The file parsed but the contract it describes is invalid.
     #[error("{source_name}: the room contract is invalid:\n{errors}")]
-    Invalid {
-        source_name: String,
-        errors: ValidationErrors,
-    },
+    Invalid { source_name: String, errors: ValidationErrors },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,23 +178,17 @@ impl RoomFile {
     /// the room id is the same either way).
     pub fn parse(text: &str, source_name: &str) -> Result<pb::RoomContract, RoomFileError> {
         // serde_yaml_ng errors carry the field path and the line and column.
-        let file: RoomFile = serde_yaml_ng::from_str(text).map_err(|e| RoomFileError::Syntax {
-            source_name: source_name.to_owned(),
-            message: e.to_string(),
-        })?;
+        let file: RoomFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| RoomFileError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
         let contract = file.to_contract();
-        validate(&contract).map_err(|errors| RoomFileError::Invalid {
-            source_name: source_name.to_owned(),
-            errors,
-        })?;
+        validate(&contract).map_err(|errors| RoomFileError::Invalid { source_name: source_name.to_owned(), errors })?;
         Ok(contract)
     }
 
     /// Writes the file as YAML.
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings, integers and enums cannot fail.
-        serde_yaml_ng::to_string(self)
-            .unwrap_or_else(|e| format!("# could not render room file: {e}\n"))
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# could not render room file: {e}\n"))
     }
 
     /// The contract this file describes.
@@ -216,9 +204,7 @@ impl RoomFile {
                     name: p.name.clone(),
                     roles: p.roles.iter().map(|r| r.to_proto() as i32).collect(),
                     credential: p.credential.as_ref().map(|c| pb::Credential {
-                        kind: Some(pb::credential::Kind::BearerTokenSha256(
-                            c.bearer_token_sha256.clone(),
-                        )),
+                        kind: Some(pb::credential::Kind::BearerTokenSha256(c.bearer_token_sha256.clone())),
                     }),
                 })
                 .collect(),
@@ -235,9 +221,7 @@ impl RoomFile {
                         .map(|c| pb::Column {
                             name: c.name.clone(),
                             r#type: c.column_type.to_proto() as i32,
-                            identifier: c
-                                .identifier
-                                .map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
+                            identifier: c.identifier.map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
                                 as i32,
                             nullable: c.nullable,
                         })
@@ -268,10 +252,7 @@ impl RoomFile {
                     .privacy
                     .k_thresholds
                     .iter()
-                    .map(|k| pb::KThreshold {
-                        set_by: k.set_by.clone(),
-                        k: k.k,
-                    })
+                    .map(|k| pb::KThreshold { set_by: k.set_by.clone(), k: k.k })
                     .collect(),
             }),
             attestation: Some(pb::AttestationPolicy {
@@ -303,13 +284,9 @@ impl RoomFile {
                     id: p.id.clone(),
                     name: p.name.clone(),
                     roles: p.roles().filter_map(RoleFile::from_proto).collect(),
-                    credential: p.credential.as_ref().and_then(|c| c.kind.as_ref()).map(
-                        |k| match k {
-                            pb::credential::Kind::BearerTokenSha256(d) => CredentialFile {
-                                bearer_token_sha256: d.clone(),
-                            },
-                        },
-                    ),
+                    credential: p.credential.as_ref().and_then(|c| c.kind.as_ref()).map(|k| match k {
+                        pb::credential::Kind::BearerTokenSha256(d) => CredentialFile { bearer_token_sha256: d.clone() },
+                    }),
                 })
                 .collect(),
             tables: contract
@@ -324,8 +301,7 @@ impl RoomFile {
                         .iter()
                         .map(|c| ColumnFile {
                             name: c.name.clone(),
-                            column_type: ColumnTypeFile::from_proto(c.r#type())
-                                .unwrap_or(ColumnTypeFile::String),
+                            column_type: ColumnTypeFile::from_proto(c.r#type()).unwrap_or(ColumnTypeFile::String),
                             identifier: IdentifierFile::from_proto(c.identifier()),
                             nullable: c.nullable,
                         })
@@ -345,12 +321,8 @@ impl RoomFile {
                         pb::computation::Kind::Overlap(o) => OverlapFile {
                             advertiser_table: o.advertiser_table.clone(),
                             publisher_table: o.publisher_table.clone(),
-                            match_on: o
-                                .match_on()
-                                .filter_map(IdentifierFile::from_proto)
-                                .collect(),
-                            segment_table: (!o.segment_table.is_empty())
-                                .then(|| o.segment_table.clone()),
+                            match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
+                            segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
                         },
                     }),
                 })
@@ -360,17 +332,11 @@ impl RoomFile {
                     .privacy
                     .iter()
                     .flat_map(|p| &p.k_thresholds)
-                    .map(|k| KThresholdFile {
-                        set_by: k.set_by.clone(),
-                        k: k.k,
-                    })
+                    .map(|k| KThresholdFile { set_by: k.set_by.clone(), k: k.k })
                     .collect(),
             },
             attestation: AttestationFile {
-                allow_simulated: contract
-                    .attestation
-                    .as_ref()
-                    .is_some_and(|a| a.allow_simulated),
+                allow_simulated: contract.attestation.as_ref().is_some_and(|a| a.allow_simulated),
                 accepted_measurements: contract
                     .attestation
                     .iter()

@@ -9,8 +9,7 @@ use std::fmt;
 
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
-    ColumnType, IdentifierKind, OverlapComputation, Platform, Role, RoomContract, Table,
-    computation, credential,
+    ColumnType, IdentifierKind, OverlapComputation, Platform, Role, RoomContract, Table, computation, credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -48,34 +47,25 @@ struct Collector(Vec<ValidationError>);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(ValidationError { path: path.into(), message: message.into() });
     }
 }
 
 /// Participant ids: `[a-z0-9_-]{1,64}`.
 fn is_participant_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Table, computation and column names: `[a-z][a-z0-9_]{0,63}` (columns may also use upper case), so
 /// that they are safe SQL identifiers and safe path segments.
 fn is_name(s: &str, allow_upper: bool) -> bool {
     let mut bytes = s.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || (allow_upper && b.is_ascii_uppercase()));
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase() || (allow_upper && b.is_ascii_uppercase()));
     first_ok
         && s.len() <= 64
         && bytes.all(|b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || b == b'_'
-                || (allow_upper && b.is_ascii_uppercase())
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (allow_upper && b.is_ascii_uppercase())
         })
 }
 
@@ -87,21 +77,14 @@ fn is_hex_of_len(s: &str, bytes: usize) -> bool {
 pub fn validate(contract: &RoomContract) -> Result<(), ValidationErrors> {
     let mut c = Collector(Vec::new());
     if contract.name.trim().is_empty() {
-        c.push(
-            "name",
-            "the room needs a name (shown in reports and the audit log)",
-        );
+        c.push("name", "the room needs a name (shown in reports and the audit log)");
     }
     validate_participants(contract, &mut c);
     validate_tables(contract, &mut c);
     validate_computations(contract, &mut c);
     validate_privacy(contract, &mut c);
     validate_attestation(contract, &mut c);
-    if c.0.is_empty() {
-        Ok(())
-    } else {
-        Err(ValidationErrors(c.0))
-    }
+    if c.0.is_empty() { Ok(()) } else { Err(ValidationErrors(c.0)) }
 }
 
 fn validate_participants(contract: &RoomContract, c: &mut Collector) {
@@ -120,31 +103,16 @@ fn validate_participants(contract: &RoomContract, c: &mut Collector) {
                 ),
             );
         } else if !seen.insert(p.id.as_str()) {
-            c.push(
-                format!("{path}.id"),
-                format!(
-                    "participant id '{}' is used twice; ids must be unique",
-                    p.id
-                ),
-            );
+            c.push(format!("{path}.id"), format!("participant id '{}' is used twice; ids must be unique", p.id));
         }
         if p.name.trim().is_empty() {
-            c.push(
-                format!("{path}.name"),
-                format!("participant '{}' needs a display name", p.id),
-            );
+            c.push(format!("{path}.name"), format!("participant '{}' needs a display name", p.id));
         }
         if p.roles.is_empty() {
-            c.push(
-                format!("{path}.roles"),
-                "give at least one role: data_owner, analyst or auditor",
-            );
+            c.push(format!("{path}.roles"), "give at least one role: data_owner, analyst or auditor");
         }
         for (j, role) in p.roles.iter().enumerate() {
-            if !matches!(
-                Role::try_from(*role),
-                Ok(Role::DataOwner | Role::Analyst | Role::Auditor)
-            ) {
+            if !matches!(Role::try_from(*role), Ok(Role::DataOwner | Role::Analyst | Role::Auditor)) {
                 c.push(
                     format!("{path}.roles[{j}]"),
                     format!("unknown role {role}: use data_owner, analyst or auditor"),
@@ -173,16 +141,12 @@ fn validate_participants(contract: &RoomContract, c: &mut Collector) {
     }
     let mut digests: HashMap<&str, &str> = HashMap::new();
     for p in &contract.participants {
-        if let Some(credential::Kind::BearerTokenSha256(d)) =
-            p.credential.as_ref().and_then(|c| c.kind.as_ref())
+        if let Some(credential::Kind::BearerTokenSha256(d)) = p.credential.as_ref().and_then(|c| c.kind.as_ref())
             && let Some(other) = digests.insert(d.as_str(), p.id.as_str())
         {
             c.push(
                 "participants",
-                format!(
-                    "participants '{other}' and '{}' share a credential; each needs its own token",
-                    p.id
-                ),
+                format!("participants '{other}' and '{}' share a credential; each needs its own token", p.id),
             );
         }
     }
@@ -202,20 +166,12 @@ fn require_participant_with_role(
             format!(
                 "'{}' is not a participant of this room (participants: {})",
                 truncate_for_message(id, 64),
-                contract
-                    .participants
-                    .iter()
-                    .map(|p| p.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                contract.participants.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
             ),
         ),
         Some(p) if !p.has_role(role) => c.push(
             path,
-            format!(
-                "participant '{id}' {why} but does not declare the role {}; add it to its roles",
-                role.file_name()
-            ),
+            format!("participant '{id}' {why} but does not declare the role {}; add it to its roles", role.file_name()),
         ),
         Some(_) => {}
     }
@@ -235,29 +191,16 @@ fn validate_tables(contract: &RoomContract, c: &mut Collector) {
                 ),
             );
         } else if !seen.insert(t.name.as_str()) {
-            c.push(
-                format!("{path}.name"),
-                format!("table '{}' is declared twice", t.name),
-            );
+            c.push(format!("{path}.name"), format!("table '{}' is declared twice", t.name));
         }
-        require_participant_with_role(
-            contract,
-            c,
-            &format!("{path}.owner"),
-            &t.owner,
-            Role::DataOwner,
-            "owns a table",
-        );
+        require_participant_with_role(contract, c, &format!("{path}.owner"), &t.owner, Role::DataOwner, "owns a table");
         validate_columns(t, &path, c);
     }
 }
 
 fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
     if t.columns.is_empty() {
-        c.push(
-            format!("{path}.columns"),
-            format!("table '{}' needs at least one column", t.name),
-        );
+        c.push(format!("{path}.columns"), format!("table '{}' needs at least one column", t.name));
     }
     let mut names = HashSet::new();
     let mut user_ids = 0;
@@ -273,24 +216,15 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
                 ),
             );
         } else if col.name.starts_with("_sealroom") {
-            c.push(
-                format!("{cpath}.name"),
-                "names starting with '_sealroom' are reserved for the engine",
-            );
+            c.push(format!("{cpath}.name"), "names starting with '_sealroom' are reserved for the engine");
         } else if !names.insert(col.name.to_ascii_lowercase()) {
             c.push(
                 format!("{cpath}.name"),
-                format!(
-                    "column '{}' appears twice in table '{}' (names are case-insensitive)",
-                    col.name, t.name
-                ),
+                format!("column '{}' appears twice in table '{}' (names are case-insensitive)", col.name, t.name),
             );
         }
         let Ok(column_type) = ColumnType::try_from(col.r#type) else {
-            c.push(
-                format!("{cpath}.type"),
-                format!("unknown column type {}", col.r#type),
-            );
+            c.push(format!("{cpath}.type"), format!("unknown column type {}", col.r#type));
             continue;
         };
         if column_type == ColumnType::Unspecified {
@@ -301,10 +235,7 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
             continue;
         }
         let Ok(kind) = IdentifierKind::try_from(col.identifier) else {
-            c.push(
-                format!("{cpath}.identifier"),
-                format!("unknown identifier kind {}", col.identifier),
-            );
+            c.push(format!("{cpath}.identifier"), format!("unknown identifier kind {}", col.identifier));
             continue;
         };
         let allowed: &[ColumnType] = match kind {
@@ -319,11 +250,7 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
                 format!(
                     "a {} column must have type {}, not {}",
                     kind.file_name(),
-                    allowed
-                        .iter()
-                        .map(|t| t.file_name())
-                        .collect::<Vec<_>>()
-                        .join(" or "),
+                    allowed.iter().map(|t| t.file_name()).collect::<Vec<_>>().join(" or "),
                     column_type.file_name()
                 ),
             );
@@ -341,10 +268,7 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
     if user_ids > 1 {
         c.push(
             format!("{path}.columns"),
-            format!(
-                "table '{}' has {user_ids} user_id columns; a table has at most one",
-                t.name
-            ),
+            format!("table '{}' has {user_ids} user_id columns; a table has at most one", t.name),
         );
     }
 }
@@ -363,16 +287,10 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
                 ),
             );
         } else if !seen.insert(comp.name.as_str()) {
-            c.push(
-                format!("{path}.name"),
-                format!("computation '{}' is declared twice", comp.name),
-            );
+            c.push(format!("{path}.name"), format!("computation '{}' is declared twice", comp.name));
         }
         if comp.run_by.is_empty() {
-            c.push(
-                format!("{path}.run_by"),
-                "name at least one participant who may run the computation",
-            );
+            c.push(format!("{path}.run_by"), "name at least one participant who may run the computation");
         }
         for (j, p) in comp.run_by.iter().enumerate() {
             require_participant_with_role(
@@ -385,10 +303,7 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             );
         }
         if comp.results_to.is_empty() {
-            c.push(
-                format!("{path}.results_to"),
-                "name at least one participant who may read the result",
-            );
+            c.push(format!("{path}.results_to"), "name at least one participant who may read the result");
         }
         for (j, p) in comp.results_to.iter().enumerate() {
             require_participant_with_role(
@@ -409,26 +324,15 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             }
         }
         match &comp.kind {
-            None => c.push(
-                path.clone(),
-                format!(
-                    "computation '{}' needs a kind: add an `overlap:` section",
-                    comp.name
-                ),
-            ),
-            Some(computation::Kind::Overlap(o)) => {
-                validate_overlap(contract, o, &format!("{path}.overlap"), c)
+            None => {
+                c.push(path.clone(), format!("computation '{}' needs a kind: add an `overlap:` section", comp.name))
             }
+            Some(computation::Kind::Overlap(o)) => validate_overlap(contract, o, &format!("{path}.overlap"), c),
         }
     }
 }
 
-fn validate_overlap(
-    contract: &RoomContract,
-    o: &OverlapComputation,
-    path: &str,
-    c: &mut Collector,
-) {
+fn validate_overlap(contract: &RoomContract, o: &OverlapComputation, path: &str, c: &mut Collector) {
     let table = |field: &str, name: &str, c: &mut Collector| -> Option<&Table> {
         let t = contract.table(name);
         if t.is_none() {
@@ -437,12 +341,7 @@ fn validate_overlap(
                 format!(
                     "no table named '{}' (tables: {})",
                     truncate_for_message(name, 64),
-                    contract
-                        .tables
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    contract.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             );
         }
@@ -451,40 +350,30 @@ fn validate_overlap(
     let advertiser = table("advertiser_table", &o.advertiser_table, c);
     let publisher = table("publisher_table", &o.publisher_table, c);
     if o.advertiser_table == o.publisher_table {
-        c.push(
-            format!("{path}.publisher_table"),
-            "the advertiser and publisher tables must be different tables",
-        );
+        c.push(format!("{path}.publisher_table"), "the advertiser and publisher tables must be different tables");
     }
     let (Some(advertiser), Some(publisher)) = (advertiser, publisher) else {
         return;
     };
     let kinds_in = |t: &Table| -> HashSet<IdentifierKind> {
-        t.columns
-            .iter()
-            .map(|col| col.identifier())
-            .filter(|k| k.is_hashed_match_key())
-            .collect()
+        t.columns.iter().map(|col| col.identifier()).filter(|k| k.is_hashed_match_key()).collect()
     };
     let (a_kinds, p_kinds) = (kinds_in(advertiser), kinds_in(publisher));
     if o.match_on.is_empty() && a_kinds.intersection(&p_kinds).next().is_none() {
         c.push(
-                format!("{path}.match_on"),
-                format!(
-                    "tables '{}' and '{}' share no hashed identifier kind (hashed_email, hashed_phone) to match on",
-                    advertiser.name, publisher.name
-                ),
-            );
+            format!("{path}.match_on"),
+            format!(
+                "tables '{}' and '{}' share no hashed identifier kind (hashed_email, hashed_phone) to match on",
+                advertiser.name, publisher.name
+            ),
+        );
     }
     for (j, kind) in o.match_on.iter().enumerate() {
         let kind = IdentifierKind::try_from(*kind).unwrap_or(IdentifierKind::Unspecified);
         if !kind.is_hashed_match_key() {
             c.push(
                 format!("{path}.match_on[{j}]"),
-                format!(
-                    "overlap matches on hashed_email or hashed_phone, not {}",
-                    kind.file_name()
-                ),
+                format!("overlap matches on hashed_email or hashed_phone, not {}", kind.file_name()),
             );
             continue;
         }
@@ -492,11 +381,7 @@ fn validate_overlap(
             if !kinds_in(t).contains(&kind) {
                 c.push(
                     format!("{path}.match_on[{j}]"),
-                    format!(
-                        "table '{}' has no {} column to match on",
-                        t.name,
-                        kind.file_name()
-                    ),
+                    format!("table '{}' has no {} column to match on", t.name, kind.file_name()),
                 );
             }
         }
@@ -506,39 +391,32 @@ fn validate_overlap(
     {
         if segments.owner != publisher.owner {
             c.push(
-                    format!("{path}.segment_table"),
-                    format!(
-                        "the segment table '{}' is owned by '{}', but the publisher table by '{}'; segments \
-                         must come from the publisher",
-                        segments.name, segments.owner, publisher.owner
-                    ),
-                );
-        }
-        if segments
-            .columns_of_kind(IdentifierKind::Segment)
-            .next()
-            .is_none()
-        {
-            c.push(
                 format!("{path}.segment_table"),
-                format!("table '{}' has no segment column", segments.name),
+                format!(
+                    "the segment table '{}' is owned by '{}', but the publisher table by '{}'; segments \
+                         must come from the publisher",
+                    segments.name, segments.owner, publisher.owner
+                ),
             );
+        }
+        if segments.columns_of_kind(IdentifierKind::Segment).next().is_none() {
+            c.push(format!("{path}.segment_table"), format!("table '{}' has no segment column", segments.name));
         }
         if segments.name != publisher.name {
             match (segments.user_id_column(), publisher.user_id_column()) {
-                    (Some(s), Some(p)) if s.r#type == p.r#type => {}
-                    (Some(_), Some(_)) => c.push(
-                        format!("{path}.segment_table"),
-                        "the user_id columns of the segment table and the publisher table must have the same type",
+                (Some(s), Some(p)) if s.r#type == p.r#type => {}
+                (Some(_), Some(_)) => c.push(
+                    format!("{path}.segment_table"),
+                    "the user_id columns of the segment table and the publisher table must have the same type",
+                ),
+                _ => c.push(
+                    format!("{path}.segment_table"),
+                    format!(
+                        "to join segments to users, both '{}' and '{}' need a user_id column",
+                        segments.name, publisher.name
                     ),
-                    _ => c.push(
-                        format!("{path}.segment_table"),
-                        format!(
-                            "to join segments to users, both '{}' and '{}' need a user_id column",
-                            segments.name, publisher.name
-                        ),
-                    ),
-                }
+                ),
+            }
         }
     }
 }
@@ -551,27 +429,15 @@ fn validate_privacy(contract: &RoomContract, c: &mut Collector) {
     for (i, t) in privacy.k_thresholds.iter().enumerate() {
         let path = format!("privacy.k_thresholds[{i}]");
         if contract.participant(&t.set_by).is_none() {
-            c.push(
-                format!("{path}.set_by"),
-                format!("'{}' is not a participant of this room", t.set_by),
-            );
+            c.push(format!("{path}.set_by"), format!("'{}' is not a participant of this room", t.set_by));
         } else if !seen.insert(t.set_by.as_str()) {
             c.push(
                 format!("{path}.set_by"),
-                format!(
-                    "'{}' sets k twice; keep one threshold per participant",
-                    t.set_by
-                ),
+                format!("'{}' sets k twice; keep one threshold per participant", t.set_by),
             );
         }
         if !(MIN_K..=MAX_K).contains(&t.k) {
-            c.push(
-                format!("{path}.k"),
-                format!(
-                    "k = {} is out of range: k must be between {MIN_K} and {MAX_K}",
-                    t.k
-                ),
-            );
+            c.push(format!("{path}.k"), format!("k = {} is out of range: k must be between {MIN_K} and {MAX_K}", t.k));
         }
     }
 }
@@ -586,20 +452,14 @@ fn validate_attestation(contract: &RoomContract, c: &mut Collector) {
             Ok(Platform::AmdSevSnp | Platform::IntelTdx) => 48,
             Ok(Platform::IntelSgx) => 32,
             Ok(Platform::Unspecified) | Err(_) => {
-                c.push(
-                    format!("{path}.platform"),
-                    "give a platform: amd_sev_snp, intel_tdx or intel_sgx",
-                );
+                c.push(format!("{path}.platform"), "give a platform: amd_sev_snp, intel_tdx or intel_sgx");
                 continue;
             }
         };
         if !is_hex_of_len(&m.measurement, expected) {
             c.push(
                 format!("{path}.measurement"),
-                format!(
-                    "must be {} hex characters ({expected} bytes) for this platform",
-                    expected * 2
-                ),
+                format!("must be {} hex characters ({expected} bytes) for this platform", expected * 2),
             );
         }
     }

@@ -5,11 +5,7 @@ use sealroom_proto::room::v1::RoomContract;
 use sealroom_proto::{RoomFile, RoomFileError};
 
 fn example() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/room.yaml"
-    ))
-    .unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/room.yaml")).unwrap()
 }
 
 fn invalid(text: &str) -> String {
@@ -49,14 +45,9 @@ fn yaml_contract_yaml_round_trip_keeps_the_id() {
 
 #[test]
 fn syntax_errors_name_the_field() {
-    let err = invalid(&example().replace(
-        "type: sha256, identifier: hashed_email",
-        "type: sha265, identifier: hashed_email",
-    ));
-    assert!(
-        err.starts_with("room.yaml: tables[0].columns[1].type: unknown variant `sha265`"),
-        "{err}"
-    );
+    let err =
+        invalid(&example().replace("type: sha256, identifier: hashed_email", "type: sha265, identifier: hashed_email"));
+    assert!(err.starts_with("room.yaml: tables[0].columns[1].type: unknown variant `sha265`"), "{err}");
     let err = invalid(&example().replace("    owner: acme\n", "    owner: acme\n    ownr: x\n"));
     assert!(err.contains("unknown field `ownr`"), "{err}");
     assert!(err.contains("tables[0]"), "{err}");
@@ -68,36 +59,19 @@ fn semantic_errors_name_every_field_and_say_what_to_do() {
         .replace("owner: news", "owner: newz")
         .replace("run_by: [acme]", "run_by: [auditor]")
         .replace("{ set_by: news, k: 50 }", "{ set_by: news, k: 1 }")
-        .replace(
-            "name: segments, type: string_list",
-            "name: segments, type: int64",
-        );
+        .replace("name: segments, type: string_list", "name: segments, type: int64");
     let err = invalid(&text);
-    let RoomFileError::Invalid { errors, .. } = RoomFile::parse(&text, "room.yaml").unwrap_err()
-    else {
+    let RoomFileError::Invalid { errors, .. } = RoomFile::parse(&text, "room.yaml").unwrap_err() else {
         panic!("expected validation errors")
     };
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "tables[1].owner",
-            "tables[1].columns[3].type",
-            "computations[0].run_by[0]",
-            "privacy.k_thresholds[1].k"
-        ],
+        ["tables[1].owner", "tables[1].columns[3].type", "computations[0].run_by[0]", "privacy.k_thresholds[1].k"],
         "{err}"
     );
-    assert!(
-        err.contains(
-            "'newz' is not a participant of this room (participants: acme, news, auditor)"
-        ),
-        "{err}"
-    );
-    assert!(
-        err.contains("a segment column must have type string or string_list, not int64"),
-        "{err}"
-    );
+    assert!(err.contains("'newz' is not a participant of this room (participants: acme, news, auditor)"), "{err}");
+    assert!(err.contains("a segment column must have type string or string_list, not int64"), "{err}");
     assert!(err.contains("does not declare the role analyst"), "{err}");
     assert!(err.contains("k must be between 2 and 1000000"), "{err}");
 }
@@ -114,25 +88,23 @@ fn plaintext_tokens_in_the_room_file_are_refused() {
 #[test]
 fn overlap_needs_shared_keys_and_known_tables() {
     let err = invalid(&example().replace("publisher_table: readers", "publisher_table: reader"));
-    assert!(err.contains("computations[0].overlap.publisher_table: no table named 'reader' (tables: crm, readers)"), "{err}");
+    assert!(
+        err.contains("computations[0].overlap.publisher_table: no table named 'reader' (tables: crm, readers)"),
+        "{err}"
+    );
     let text = example().replace(
         "      - { name: phone_sha256, type: sha256, identifier: hashed_phone, nullable: true }\n      - { name: segments",
         "      - { name: segments",
     );
     let err = invalid(&text);
-    assert!(
-        err.contains("table 'readers' has no hashed_phone column to match on"),
-        "{err}"
-    );
+    assert!(err.contains("table 'readers' has no hashed_phone column to match on"), "{err}");
 }
 
 fn shuffled(contract: &RoomContract, seed: u64) -> RoomContract {
     let mut c = contract.clone();
     let mut s = seed;
     let mut next = move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (s >> 33) as usize
     };
     let n = c.participants.len();

@@ -18,14 +18,12 @@ const UPLOAD_BATCH_ROWS: usize = 100_000;
 
 /// Connects a Flight client that sends the bearer token on every call.
 pub async fn flight_client(url: &str, token: &str) -> Result<FlightClient, CliError> {
-    let endpoint = tonic::transport::Channel::from_shared(url.to_owned()).map_err(|e| {
-        CliError::Usage(format!(
-            "'{url}' is not a Flight address (e.g. http://127.0.0.1:50051): {e}"
-        ))
-    })?;
-    let channel = endpoint.connect().await.map_err(|e| {
-        CliError::Connect(format!("cannot connect to the Flight server at {url}: {e}"))
-    })?;
+    let endpoint = tonic::transport::Channel::from_shared(url.to_owned())
+        .map_err(|e| CliError::Usage(format!("'{url}' is not a Flight address (e.g. http://127.0.0.1:50051): {e}")))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Connect(format!("cannot connect to the Flight server at {url}: {e}")))?;
     let mut client = FlightClient::new(channel);
     client
         .add_header("authorization", &format!("Bearer {token}"))
@@ -39,32 +37,20 @@ type BatchReceiver = tokio::sync::mpsc::Receiver<Result<RecordBatch, FlightError
 /// Reads an Arrow IPC or Parquet file's batches on a blocking thread, re-chunked for upload. Returns
 /// the row count when the file states it.
 fn read_batches(path: &Path) -> Result<(Option<u64>, BatchReceiver), CliError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let file = File::open(path).map_err(|e| CliError::io(path, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let to_flight = |e: String| FlightError::ExternalError(e.into());
     match ext.as_str() {
         "parquet" | "pq" => {
-            let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| {
-                        CliError::Input(format!("{}: not a Parquet file: {e}", path.display()))
-                    })?
-                    .with_batch_size(UPLOAD_BATCH_ROWS);
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| CliError::Input(format!("{}: not a Parquet file: {e}", path.display())))?
+                .with_batch_size(UPLOAD_BATCH_ROWS);
             let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
-            let reader = builder
-                .build()
-                .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+            let reader = builder.build().map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
             tokio::task::spawn_blocking(move || {
                 for batch in reader {
-                    if tx
-                        .blocking_send(batch.map_err(|e| to_flight(e.to_string())))
-                        .is_err()
-                    {
+                    if tx.blocking_send(batch.map_err(|e| to_flight(e.to_string()))).is_err() {
                         break;
                     }
                 }
@@ -72,9 +58,8 @@ fn read_batches(path: &Path) -> Result<(Option<u64>, BatchReceiver), CliError> {
             Ok((rows, rx))
         }
         "arrow" | "ipc" | "feather" => {
-            let reader = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| {
-                CliError::Input(format!("{}: not an Arrow IPC file: {e}", path.display()))
-            })?;
+            let reader = arrow::ipc::reader::FileReader::try_new(file, None)
+                .map_err(|e| CliError::Input(format!("{}: not an Arrow IPC file: {e}", path.display())))?;
             tokio::task::spawn_blocking(move || {
                 for batch in reader {
                     let batch = batch.map_err(|e| to_flight(e.to_string()));
@@ -94,10 +79,7 @@ fn read_batches(path: &Path) -> Result<(Option<u64>, BatchReceiver), CliError> {
             });
             Ok((None, rx))
         }
-        _ => Err(CliError::Usage(format!(
-            "cannot upload {}: give a .parquet or .arrow file",
-            path.display()
-        ))),
+        _ => Err(CliError::Usage(format!("cannot upload {}: give a .parquet or .arrow file", path.display()))),
     }
 }
 
@@ -121,24 +103,16 @@ pub async fn upload(request: &UploadRequest) -> Result<Value, CliError> {
         (false, _) => ProgressBar::hidden(),
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} uploading {msg} [{bar:30}] {human_pos}/{human_len} rows",
-        )
-        .map_err(|e| CliError::Input(e.to_string()))?
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} uploading {msg} [{bar:30}] {human_pos}/{human_len} rows")
+            .map_err(|e| CliError::Input(e.to_string()))?
+            .progress_chars("=> "),
     );
     bar.set_message(request.table.clone());
     let progress = bar.clone();
     let batches = tokio_stream_from(rx).inspect_ok(move |b| progress.inc(b.num_rows() as u64));
-    let descriptor = FlightDescriptor::new_path(vec![
-        "rooms".into(),
-        request.room.clone(),
-        "tables".into(),
-        request.table.clone(),
-    ]);
-    let stream = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(descriptor))
-        .build(batches);
+    let descriptor =
+        FlightDescriptor::new_path(vec!["rooms".into(), request.room.clone(), "tables".into(), request.table.clone()]);
+    let stream = FlightDataEncoderBuilder::new().with_flight_descriptor(Some(descriptor)).build(batches);
     let mut client = flight_client(&request.flight, &request.token).await?;
     let results: Vec<_> = client
         .do_put(stream)
@@ -148,9 +122,7 @@ pub async fn upload(request: &UploadRequest) -> Result<Value, CliError> {
         .await
         .map_err(|e| CliError::Server(flight_message(&e)))?;
     bar.finish_and_clear();
-    let first = results
-        .first()
-        .ok_or_else(|| CliError::Server("the server acknowledged nothing".into()))?;
+    let first = results.first().ok_or_else(|| CliError::Server("the server acknowledged nothing".into()))?;
     serde_json::from_slice(&first.app_metadata)
         .map_err(|e| CliError::Server(format!("unreadable upload acknowledgement: {e}")))
 }
@@ -179,39 +151,30 @@ pub struct Rest {
 
 impl Rest {
     pub fn new(base: &str, token: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            http: reqwest::Client::new(),
-        }
+        Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
-        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
-            CliError::Connect(format!(
-                "cannot reach the REST server at {}: {e}",
-                self.base
-            ))
-        })?;
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CliError::Connect(format!("cannot reach the REST server at {}: {e}", self.base)))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             Ok(body)
         } else {
-            let message = body["error"]["message"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            let message = body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
             Err(CliError::Server(message))
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
     pub async fn post(&self, path: &str) -> Result<Value, CliError> {
-        self.send(self.http.post(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.post(format!("{}{path}", self.base))).await
     }
 }

@@ -21,8 +21,8 @@ use sealroom_matching::hash::sha256_hex;
 use sealroom_matching::normalize;
 use sealroom_proto::RoomFile;
 use sealroom_proto::room_file::{
-    AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile,
-    KThresholdFile, OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
+    AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile, KThresholdFile,
+    OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
 };
 use sealroom_server::config::{ServerConfig, SinkConfig};
 
@@ -59,10 +59,7 @@ pub fn new_token() -> String {
 
 fn prepare_dir(dir: &Path) -> Result<(), CliError> {
     if dir.exists() {
-        let empty = fs::read_dir(dir)
-            .map_err(|e| CliError::io(dir, e))?
-            .next()
-            .is_none();
+        let empty = fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?.next().is_none();
         if dir.join(MARKER).exists() {
             fs::remove_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
         } else if !empty {
@@ -73,25 +70,12 @@ fn prepare_dir(dir: &Path) -> Result<(), CliError> {
         }
     }
     fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
-    fs::write(
-        dir.join(MARKER),
-        b"made by `sealroom demo`; the next demo run replaces this directory\n",
-    )
-    .map_err(|e| CliError::io(dir, e))
+    fs::write(dir.join(MARKER), b"made by `sealroom demo`; the next demo run replaces this directory\n")
+        .map_err(|e| CliError::io(dir, e))
 }
 
-fn column(
-    name: &str,
-    t: ColumnTypeFile,
-    identifier: Option<IdentifierFile>,
-    nullable: bool,
-) -> ColumnFile {
-    ColumnFile {
-        name: name.into(),
-        column_type: t,
-        identifier,
-        nullable,
-    }
+fn column(name: &str, t: ColumnTypeFile, identifier: Option<IdentifierFile>, nullable: bool) -> ColumnFile {
+    ColumnFile { name: name.into(), column_type: t, identifier, nullable }
 }
 
 fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> ParticipantFile {
@@ -99,9 +83,7 @@ fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> Parti
         id: id.into(),
         name: name.into(),
         roles,
-        credential: Some(CredentialFile {
-            bearer_token_sha256: sha256_hex(token.as_bytes()),
-        }),
+        credential: Some(CredentialFile { bearer_token_sha256: sha256_hex(token.as_bytes()) }),
     }
 }
 
@@ -109,28 +91,11 @@ fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> Parti
 pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> RoomFile {
     RoomFile {
         name: "ACME Retail x Daily News (demo)".into(),
-        description:
-            "Demo room made by `sealroom demo`: overlap of ACME's CRM with Daily News readers."
-                .into(),
+        description: "Demo room made by `sealroom demo`: overlap of ACME's CRM with Daily News readers.".into(),
         participants: vec![
-            participant(
-                "acme",
-                "ACME Retail (advertiser)",
-                vec![RoleFile::DataOwner, RoleFile::Analyst],
-                advertiser,
-            ),
-            participant(
-                "news",
-                "Daily News (publisher)",
-                vec![RoleFile::DataOwner, RoleFile::Analyst],
-                publisher,
-            ),
-            participant(
-                "auditor",
-                "Independent auditor",
-                vec![RoleFile::Auditor],
-                auditor,
-            ),
+            participant("acme", "ACME Retail (advertiser)", vec![RoleFile::DataOwner, RoleFile::Analyst], advertiser),
+            participant("news", "Daily News (publisher)", vec![RoleFile::DataOwner, RoleFile::Analyst], publisher),
+            participant("auditor", "Independent auditor", vec![RoleFile::Auditor], auditor),
         ],
         tables: vec![
             TableFile {
@@ -138,63 +103,26 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 description: "ACME's CRM, hashed on ACME's machine with `sealroom hash`".into(),
                 owner: "acme".into(),
                 columns: vec![
-                    column(
-                        "customer_id",
-                        ColumnTypeFile::String,
-                        Some(IdentifierFile::UserId),
-                        false,
-                    ),
-                    column(
-                        "email_sha256",
-                        ColumnTypeFile::Sha256,
-                        Some(IdentifierFile::HashedEmail),
-                        true,
-                    ),
-                    column(
-                        "phone_sha256",
-                        ColumnTypeFile::Sha256,
-                        Some(IdentifierFile::HashedPhone),
-                        true,
-                    ),
+                    column("customer_id", ColumnTypeFile::String, Some(IdentifierFile::UserId), false),
+                    column("email_sha256", ColumnTypeFile::Sha256, Some(IdentifierFile::HashedEmail), true),
+                    column("phone_sha256", ColumnTypeFile::Sha256, Some(IdentifierFile::HashedPhone), true),
                 ],
             },
             TableFile {
                 name: "readers".into(),
-                description: "Daily News readers: hashed identifiers and segment memberships"
-                    .into(),
+                description: "Daily News readers: hashed identifiers and segment memberships".into(),
                 owner: "news".into(),
                 columns: vec![
-                    column(
-                        "user_id",
-                        ColumnTypeFile::String,
-                        Some(IdentifierFile::UserId),
-                        false,
-                    ),
-                    column(
-                        "email_sha256",
-                        ColumnTypeFile::Sha256,
-                        Some(IdentifierFile::HashedEmail),
-                        true,
-                    ),
-                    column(
-                        "phone_sha256",
-                        ColumnTypeFile::Sha256,
-                        Some(IdentifierFile::HashedPhone),
-                        true,
-                    ),
-                    column(
-                        "segments",
-                        ColumnTypeFile::StringList,
-                        Some(IdentifierFile::Segment),
-                        true,
-                    ),
+                    column("user_id", ColumnTypeFile::String, Some(IdentifierFile::UserId), false),
+                    column("email_sha256", ColumnTypeFile::Sha256, Some(IdentifierFile::HashedEmail), true),
+                    column("phone_sha256", ColumnTypeFile::Sha256, Some(IdentifierFile::HashedPhone), true),
+                    column("segments", ColumnTypeFile::StringList, Some(IdentifierFile::Segment), true),
                 ],
             },
         ],
         computations: vec![ComputationFile {
             name: "overlap".into(),
-            description: "Overlap, match rates from both sides, and overlap by Daily News segment"
-                .into(),
+            description: "Overlap, match rates from both sides, and overlap by Daily News segment".into(),
             run_by: vec!["acme".into()],
             results_to: vec!["acme".into(), "news".into()],
             deliver_to: vec!["news".into()],
@@ -205,32 +133,18 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 segment_table: None,
             }),
         }],
-        privacy: PrivacyFile {
-            k_thresholds: vec![KThresholdFile {
-                set_by: "news".into(),
-                k,
-            }],
-        },
-        attestation: AttestationFile {
-            allow_simulated: true,
-            accepted_measurements: vec![],
-        },
+        privacy: PrivacyFile { k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }] },
+        attestation: AttestationFile { allow_simulated: true, accepted_measurements: vec![] },
     }
 }
 
 fn write_crm_csv(path: &Path, data: &Synthetic) -> Result<(), CliError> {
-    let mut w = csv::Writer::from_path(path)
-        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let mut w = csv::Writer::from_path(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let err = |e: csv::Error| CliError::Input(format!("{}: {e}", path.display()));
-    w.write_record(["customer_id", "email", "phone"])
-        .map_err(err)?;
+    w.write_record(["customer_id", "email", "phone"]).map_err(err)?;
     for r in &data.crm {
-        w.write_record([
-            r.customer_id.as_str(),
-            r.email.as_deref().unwrap_or(""),
-            r.phone.as_deref().unwrap_or(""),
-        ])
-        .map_err(err)?;
+        w.write_record([r.customer_id.as_str(), r.email.as_deref().unwrap_or(""), r.phone.as_deref().unwrap_or("")])
+            .map_err(err)?;
     }
     w.flush().map_err(|e| CliError::io(path, e))
 }
@@ -240,15 +154,10 @@ fn write_publisher_parquet(path: &Path, data: &Synthetic) -> Result<(), CliError
         Field::new("user_id", DataType::Utf8, false),
         Field::new("email_sha256", DataType::Utf8, true),
         Field::new("phone_sha256", DataType::Utf8, true),
-        Field::new(
-            "segments",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            true,
-        ),
+        Field::new("segments", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
     ]));
     let file = fs::File::create(path).map_err(|e| CliError::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), None)
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| CliError::Input(e.to_string()))?;
     for chunk in data.publisher.chunks(65_536) {
         let ids: StringArray = chunk.iter().map(|r| Some(r.user_id.as_str())).collect();
         let emails: StringArray = chunk.iter().map(|r| r.email_sha256.as_deref()).collect();
@@ -260,17 +169,10 @@ fn write_publisher_parquet(path: &Path, data: &Synthetic) -> Result<(), CliError
             }
             segments.append(true);
         }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(ids),
-            Arc::new(emails),
-            Arc::new(phones),
-            Arc::new(segments.finish()),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| CliError::Input(e.to_string()))?;
-        writer
-            .write(&batch)
-            .map_err(|e| CliError::Input(e.to_string()))?;
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(ids), Arc::new(emails), Arc::new(phones), Arc::new(segments.finish())];
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| CliError::Input(e.to_string()))?;
+        writer.write(&batch).map_err(|e| CliError::Input(e.to_string()))?;
     }
     writer.close().map_err(|e| CliError::Input(e.to_string()))?;
     Ok(())
@@ -285,10 +187,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     let started = Instant::now();
     println!("{}\n", sealroom_engine::tee::SIMULATION_BANNER);
     prepare_dir(&options.dir)?;
-    let dir = options
-        .dir
-        .canonicalize()
-        .map_err(|e| CliError::io(&options.dir, e))?;
+    let dir = options.dir.canonicalize().map_err(|e| CliError::io(&options.dir, e))?;
 
     // 1. The contract, with fresh tokens.
     let (acme_token, news_token, auditor_token) = (new_token(), new_token(), new_token());
@@ -296,26 +195,14 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     let room_path = dir.join("room.yaml");
     fs::write(&room_path, room_file.to_yaml()).map_err(|e| CliError::io(&room_path, e))?;
     let tokens_path = dir.join("tokens.txt");
-    fs::write(
-        &tokens_path,
-        format!("acme={acme_token}\nnews={news_token}\nauditor={auditor_token}\n"),
-    )
-    .map_err(|e| CliError::io(&tokens_path, e))?;
+    fs::write(&tokens_path, format!("acme={acme_token}\nnews={news_token}\nauditor={auditor_token}\n"))
+        .map_err(|e| CliError::io(&tokens_path, e))?;
     restrict_permissions(&tokens_path);
-    let contract = RoomFile::parse(
-        &fs::read_to_string(&room_path).map_err(|e| CliError::io(&room_path, e))?,
-        "room.yaml",
-    )
-    .map_err(|e| CliError::Input(e.to_string()))?;
+    let contract =
+        RoomFile::parse(&fs::read_to_string(&room_path).map_err(|e| CliError::io(&room_path, e))?, "room.yaml")
+            .map_err(|e| CliError::Input(e.to_string()))?;
     let room_id = contract.room_id().to_string();
-    step(
-        &started,
-        &format!(
-            "wrote the room contract {} (room id {room_id}, k = {})",
-            room_path.display(),
-            options.k
-        ),
-    );
+    step(&started, &format!("wrote the room contract {} (room id {room_id}, k = {})", room_path.display(), options.k));
 
     // 2. Each side's data, on its own machine.
     let data = synth::generate(&SynthConfig {
@@ -364,12 +251,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     // 4. The enclave server.
     let config = ServerConfig {
         data_dir: dir.join("data"),
-        flight_addr: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| CliError::Usage(format!("{e}")))?,
-        http_addr: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| CliError::Usage(format!("{e}")))?,
+        flight_addr: "127.0.0.1:0".parse().map_err(|e| CliError::Usage(format!("{e}")))?,
+        http_addr: "127.0.0.1:0".parse().map_err(|e| CliError::Usage(format!("{e}")))?,
         sinks: vec![SinkConfig {
             participant: "news".into(),
             room: None,
@@ -377,15 +260,10 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         }],
         ..ServerConfig::default()
     };
-    let server = sealroom_server::start(&config, vec![contract])
-        .await
-        .map_err(|e| CliError::Server(e.to_string()))?;
+    let server = sealroom_server::start(&config, vec![contract]).await.map_err(|e| CliError::Server(e.to_string()))?;
     let flight = format!("http://{}", server.flight_addr);
     let rest_url = format!("http://{}", server.http_addr);
-    step(
-        &started,
-        &format!("enclave server up (INSECURE SIMULATION): Flight {flight}, REST {rest_url}"),
-    );
+    step(&started, &format!("enclave server up (INSECURE SIMULATION): Flight {flight}, REST {rest_url}"));
 
     let outcome = async {
         // 5. Each side uploads over Flight as its own participant.
@@ -457,10 +335,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         println!("Press Ctrl-C to stop.");
         crate::shutdown_signal().await;
     }
-    server
-        .shutdown()
-        .await
-        .map_err(|e| CliError::Server(e.to_string()))?;
+    server.shutdown().await.map_err(|e| CliError::Server(e.to_string()))?;
     let outcome = outcome?;
     step(&started, "done");
     Ok(outcome)

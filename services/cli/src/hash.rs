@@ -62,17 +62,11 @@ enum Output {
 impl Output {
     /// Creates `path` in the format `format_of`'s extension names.
     fn create(path: &Path, format_of: &Path, schema: &SchemaRef) -> Result<Self, CliError> {
-        let ext = format_of
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let ext = format_of.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
         let file = File::create(path).map_err(|e| CliError::io(path, e))?;
         match ext.as_str() {
             "parquet" | "pq" => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
+                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
                 let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
                     .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
                 Ok(Self::Parquet(writer))
@@ -105,11 +99,7 @@ impl Output {
 
 /// Checks the output path's extension before any work is done.
 pub fn check_output_path(path: &Path) -> Result<(), CliError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     match ext.as_str() {
         "parquet" | "pq" | "arrow" | "ipc" | "feather" => Ok(()),
         _ => Err(CliError::Usage(format!(
@@ -148,14 +138,9 @@ impl Builders {
     }
 }
 
-fn append_digest(
-    builder: &mut FixedSizeBinaryBuilder,
-    digest: Option<[u8; 32]>,
-) -> Result<(), CliError> {
+fn append_digest(builder: &mut FixedSizeBinaryBuilder, digest: Option<[u8; 32]>) -> Result<(), CliError> {
     match digest {
-        Some(d) => builder
-            .append_value(d)
-            .map_err(|e| CliError::Input(e.to_string())),
+        Some(d) => builder.append_value(d).map_err(|e| CliError::Input(e.to_string())),
         None => {
             builder.append_null();
             Ok(())
@@ -171,18 +156,9 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| {
-            CliError::Input(format!(
-                "{}: cannot read the header row: {e}",
-                options.input.display()
-            ))
-        })?
+        .map_err(|e| CliError::Input(format!("{}: cannot read the header row: {e}", options.input.display())))?
         .clone();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-    };
+    let find = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let email_at = find(&options.email_column);
     let phone_at = find(&options.phone_column);
     if email_at.is_none() && phone_at.is_none() {
@@ -208,47 +184,22 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
     if let (Some(i), Some(_)) = (id_at, &options.id_column) {
         fields.push(Field::new(headers[i].trim(), DataType::Utf8, false));
     }
-    fields.push(Field::new(
-        "email_sha256",
-        DataType::FixedSizeBinary(32),
-        true,
-    ));
-    fields.push(Field::new(
-        "phone_sha256",
-        DataType::FixedSizeBinary(32),
-        true,
-    ));
+    fields.push(Field::new("email_sha256", DataType::FixedSizeBinary(32), true));
+    fields.push(Field::new("phone_sha256", DataType::FixedSizeBinary(32), true));
     let schema: SchemaRef = Arc::new(Schema::new(fields));
 
-    let dir = options
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = options
-        .output
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
+    let dir = options.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = options.output.file_name().and_then(|n| n.to_str()).unwrap_or("output");
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| -> Result<HashSummary, CliError> {
         let mut out = Output::create(&tmp, &options.output, &schema)?;
-        let bar = if options.progress {
-            ProgressBar::new(size)
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = if options.progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} hashing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-            )
-            .map_err(|e| CliError::Input(e.to_string()))?
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{spinner} hashing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .map_err(|e| CliError::Input(e.to_string()))?
+                .progress_chars("=> "),
         );
-        let mut summary = HashSummary {
-            output: options.output.display().to_string(),
-            ..Default::default()
-        };
+        let mut summary = HashSummary { output: options.output.display().to_string(), ..Default::default() };
         let mut builders = Builders::new(id_at.is_some());
         let mut record = csv::StringRecord::new();
         loop {
@@ -274,10 +225,7 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                 }
                 b.append_value(id);
             }
-            let email = match email_at
-                .and_then(|i| record.get(i))
-                .filter(|v| !v.trim().is_empty())
-            {
+            let email = match email_at.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty()) {
                 None => {
                     summary.emails_missing += 1;
                     None
@@ -295,10 +243,7 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                 },
             };
             append_digest(&mut builders.email, email)?;
-            let phone = match phone_at
-                .and_then(|i| record.get(i))
-                .filter(|v| !v.trim().is_empty())
-            {
+            let phone = match phone_at.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty()) {
                 None => {
                     summary.phones_missing += 1;
                     None
@@ -318,24 +263,17 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
             append_digest(&mut builders.phone, phone)?;
             builders.rows += 1;
             if builders.rows == BATCH_ROWS {
-                out.write(&builders.finish(&schema)?)
-                    .map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
+                out.write(&builders.finish(&schema)?).map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
                 bar.set_position(reader.position().byte());
             }
         }
         if builders.rows > 0 {
-            out.write(&builders.finish(&schema)?)
-                .map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
+            out.write(&builders.finish(&schema)?).map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
         }
         if summary.rows == 0 {
-            return Err(CliError::Input(format!(
-                "{}: the file has a header but no rows",
-                options.input.display()
-            )));
+            return Err(CliError::Input(format!("{}: the file has a header but no rows", options.input.display())));
         }
-        let file = out
-            .finish()
-            .map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
+        let file = out.finish().map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
         file.sync_all().map_err(|e| CliError::io(&tmp, e))?;
         std::fs::rename(&tmp, &options.output).map_err(|e| CliError::io(&options.output, e))?;
         bar.finish_and_clear();
@@ -368,8 +306,7 @@ mod tests {
     }
 
     fn read_ipc(path: &Path) -> RecordBatch {
-        let reader =
-            arrow::ipc::reader::FileReader::try_new(File::open(path).unwrap(), None).unwrap();
+        let reader = arrow::ipc::reader::FileReader::try_new(File::open(path).unwrap(), None).unwrap();
         let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
         arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
     }
@@ -381,40 +318,17 @@ mod tests {
         let o = options(dir.path(), csv, "out.arrow");
         let summary = hash_csv(&o).unwrap();
         assert_eq!(summary.rows, 3);
-        assert_eq!(
-            (
-                summary.emails_hashed,
-                summary.emails_missing,
-                summary.emails_invalid
-            ),
-            (1, 1, 1)
-        );
+        assert_eq!((summary.emails_hashed, summary.emails_missing, summary.emails_invalid), (1, 1, 1));
         assert_eq!(summary.first_invalid_email_line, Some(4));
         assert_eq!((summary.phones_hashed, summary.phones_invalid), (2, 1));
         let batch = read_ipc(&o.output);
-        let email = batch
-            .column_by_name("email_sha256")
-            .unwrap()
-            .as_fixed_size_binary();
-        assert_eq!(
-            hex::encode(email.value(0)),
-            sha256_hex(b"jane.doe@example.com")
-        );
+        let email = batch.column_by_name("email_sha256").unwrap().as_fixed_size_binary();
+        assert_eq!(hex::encode(email.value(0)), sha256_hex(b"jane.doe@example.com"));
         assert!(email.is_null(1) && email.is_null(2));
-        let phone = batch
-            .column_by_name("phone_sha256")
-            .unwrap()
-            .as_fixed_size_binary();
+        let phone = batch.column_by_name("phone_sha256").unwrap().as_fixed_size_binary();
         assert_eq!(hex::encode(phone.value(0)), sha256_hex(b"+14158675309"));
         assert_eq!(hex::encode(phone.value(1)), sha256_hex(b"+442079460018"));
-        assert_eq!(
-            batch
-                .column_by_name("customer_id")
-                .unwrap()
-                .as_string::<i32>()
-                .value(2),
-            "c3"
-        );
+        assert_eq!(batch.column_by_name("customer_id").unwrap().as_string::<i32>().value(2), "c3");
     }
 
     #[test]
@@ -424,10 +338,8 @@ mod tests {
         hash_csv(&o).unwrap();
         let file = File::open(&o.output).unwrap();
         // A real Parquet file (not Arrow IPC under a .parquet name).
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 1);
     }
@@ -437,32 +349,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = options(dir.path(), "customer_id,name\nc1,x\n", "out.arrow");
         let err = hash_csv(&o).unwrap_err().to_string();
-        assert!(
-            err.contains("no 'email' or 'phone' column (columns: customer_id, name)"),
-            "{err}"
-        );
-        let o = options(
-            dir.path(),
-            "customer_id,email\nc1,a@b.c\n,x@y.z\n",
-            "out.arrow",
-        );
+        assert!(err.contains("no 'email' or 'phone' column (columns: customer_id, name)"), "{err}");
+        let o = options(dir.path(), "customer_id,email\nc1,a@b.c\n,x@y.z\n", "out.arrow");
         let err = hash_csv(&o).unwrap_err().to_string();
-        assert!(
-            err.contains("line 3: the id column 'customer_id' is empty"),
-            "{err}"
-        );
+        assert!(err.contains("line 3: the id column 'customer_id' is empty"), "{err}");
         assert!(!o.output.exists());
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary file is left"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
         let o = options(dir.path(), "customer_id,email\nc1,a@b.c\n", "out.csv");
-        assert!(
-            hash_csv(&o)
-                .unwrap_err()
-                .to_string()
-                .contains("end it in .parquet or .arrow")
-        );
+        assert!(hash_csv(&o).unwrap_err().to_string().contains("end it in .parquet or .arrow"));
     }
 }

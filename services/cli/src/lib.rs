@@ -16,6 +16,8 @@
 pub mod client;
 pub mod demo;
 pub mod hash;
+pub mod link;
+pub mod link_clk;
 pub mod report_table;
 
 use std::net::SocketAddr;
@@ -35,10 +37,7 @@ pub enum CliError {
     #[error("{0}")]
     Input(String),
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Connect(String),
     #[error("the server refused: {0}")]
@@ -47,10 +46,7 @@ pub enum CliError {
 
 impl CliError {
     pub fn io(path: &Path, source: impl Into<std::io::Error>) -> Self {
-        Self::Io {
-            path: path.display().to_string(),
-            source: source.into(),
-        }
+        Self::Io { path: path.display().to_string(), source: source.into() }
     }
 
     pub fn exit_code(&self) -> i32 {
@@ -68,11 +64,7 @@ impl From<String> for CliError {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sealroom",
-    version,
-    about = "A confidential data clean room for advertising"
-)]
+#[command(name = "sealroom", version, about = "A confidential data clean room for advertising")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -92,6 +84,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the released result of a run over REST.
     Result(ResultArgs),
+    /// Link two CSV files (or deduplicate one) locally and measure quality against a truth file.
+    Link(LinkArgs),
     /// Room files: validate, print the room id.
     #[command(subcommand)]
     Room(RoomCommand),
@@ -213,6 +207,36 @@ pub struct ResultArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The first file (CSV with a header row; the first column is the record id).
+    #[arg(long, required_unless_present = "dedupe", conflicts_with = "dedupe")]
+    pub left: Option<PathBuf>,
+    #[arg(long, requires = "left")]
+    pub right: Option<PathBuf>,
+    /// Deduplicate one file instead of linking two.
+    #[arg(long)]
+    pub dedupe: Option<PathBuf>,
+    /// Linkage settings (YAML); inferred from column names when absent.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// A column to leave out (repeatable), e.g. a label the matcher must not see.
+    #[arg(long = "exclude-column")]
+    pub exclude_column: Vec<String>,
+    /// True pairs `left_id,right_id` (header row first): prints precision, recall and F1.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Match on Bloom-filter encodings (CLKs) instead of plaintext.
+    #[arg(long)]
+    pub clk: bool,
+    /// The record id column (default: the first column).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Match probability threshold (Dice threshold with --clk).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RoomCommand {
     /// Validate a room file and summarize it.
@@ -250,16 +274,10 @@ pub async fn shutdown_signal() {
 
 fn print_result(result: &serde_json::Value, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(result).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(result).unwrap_or_default());
     } else {
         println!("{}", report_table::render(result));
-        println!(
-            "release digest: {}",
-            result["release_digest"].as_str().unwrap_or("?")
-        );
+        println!("release digest: {}", result["release_digest"].as_str().unwrap_or("?"));
     }
 }
 
@@ -291,10 +309,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let summary = tokio::task::spawn_blocking(move || hash::hash_csv(&options))
                 .await
                 .map_err(|e| CliError::Input(e.to_string()))??;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         }
         Command::Serve(a) => {
             let mut config = match &a.config {
@@ -314,27 +329,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let contracts = config.load_rooms()?;
             for c in &contracts {
-                println!(
-                    "hosting room {} ({}), k = {}",
-                    c.room_id(),
-                    c.name,
-                    c.effective_k()
-                );
+                println!("hosting room {} ({}), k = {}", c.room_id(), c.name, c.effective_k());
             }
             println!("{}", sealroom_engine::tee::SIMULATION_BANNER);
-            let server = sealroom_server::start(&config, contracts)
-                .await
-                .map_err(|e| CliError::Server(e.to_string()))?;
-            println!(
-                "Flight: grpc://{}   REST: http://{}",
-                server.flight_addr, server.http_addr
-            );
+            let server =
+                sealroom_server::start(&config, contracts).await.map_err(|e| CliError::Server(e.to_string()))?;
+            println!("Flight: grpc://{}   REST: http://{}", server.flight_addr, server.http_addr);
             shutdown_signal().await;
             println!("shutting down: draining requests, then flushing sinks");
-            server
-                .shutdown()
-                .await
-                .map_err(|e| CliError::Server(e.to_string()))?;
+            server.shutdown().await.map_err(|e| CliError::Server(e.to_string()))?;
         }
         Command::Upload(a) => {
             let ack = client::upload(&client::UploadRequest {
@@ -350,31 +353,53 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Run(a) => {
             let rest = client::Rest::new(&a.rest, &a.token);
-            let run = rest
-                .post(&format!(
-                    "/v1/rooms/{}/computations/{}/runs",
-                    a.room, a.computation
-                ))
-                .await?;
+            let run = rest.post(&format!("/v1/rooms/{}/computations/{}/runs", a.room, a.computation)).await?;
             let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
             if !a.json {
-                println!(
-                    "run {} took {} ms",
-                    run["run"]["run_id"].as_str().unwrap_or("?"),
-                    run["run"]["duration_ms"]
-                );
+                println!("run {} took {} ms", run["run"]["run_id"].as_str().unwrap_or("?"), run["run"]["duration_ms"]);
             }
             print_result(&result, a.json);
         }
         Command::Result(a) => {
             let rest = client::Rest::new(&a.rest, &a.token);
-            let result = rest
-                .get(&format!(
-                    "/v1/rooms/{}/computations/{}/runs/{}/result",
-                    a.room, a.computation, a.run
-                ))
-                .await?;
+            let result =
+                rest.get(&format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.room, a.computation, a.run)).await?;
             print_result(&result, a.json);
+        }
+        Command::Link(a) => {
+            let (left, right) = match (a.dedupe, a.left) {
+                (Some(d), _) => (d, None),
+                (None, Some(l)) => {
+                    let r =
+                        a.right.ok_or_else(|| CliError::Usage("--left needs --right (or use --dedupe FILE)".into()))?;
+                    (l, Some(r))
+                }
+                (None, None) => return Err(CliError::Usage("give --left and --right, or --dedupe".into())),
+            };
+            let options = link::LinkOptions {
+                left,
+                right,
+                settings: a.settings,
+                exclude: a.exclude_column,
+                truth: a.truth,
+                id_column: a.id_column,
+                threshold: a.threshold,
+                clk: a.clk,
+            };
+            let report = tokio::task::spawn_blocking(move || link::run(&options))
+                .await
+                .map_err(|e| CliError::Input(e.to_string()))??;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            println!(
+                "matches: {}, pairs compared: {}, seconds: {:.3}",
+                report.matches, report.pairs_compared, report.seconds
+            );
+            if let Some(q) = &report.quality {
+                println!("precision {:.4}  recall {:.4}  F1 {:.4}", q.precision, q.recall, q.f1);
+            }
+            println!("{}", report.json());
         }
         Command::Room(RoomCommand::Check { file }) => {
             let contract = load_room(&file)?;
@@ -384,28 +409,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("  effective k    {}", contract.effective_k());
             println!(
                 "  simulated TEE  {}",
-                if contract.allows_simulated_tee() {
-                    "allowed (INSECURE)"
-                } else {
-                    "refused"
-                }
+                if contract.allows_simulated_tee() { "allowed (INSECURE)" } else { "refused" }
             );
             for p in &contract.participants {
                 let roles: Vec<&str> = p.roles().map(|r| r.file_name()).collect();
-                println!(
-                    "  participant    {} ({}): {}",
-                    p.id,
-                    p.name,
-                    roles.join(", ")
-                );
+                println!("  participant    {} ({}): {}", p.id, p.name, roles.join(", "));
             }
             for t in &contract.tables {
-                println!(
-                    "  table          {} (owner {}, {} columns)",
-                    t.name,
-                    t.owner,
-                    t.columns.len()
-                );
+                println!("  table          {} (owner {}, {} columns)", t.name, t.owner, t.columns.len());
             }
             for c in &contract.computations {
                 println!(

@@ -33,12 +33,8 @@ pub fn render(result: &Value) -> String {
     let k = result["k"].as_u64().unwrap_or(0);
     let mut out = String::new();
     for section in result["sections"].as_array().into_iter().flatten() {
-        let dims: Vec<&str> = section["dimensions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let dims: Vec<&str> =
+            section["dimensions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let metrics: Vec<(&str, &str, &str)> = section["metrics"]
             .as_array()
             .into_iter()
@@ -59,8 +55,7 @@ pub fn render(result: &Value) -> String {
                 for (name, kind, description) in &metrics {
                     table.add_row(vec![
                         Cell::new(name),
-                        Cell::new(cell_text(&row[*name], kind, k))
-                            .set_alignment(CellAlignment::Right),
+                        Cell::new(cell_text(&row[*name], kind, k)).set_alignment(CellAlignment::Right),
                         Cell::new(description),
                     ]);
                 }
@@ -70,10 +65,7 @@ pub fn render(result: &Value) -> String {
             header.extend(metrics.iter().map(|m| m.0));
             table.set_header(header);
             for row in section["rows"].as_array().into_iter().flatten() {
-                let mut cells: Vec<Cell> = dims
-                    .iter()
-                    .map(|d| Cell::new(row[*d].as_str().unwrap_or("")))
-                    .collect();
+                let mut cells: Vec<Cell> = dims.iter().map(|d| Cell::new(row[*d].as_str().unwrap_or(""))).collect();
                 cells.extend(metrics.iter().map(|(name, kind, _)| {
                     Cell::new(cell_text(&row[*name], kind, k)).set_alignment(CellAlignment::Right)
                 }));

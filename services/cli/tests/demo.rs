@@ -23,90 +23,42 @@ async fn the_demo_releases_the_true_overlap_and_writes_the_activation() {
     let outcome = run(&options).await.unwrap();
 
     // Independently: normalize and hash the raw CRM, match against the publisher's hashes.
-    let data = generate(&SynthConfig {
-        seed: 7,
-        advertiser_rows: 2_000,
-        publisher_rows: 6_000,
-        ..SynthConfig::default()
-    });
+    let data =
+        generate(&SynthConfig { seed: 7, advertiser_rows: 2_000, publisher_rows: 6_000, ..SynthConfig::default() });
     let us = normalize::region("US").unwrap();
-    let pub_emails: HashSet<&str> = data
-        .publisher
-        .iter()
-        .filter_map(|p| p.email_sha256.as_deref())
-        .collect();
-    let pub_phones: HashSet<&str> = data
-        .publisher
-        .iter()
-        .filter_map(|p| p.phone_sha256.as_deref())
-        .collect();
+    let pub_emails: HashSet<&str> = data.publisher.iter().filter_map(|p| p.email_sha256.as_deref()).collect();
+    let pub_phones: HashSet<&str> = data.publisher.iter().filter_map(|p| p.phone_sha256.as_deref()).collect();
     let matched = data
         .crm
         .iter()
         .filter(|c| {
-            let e = c
-                .email
-                .as_deref()
-                .and_then(|e| normalize::email(e).ok())
-                .map(|e| sha256_hex(e.as_bytes()));
-            let p = c
-                .phone
-                .as_deref()
-                .and_then(|p| normalize::phone(p, us).ok())
-                .map(|p| sha256_hex(p.as_bytes()));
-            e.is_some_and(|e| pub_emails.contains(e.as_str()))
-                || p.is_some_and(|p| pub_phones.contains(p.as_str()))
+            let e = c.email.as_deref().and_then(|e| normalize::email(e).ok()).map(|e| sha256_hex(e.as_bytes()));
+            let p = c.phone.as_deref().and_then(|p| normalize::phone(p, us).ok()).map(|p| sha256_hex(p.as_bytes()));
+            e.is_some_and(|e| pub_emails.contains(e.as_str())) || p.is_some_and(|p| pub_phones.contains(p.as_str()))
         })
         .count() as u64;
-    assert!(
-        matched > 400,
-        "the synthetic overlap is large enough to be released: {matched}"
-    );
+    assert!(matched > 400, "the synthetic overlap is large enough to be released: {matched}");
     let summary = &outcome.result["sections"][0]["rows"][0];
     assert_eq!(summary["matched_advertiser_individuals"]["value"], matched);
     assert_eq!(summary["advertiser_individuals"]["value"], 2_000);
     assert_eq!(summary["publisher_individuals"]["value"], 6_000);
     let segments = outcome.result["sections"][1]["rows"].as_array().unwrap();
     assert_eq!(segments.len(), 24);
-    assert!(
-        segments.iter().any(|s| s["overlap"]["suppressed"] == true),
-        "tail segments are suppressed"
-    );
-    assert!(
-        segments
-            .iter()
-            .any(|s| s["overlap"]["value"].as_u64().is_some_and(|v| v >= 50))
-    );
+    assert!(segments.iter().any(|s| s["overlap"]["suppressed"] == true), "tail segments are suppressed");
+    assert!(segments.iter().any(|s| s["overlap"]["value"].as_u64().is_some_and(|v| v >= 50)));
 
     assert_eq!(outcome.activation_files.len(), 2);
-    let by_segment = outcome
-        .activation_files
-        .iter()
-        .find(|p| p.to_string_lossy().contains("by_segment"))
-        .unwrap();
+    let by_segment = outcome.activation_files.iter().find(|p| p.to_string_lossy().contains("by_segment")).unwrap();
     let text = std::fs::read_to_string(by_segment).unwrap();
     assert_eq!(text.lines().count(), 24);
     // The raw CRM never reached the enclave's storage: no stored file contains a raw email.
     let raw = data.crm.iter().find_map(|c| c.email.clone()).unwrap();
     for entry in walk(&options.dir.join("data")) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !bytes
-                .windows(raw.trim().len())
-                .any(|w| w == raw.trim().as_bytes()),
-            "{}",
-            entry.display()
-        );
+        assert!(!bytes.windows(raw.trim().len()).any(|w| w == raw.trim().as_bytes()), "{}", entry.display());
     }
     // Running the demo again replaces its own directory.
-    run(&DemoOptions {
-        advertisers: 200,
-        publishers: 400,
-        k: 2,
-        ..options.clone()
-    })
-    .await
-    .unwrap();
+    run(&DemoOptions { advertisers: 200, publishers: 400, k: 2, ..options.clone() }).await.unwrap();
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -145,10 +97,7 @@ fn the_demo_refuses_to_replace_a_directory_it_did_not_make() {
 fn room_commands_validate_and_print_the_id() {
     let bin = env!("CARGO_BIN_EXE_sealroom");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/room.yaml");
-    let out = std::process::Command::new(bin)
-        .args(["room", "id", example])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin).args(["room", "id", example]).output().unwrap();
     assert!(out.status.success());
     let id = String::from_utf8(out.stdout).unwrap();
     let text = std::fs::read_to_string(example).unwrap();
@@ -158,36 +107,14 @@ fn room_commands_validate_and_print_the_id() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, text.replace("owner: news", "owner: nobody")).unwrap();
-    let out = std::process::Command::new(bin)
-        .args(["room", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin).args(["room", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("tables[1].owner: 'nobody' is not a participant of this room"),
-        "{err}"
-    );
+    assert!(err.contains("tables[1].owner: 'nobody' is not a participant of this room"), "{err}");
 
-    let out = std::process::Command::new(bin)
-        .arg("token")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin).arg("token").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let token = text
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap();
-    let digest = text
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap();
+    let token = text.lines().next().unwrap().split_whitespace().last().unwrap();
+    let digest = text.lines().nth(1).unwrap().split_whitespace().last().unwrap();
     assert_eq!(sha256_hex(token.as_bytes()), digest);
 }

@@ -11,14 +11,11 @@ use sealroom_proto::RoomFile;
 use sealroom_server::ServerConfig;
 
 fn python() -> String {
-    std::env::var("SEALROOM_PYTHON")
-        .expect("set SEALROOM_PYTHON to a python with pyarrow (scripts/test does)")
+    std::env::var("SEALROOM_PYTHON").expect("set SEALROOM_PYTHON to a python with pyarrow (scripts/test does)")
 }
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
 }
 
 fn client(flight: &str, room: &str, token: &str, args: &[&str]) -> serde_json::Value {
@@ -28,11 +25,7 @@ fn client(flight: &str, room: &str, token: &str, args: &[&str]) -> serde_json::V
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pyarrow client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -64,9 +57,7 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         ..ServerConfig::default()
     };
-    let server = sealroom_server::start(&config, vec![contract])
-        .await
-        .unwrap();
+    let server = sealroom_server::start(&config, vec![contract]).await.unwrap();
     let flight = format!("grpc://{}", server.flight_addr);
     let acme = "acme-example-token-0123456789abcdef";
     let news = "news-example-token-0123456789abcdef";
@@ -76,18 +67,8 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     let flight2 = flight.clone();
     let room2 = room.clone();
     let (a, b, result) = tokio::task::spawn_blocking(move || {
-        let a = client(
-            &flight2,
-            &room2,
-            acme,
-            &["upload", "crm", crm.to_str().unwrap()],
-        );
-        let b = client(
-            &flight2,
-            &room2,
-            news,
-            &["upload", "readers", readers.to_str().unwrap()],
-        );
+        let a = client(&flight2, &room2, acme, &["upload", "crm", crm.to_str().unwrap()]);
+        let b = client(&flight2, &room2, news, &["upload", "readers", readers.to_str().unwrap()]);
         let result = client(&flight2, &room2, acme, &["run", "overlap"]);
         (a, b, result)
     })
@@ -97,10 +78,7 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     assert_eq!(b["rows"], 4_000);
     let summary = &result["sections"]["summary"][0];
     assert_eq!(summary["advertiser_individuals"], 1_500);
-    assert!(
-        summary["matched_advertiser_individuals"].as_u64().unwrap() > 200,
-        "{summary}"
-    );
+    assert!(summary["matched_advertiser_individuals"].as_u64().unwrap() > 200, "{summary}");
     assert_eq!(summary["matched_advertiser_individuals_suppressed"], false);
     let by_segment = result["sections"]["by_segment"].as_array().unwrap();
     assert_eq!(by_segment.len(), 24);
@@ -116,9 +94,7 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     let stderr = tokio::task::spawn_blocking(move || {
         let out = Command::new(python())
             .arg(example("pyarrow_client.py"))
-            .args([
-                "--flight", &flight, "--room", &room, "--token", "wrong", "run", "overlap",
-            ])
+            .args(["--flight", &flight, "--room", &room, "--token", "wrong", "run", "overlap"])
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -126,9 +102,6 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     })
     .await
     .unwrap();
-    assert!(
-        stderr.contains("not the credential of any participant"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("not the credential of any participant"), "{stderr}");
     server.shutdown().await.unwrap();
 }

@@ -36,25 +36,11 @@ pub struct InputVersion {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {
     /// The engine started hosting the room under a TEE mode.
-    RoomHosted {
-        room_name: String,
-        tee_mode: String,
-        effective_k: u32,
-    },
+    RoomHosted { room_name: String, tee_mode: String, effective_k: u32 },
     /// A table upload was validated and committed.
-    UploadCommitted {
-        participant: String,
-        table: String,
-        version: String,
-        rows: u64,
-        data_sha256: String,
-    },
+    UploadCommitted { participant: String, table: String, version: String, rows: u64, data_sha256: String },
     /// An upload was refused or abandoned; nothing of it was kept.
-    UploadRejected {
-        participant: String,
-        table: String,
-        reason: String,
-    },
+    UploadRejected { participant: String, table: String, reason: String },
     /// A computation ran; its result is kept inside the engine until released.
     ComputationRun {
         participant: String,
@@ -64,11 +50,7 @@ pub enum AuditEvent {
         duration_ms: u64,
     },
     /// A computation failed; nothing was released.
-    ComputationFailed {
-        participant: String,
-        computation: String,
-        reason: String,
-    },
+    ComputationFailed { participant: String, computation: String, reason: String },
     /// A result passed the release gate and left the engine.
     ResultReleased {
         recipient: String,
@@ -90,12 +72,7 @@ pub enum AuditEvent {
         release_sha256: String,
     },
     /// A delivery to an activation sink failed.
-    ActivationFailed {
-        recipient: String,
-        computation: String,
-        run_id: String,
-        reason: String,
-    },
+    ActivationFailed { recipient: String, computation: String, run_id: String, reason: String },
 }
 
 /// One line of the log.
@@ -119,13 +96,7 @@ struct Hashed<'a> {
 }
 
 fn entry_digest(seq: u64, time: &str, room_id: &str, event: &AuditEvent, prev: &str) -> String {
-    let body = Hashed {
-        seq,
-        time,
-        room_id,
-        event,
-        prev_sha256: prev,
-    };
+    let body = Hashed { seq, time, room_id, event, prev_sha256: prev };
     // Serializing a struct of strings, integers and enums cannot fail.
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     hex::encode(Sha256::digest(bytes))
@@ -136,22 +107,14 @@ pub fn verify_chain(entries: &[AuditEntry]) -> std::result::Result<String, Strin
     let mut prev = GENESIS.to_owned();
     for (i, e) in entries.iter().enumerate() {
         if e.seq != i as u64 {
-            return Err(format!(
-                "entry {i} has sequence number {} (entries missing or reordered)",
-                e.seq
-            ));
+            return Err(format!("entry {i} has sequence number {} (entries missing or reordered)", e.seq));
         }
         if e.prev_sha256 != prev {
-            return Err(format!(
-                "entry {i} does not chain to entry {} (prev_sha256 differs)",
-                i.saturating_sub(1)
-            ));
+            return Err(format!("entry {i} does not chain to entry {} (prev_sha256 differs)", i.saturating_sub(1)));
         }
         let digest = entry_digest(e.seq, &e.time, &e.room_id, &e.event, &e.prev_sha256);
         if digest != e.entry_sha256 {
-            return Err(format!(
-                "entry {i} was altered: its content does not hash to its entry_sha256"
-            ));
+            return Err(format!("entry {i} was altered: its content does not hash to its entry_sha256"));
         }
         prev = digest;
     }
@@ -180,16 +143,8 @@ fn now_rfc3339(now: DateTime<Utc>) -> String {
 impl AuditLog {
     /// Opens (or creates) the log, verifies its chain and drops a torn last line.
     pub fn open(path: &Path, room_id: &str) -> Result<Self> {
-        let entries = if path.exists() {
-            Self::read_verified(path, true)?
-        } else {
-            Vec::new()
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::storage(path, e))?;
+        let entries = if path.exists() { Self::read_verified(path, true)? } else { Vec::new() };
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::storage(path, e))?;
         let (next_seq, last_digest) = match entries.last() {
             Some(last) => (last.seq + 1, last.entry_sha256.clone()),
             None => (0, GENESIS.to_owned()),
@@ -197,11 +152,7 @@ impl AuditLog {
         Ok(Self {
             path: path.to_owned(),
             room_id: room_id.to_owned(),
-            tail: Mutex::new(Tail {
-                file,
-                next_seq,
-                last_digest,
-            }),
+            tail: Mutex::new(Tail { file, next_seq, last_digest }),
         })
     }
 
@@ -214,9 +165,7 @@ impl AuditLog {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .map_err(|e| Error::storage(path, e))?;
+            let n = reader.read_line(&mut line).map_err(|e| Error::storage(path, e))?;
             if n == 0 {
                 break;
             }
@@ -229,9 +178,7 @@ impl AuditLog {
                 _ => {
                     // Only the very last line may be damaged (a torn append); anything else is tampering.
                     let mut rest = String::new();
-                    let more = reader
-                        .read_line(&mut rest)
-                        .map_err(|e| Error::storage(path, e))?;
+                    let more = reader.read_line(&mut rest).map_err(|e| Error::storage(path, e))?;
                     if more > 0 {
                         return Err(Error::storage(
                             path,
@@ -243,10 +190,7 @@ impl AuditLog {
                     }
                     if repair {
                         tracing::warn!(path = %path.display(), entry = entries.len(), "dropping a torn last audit entry");
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| Error::storage(path, e))?;
+                        let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::storage(path, e))?;
                         f.set_len(good_len).map_err(|e| Error::storage(path, e))?;
                         f.sync_all().map_err(|e| Error::storage(path, e))?;
                     }
@@ -254,25 +198,15 @@ impl AuditLog {
                 }
             }
         }
-        verify_chain(&entries)
-            .map_err(|e| Error::storage(path, format!("audit log fails verification: {e}")))?;
+        verify_chain(&entries).map_err(|e| Error::storage(path, format!("audit log fails verification: {e}")))?;
         Ok(entries)
     }
 
     /// Appends an event and syncs it to disk before returning.
     pub fn append(&self, event: AuditEvent) -> Result<AuditEntry> {
-        let mut tail = self
-            .tail
-            .lock()
-            .map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
+        let mut tail = self.tail.lock().map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
         let time = now_rfc3339(Utc::now());
-        let entry_sha256 = entry_digest(
-            tail.next_seq,
-            &time,
-            &self.room_id,
-            &event,
-            &tail.last_digest,
-        );
+        let entry_sha256 = entry_digest(tail.next_seq, &time, &self.room_id, &event, &tail.last_digest);
         let entry = AuditEntry {
             seq: tail.next_seq,
             time,
@@ -283,12 +217,8 @@ impl AuditLog {
         };
         let mut line = serde_json::to_vec(&entry).map_err(|e| Error::storage(&self.path, e))?;
         line.push(b'\n');
-        tail.file
-            .write_all(&line)
-            .map_err(|e| Error::storage(&self.path, e))?;
-        tail.file
-            .sync_data()
-            .map_err(|e| Error::storage(&self.path, e))?;
+        tail.file.write_all(&line).map_err(|e| Error::storage(&self.path, e))?;
+        tail.file.sync_data().map_err(|e| Error::storage(&self.path, e))?;
         tail.next_seq += 1;
         tail.last_digest = entry.entry_sha256.clone();
         Ok(entry)
@@ -296,10 +226,7 @@ impl AuditLog {
 
     /// All entries, verified.
     pub fn entries(&self) -> Result<Vec<AuditEntry>> {
-        let _tail = self
-            .tail
-            .lock()
-            .map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
+        let _tail = self.tail.lock().map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
         Self::read_verified(&self.path, false)
     }
 }
@@ -309,11 +236,7 @@ mod tests {
     use super::*;
 
     fn event(i: u64) -> AuditEvent {
-        AuditEvent::UploadRejected {
-            participant: "p".into(),
-            table: format!("t{i}"),
-            reason: "r".into(),
-        }
+        AuditEvent::UploadRejected { participant: "p".into(), table: format!("t{i}"), reason: "r".into() }
     }
 
     #[test]
@@ -364,10 +287,6 @@ mod tests {
         let entries: Vec<_> = (0..3).map(|i| log.append(event(i)).unwrap()).collect();
         let mut without = entries.clone();
         without.remove(1);
-        assert!(
-            verify_chain(&without)
-                .unwrap_err()
-                .contains("entry 1 has sequence number 2")
-        );
+        assert!(verify_chain(&without).unwrap_err().contains("entry 1 has sequence number 2"));
     }
 }

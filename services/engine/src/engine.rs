@@ -118,29 +118,17 @@ fn token_digest(token: &str) -> String {
 impl Engine {
     /// Opens the engine on a data directory and hosts the given rooms: validates each contract, checks
     /// that it accepts this engine's TEE, recovers its storage, and opens the activation sinks.
-    pub async fn open(
-        config: EngineConfig,
-        contracts: Vec<RoomContract>,
-        metrics: Arc<EngineMetrics>,
-    ) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| Error::storage(&config.data_dir, e))?;
+    pub async fn open(config: EngineConfig, contracts: Vec<RoomContract>, metrics: Arc<EngineMetrics>) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::storage(&config.data_dir, e))?;
         let registry = SinkRegistry::default();
         let mut rooms = BTreeMap::new();
         let mut bound: Vec<bool> = vec![false; config.sinks.len()];
         for contract in contracts {
-            validate(&contract).map_err(|e| {
-                Error::Contract(format!(
-                    "room '{}' has an invalid contract:\n{e}",
-                    contract.name
-                ))
-            })?;
+            validate(&contract)
+                .map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
             let id = contract.room_id();
             if rooms.contains_key(&id) {
-                return Err(Error::Contract(format!(
-                    "room {id} ('{}') is given twice",
-                    contract.name
-                )));
+                return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));
             }
             match config.tee {
                 TeeMode::Simulated if !contract.allows_simulated_tee() => {
@@ -160,28 +148,21 @@ impl Engine {
                 {
                     continue;
                 }
-                let mut sink = registry.build(&binding.config).map_err(|e| {
-                    Error::Delivery(format!(
-                        "sink of participant '{}': {e}",
-                        binding.participant
-                    ))
-                })?;
-                sink.open().await.map_err(|e| {
-                    Error::Delivery(format!(
-                        "sink of participant '{}': {e}",
-                        binding.participant
-                    ))
-                })?;
+                let mut sink = registry
+                    .build(&binding.config)
+                    .map_err(|e| Error::Delivery(format!("sink of participant '{}': {e}", binding.participant)))?;
+                sink.open()
+                    .await
+                    .map_err(|e| Error::Delivery(format!("sink of participant '{}': {e}", binding.participant)))?;
                 sinks.insert(binding.participant.clone(), sink);
                 bound[i] = true;
             }
             let data_dir = config.data_dir.clone();
             let tee = config.tee;
             let m = metrics.clone();
-            let room =
-                tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, tee, m, sinks))
-                    .await
-                    .map_err(|e| Error::storage(&config.data_dir, e))??;
+            let room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, tee, m, sinks))
+                .await
+                .map_err(|e| Error::storage(&config.data_dir, e))??;
             if tee.is_insecure() {
                 tracing::warn!(room = %id, "{}", crate::tee::SIMULATION_BANNER);
             }
@@ -193,19 +174,10 @@ impl Engine {
             return Err(Error::Contract(format!(
                 "a sink is configured for participant '{}'{}, but no hosted room has that participant",
                 b.participant,
-                b.room
-                    .as_ref()
-                    .map(|r| format!(" in room {r}"))
-                    .unwrap_or_default()
+                b.room.as_ref().map(|r| format!(" in room {r}")).unwrap_or_default()
             )));
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                rooms,
-                tee: config.tee,
-                limits: config.limits,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { rooms, tee: config.tee, limits: config.limits }) })
     }
 
     pub fn tee(&self) -> TeeMode {
@@ -218,10 +190,7 @@ impl Engine {
     }
 
     fn room(&self, id: &RoomId) -> Result<&Arc<Room>> {
-        self.inner
-            .rooms
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("no room {id} is hosted here")))
+        self.inner.rooms.get(id).ok_or_else(|| Error::NotFound(format!("no room {id} is hosted here")))
     }
 
     fn room_of(&self, caller: &Caller) -> Result<&Arc<Room>> {
@@ -243,16 +212,16 @@ impl Engine {
                 )
             })
             .map(|p| Caller { room_id: id.clone(), participant: p.id.clone() })
-            .ok_or_else(|| Error::Unauthenticated(format!("the bearer token is not the credential of any participant of room {id}")))
+            .ok_or_else(|| {
+                Error::Unauthenticated(format!(
+                    "the bearer token is not the credential of any participant of room {id}"
+                ))
+            })
     }
 
     /// Every room membership of a bearer token.
     pub fn memberships(&self, token: &str) -> Vec<Caller> {
-        self.inner
-            .rooms
-            .keys()
-            .filter_map(|id| self.authenticate(id.as_str(), token).ok())
-            .collect()
+        self.inner.rooms.keys().filter_map(|id| self.authenticate(id.as_str(), token).ok()).collect()
     }
 
     /// The room as its participants see it: the contract (as JSON), the room id, the effective k,
@@ -314,31 +283,19 @@ impl Engine {
     /// Tables the caller owns.
     pub fn owned_tables(&self, caller: &Caller) -> Result<Vec<String>> {
         let room = self.room_of(caller)?;
-        Ok(room
-            .contract
-            .tables_owned_by(&caller.participant)
-            .map(|t| t.name.clone())
-            .collect())
+        Ok(room.contract.tables_owned_by(&caller.participant).map(|t| t.name.clone()).collect())
     }
 
     /// The Arrow schema the engine stores a table in (and the simplest one to upload), for its owner.
-    pub fn upload_schema(
-        &self,
-        caller: &Caller,
-        table: &str,
-    ) -> Result<arrow::datatypes::SchemaRef> {
+    pub fn upload_schema(&self, caller: &Caller, table: &str) -> Result<arrow::datatypes::SchemaRef> {
         let room = self.room_of(caller)?;
         let t = room
             .contract
             .table(table)
             .ok_or_else(|| Error::NotFound(format!("room {} has no table '{table}'", room.id)))?;
         let schema = crate::schema::stored_schema(t);
-        let fields: Vec<_> = schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != crate::schema::ROW_ID_COLUMN)
-            .cloned()
-            .collect();
+        let fields: Vec<_> =
+            schema.fields().iter().filter(|f| f.name() != crate::schema::ROW_ID_COLUMN).cloned().collect();
         Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
     }
 
@@ -349,12 +306,7 @@ impl Engine {
             Error::NotFound(format!(
                 "room {} has no table '{table}' (tables: {})",
                 room.id,
-                room.contract
-                    .tables
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                room.contract.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })?;
         if t.owner != caller.participant {
@@ -363,12 +315,7 @@ impl Engine {
                 caller.participant, t.owner
             )));
         }
-        Ok(UploadSession::new(
-            room.clone(),
-            caller.participant.clone(),
-            t.clone(),
-            self.inner.limits,
-        ))
+        Ok(UploadSession::new(room.clone(), caller.participant.clone(), t.clone(), self.inner.limits))
     }
 
     /// The computations of the room, with what the caller may do with each.
@@ -397,21 +344,12 @@ impl Engine {
             .collect())
     }
 
-    fn computation<'a>(
-        &self,
-        room: &'a Room,
-        name: &str,
-    ) -> Result<&'a sealroom_proto::room::v1::Computation> {
+    fn computation<'a>(&self, room: &'a Room, name: &str) -> Result<&'a sealroom_proto::room::v1::Computation> {
         room.contract.computation(name).ok_or_else(|| {
             Error::NotFound(format!(
                 "room {} has no computation '{name}' (computations: {})",
                 room.id,
-                room.contract
-                    .computations
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                room.contract.computations.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })
     }
@@ -463,13 +401,12 @@ impl Engine {
         let mut runs = room.runs(computation);
         let run = match run_id {
             None | Some("latest") => runs.pop().ok_or_else(|| {
-                Error::NotFound(format!(
-                    "computation '{computation}' has not run yet; run it first (POST …/runs)"
-                ))
+                Error::NotFound(format!("computation '{computation}' has not run yet; run it first (POST …/runs)"))
             })?,
-            Some(id) => runs.into_iter().find(|r| r.run_id == id).ok_or_else(|| {
-                Error::NotFound(format!("computation '{computation}' has no run '{id}'"))
-            })?,
+            Some(id) => runs
+                .into_iter()
+                .find(|r| r.run_id == id)
+                .ok_or_else(|| Error::NotFound(format!("computation '{computation}' has no run '{id}'")))?,
         };
         Ok((room, run))
     }
@@ -507,8 +444,7 @@ impl Engine {
 
     /// Whether a participant of a room has an activation sink on this server.
     pub fn has_sink(&self, caller: &Caller) -> bool {
-        self.room_of(caller)
-            .is_ok_and(|r| r.has_sink(&caller.participant))
+        self.room_of(caller).is_ok_and(|r| r.has_sink(&caller.participant))
     }
 
     /// Flushes and closes activation sinks. Call after the servers stopped accepting requests.

@@ -45,10 +45,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn storage(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
-        Self::Storage {
-            path: path.into(),
-            message: err.to_string(),
-        }
+        Self::Storage { path: path.into(), message: err.to_string() }
     }
 }
 

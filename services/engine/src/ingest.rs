@@ -36,10 +36,7 @@ pub struct UploadLimits {
 
 impl Default for UploadLimits {
     fn default() -> Self {
-        Self {
-            max_rows: 500_000_000,
-            max_bytes: 64 * 1024 * 1024 * 1024,
-        }
+        Self { max_rows: 500_000_000, max_bytes: 64 * 1024 * 1024 * 1024 }
     }
 }
 
@@ -101,22 +98,14 @@ impl std::fmt::Debug for UploadSession {
 }
 
 fn suggest(name: &str, table: &Table) -> String {
-    match table
-        .columns
-        .iter()
-        .find(|c| c.name.eq_ignore_ascii_case(name))
-    {
+    match table.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
         Some(c) => format!("; did you mean '{}'? (names are case-sensitive)", c.name),
         None => String::new(),
     }
 }
 
 fn describe_column(c: &Column) -> String {
-    format!(
-        "{}{}",
-        c.r#type().file_name(),
-        if c.nullable { ", nullable" } else { "" }
-    )
+    format!("{}{}", c.r#type().file_name(), if c.nullable { ", nullable" } else { "" })
 }
 
 /// Checks an uploaded schema against the contract's table and plans the conversion.
@@ -171,12 +160,7 @@ fn plan(table: &Table, uploaded: &SchemaRef) -> Result<Vec<Source>> {
 }
 
 impl UploadSession {
-    pub(crate) fn new(
-        room: Arc<Room>,
-        participant: String,
-        table: Table,
-        limits: UploadLimits,
-    ) -> Self {
+    pub(crate) fn new(room: Arc<Room>, participant: String, table: Table, limits: UploadLimits) -> Self {
         let stored = stored_schema(&table);
         let staging = room.storage.staging_path(&table.name);
         Self {
@@ -221,11 +205,7 @@ impl UploadSession {
     /// Validates, converts and stages one batch.
     pub async fn push(&mut self, batch: RecordBatch) -> Result<()> {
         self.check_schema(&batch.schema())?;
-        if self
-            .uploaded
-            .as_ref()
-            .is_some_and(|first| first.fields() != batch.schema().fields())
-        {
+        if self.uploaded.as_ref().is_some_and(|first| first.fields() != batch.schema().fields()) {
             let e = plan_mismatch(&self.table, &batch.schema());
             return Err(self.fail(e));
         }
@@ -261,8 +241,7 @@ impl UploadSession {
                             BadRows {
                                 count: array.null_count() as u64,
                                 first_row: offset + first as u64,
-                                problem: "null in a column the contract declares non-nullable"
-                                    .into(),
+                                problem: "null in a column the contract declares non-nullable".into(),
                             },
                         );
                     }
@@ -270,10 +249,7 @@ impl UploadSession {
                 }
                 Err(bad) => {
                     self.record_bad(&column.name, bad);
-                    columns.push(new_null_array(
-                        &stored_type(column.r#type()),
-                        batch.num_rows(),
-                    ));
+                    columns.push(new_null_array(&stored_type(column.r#type()), batch.num_rows()));
                 }
             }
         }
@@ -297,34 +273,23 @@ impl UploadSession {
     }
 
     fn record_bad(&mut self, column: &str, bad: BadRows) {
-        self.bad
-            .entry(column.to_owned())
-            .and_modify(|b| b.count += bad.count)
-            .or_insert(bad);
+        self.bad.entry(column.to_owned()).and_modify(|b| b.count += bad.count).or_insert(bad);
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let writer = match self.writer.take() {
             Some(w) => w,
             None => {
-                let file =
-                    File::create(&self.staging).map_err(|e| Error::storage(&self.staging, e))?;
-                let sink = HashingWriter {
-                    inner: BufWriter::with_capacity(1 << 20, file),
-                    hasher: Sha256::new(),
-                    written: 0,
-                };
-                FileWriter::try_new(sink, &self.stored)
-                    .map_err(|e| Error::storage(&self.staging, e))?
+                let file = File::create(&self.staging).map_err(|e| Error::storage(&self.staging, e))?;
+                let sink =
+                    HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), written: 0 };
+                FileWriter::try_new(sink, &self.stored).map_err(|e| Error::storage(&self.staging, e))?
             }
         };
         let path = self.staging.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
-            writer
-                .write(&batch)
-                .map(|()| writer)
-                .map_err(|e| Error::storage(&path, e))
+            writer.write(&batch).map(|()| writer).map_err(|e| Error::storage(&path, e))
         })
         .await
         .map_err(|e| Error::storage(&self.staging, e))??;
@@ -368,14 +333,8 @@ impl UploadSession {
             writer.finish().map_err(|e| Error::storage(&path, e))?;
             let mut sink = writer.into_inner().map_err(|e| Error::storage(&path, e))?;
             sink.flush().map_err(|e| Error::storage(&path, e))?;
-            let HashingWriter {
-                inner,
-                hasher,
-                written,
-            } = sink;
-            let file = inner
-                .into_inner()
-                .map_err(|e| Error::storage(&path, e.into_error()))?;
+            let HashingWriter { inner, hasher, written } = sink;
+            let file = inner.into_inner().map_err(|e| Error::storage(&path, e.into_error()))?;
             file.sync_all().map_err(|e| Error::storage(&path, e))?;
             Ok((hex::encode(hasher.finalize()), written))
         })
@@ -454,21 +413,14 @@ fn plan_mismatch(table: &Table, schema: &SchemaRef) -> Error {
          batch of one upload must have the same schema",
         table.name,
         schema.fields().len(),
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
     ))
 }
 
 impl Drop for UploadSession {
     fn drop(&mut self) {
         if !self.finished {
-            self.abort(
-                "the upload ended before it was committed (client error or dropped connection)",
-            );
+            self.abort("the upload ended before it was committed (client error or dropped connection)");
         }
     }
 }

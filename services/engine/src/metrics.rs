@@ -50,46 +50,18 @@ impl EngineMetrics {
             deliveries: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sealroom");
-        r.register(
-            "uploads",
-            "Uploads by outcome (committed, rejected)",
-            m.uploads.clone(),
-        );
-        r.register(
-            "upload_rows",
-            "Rows committed by uploads",
-            m.upload_rows.clone(),
-        );
-        r.register(
-            "runs",
-            "Computation runs by computation and outcome",
-            m.runs.clone(),
-        );
-        r.register(
-            "run_seconds",
-            "Wall time of computation runs",
-            m.run_seconds.clone(),
-        );
-        r.register(
-            "releases",
-            "Results released through the release gate, by channel",
-            m.releases.clone(),
-        );
-        r.register(
-            "cells_released",
-            "Report cells released (at least k individuals)",
-            m.cells_released.clone(),
-        );
+        r.register("uploads", "Uploads by outcome (committed, rejected)", m.uploads.clone());
+        r.register("upload_rows", "Rows committed by uploads", m.upload_rows.clone());
+        r.register("runs", "Computation runs by computation and outcome", m.runs.clone());
+        r.register("run_seconds", "Wall time of computation runs", m.run_seconds.clone());
+        r.register("releases", "Results released through the release gate, by channel", m.releases.clone());
+        r.register("cells_released", "Report cells released (at least k individuals)", m.cells_released.clone());
         r.register(
             "cells_suppressed",
             "Report cells suppressed (fewer than k individuals)",
             m.cells_suppressed.clone(),
         );
-        r.register(
-            "deliveries",
-            "Activation deliveries by outcome",
-            m.deliveries.clone(),
-        );
+        r.register("deliveries", "Activation deliveries by outcome", m.deliveries.clone());
         m
     }
 
@@ -99,48 +71,27 @@ impl EngineMetrics {
     }
 
     pub(crate) fn upload_committed(&self, rows: u64) {
-        self.uploads
-            .get_or_create(&Outcome {
-                outcome: "committed",
-            })
-            .inc();
+        self.uploads.get_or_create(&Outcome { outcome: "committed" }).inc();
         self.upload_rows.inc_by(rows);
     }
 
     pub(crate) fn upload_rejected(&self) {
-        self.uploads
-            .get_or_create(&Outcome {
-                outcome: "rejected",
-            })
-            .inc();
+        self.uploads.get_or_create(&Outcome { outcome: "rejected" }).inc();
     }
 
     pub(crate) fn run_finished(&self, computation: &str, ok: bool, seconds: f64) {
         let outcome = if ok { "ok" } else { "failed" };
-        self.runs
-            .get_or_create(&RunLabels {
-                computation: computation.to_owned(),
-                outcome,
-            })
-            .inc();
+        self.runs.get_or_create(&RunLabels { computation: computation.to_owned(), outcome }).inc();
         self.run_seconds.observe(seconds);
     }
 
     pub(crate) fn released(&self, channel: &str, released: u64, suppressed: u64) {
-        self.releases
-            .get_or_create(&ChannelLabel {
-                channel: channel.to_owned(),
-            })
-            .inc();
+        self.releases.get_or_create(&ChannelLabel { channel: channel.to_owned() }).inc();
         self.cells_released.inc_by(released);
         self.cells_suppressed.inc_by(suppressed);
     }
 
     pub(crate) fn delivery(&self, ok: bool) {
-        self.deliveries
-            .get_or_create(&Outcome {
-                outcome: if ok { "delivered" } else { "failed" },
-            })
-            .inc();
+        self.deliveries.get_or_create(&Outcome { outcome: if ok { "delivered" } else { "failed" } }).inc();
     }
 }

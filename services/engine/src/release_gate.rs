@@ -105,29 +105,21 @@ impl ReleasedSection {
     pub fn to_record_batch(&self) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::new();
         for d in 0..self.dimensions.len() {
-            columns.push(Arc::new(StringArray::from_iter_values(
-                self.rows.iter().map(|r| r.dimensions[d].as_str()),
-            )));
+            columns.push(Arc::new(StringArray::from_iter_values(self.rows.iter().map(|r| r.dimensions[d].as_str()))));
         }
         for (i, m) in self.metrics.iter().enumerate() {
             let cells = self.rows.iter().map(|r| &r.cells[i]);
             match m.kind {
-                MetricKind::Count => columns.push(Arc::new(UInt64Array::from_iter(
-                    cells.clone().map(|c| match c {
-                        ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
-                        _ => None,
-                    }),
-                ))),
-                MetricKind::Ratio => columns.push(Arc::new(Float64Array::from_iter(
-                    cells.clone().map(|c| match c {
-                        ReleasedCell::Value(CellValue::Ratio(v)) => Some(*v),
-                        _ => None,
-                    }),
-                ))),
+                MetricKind::Count => columns.push(Arc::new(UInt64Array::from_iter(cells.clone().map(|c| match c {
+                    ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
+                    _ => None,
+                })))),
+                MetricKind::Ratio => columns.push(Arc::new(Float64Array::from_iter(cells.clone().map(|c| match c {
+                    ReleasedCell::Value(CellValue::Ratio(v)) => Some(*v),
+                    _ => None,
+                })))),
             }
-            columns.push(Arc::new(BooleanArray::from_iter(
-                cells.map(|c| Some(matches!(c, ReleasedCell::Suppressed))),
-            )));
+            columns.push(Arc::new(BooleanArray::from_iter(cells.map(|c| Some(matches!(c, ReleasedCell::Suppressed))))));
         }
         RecordBatch::try_new(self.schema(), columns).map_err(|e| Error::Computation(e.to_string()))
     }
@@ -166,21 +158,14 @@ impl ReleasedSection {
 
 /// The Arrow schema of a released section (see [`ReleasedSection::schema`]).
 pub fn section_schema(dimensions: &[String], metrics: &[MetricSpec]) -> Arc<Schema> {
-    let mut fields: Vec<Field> = dimensions
-        .iter()
-        .map(|d| Field::new(d, DataType::Utf8, false))
-        .collect();
+    let mut fields: Vec<Field> = dimensions.iter().map(|d| Field::new(d, DataType::Utf8, false)).collect();
     for m in metrics {
         let t = match m.kind {
             MetricKind::Count => DataType::UInt64,
             MetricKind::Ratio => DataType::Float64,
         };
         fields.push(Field::new(&m.name, t, true));
-        fields.push(Field::new(
-            format!("{}_suppressed", m.name),
-            DataType::Boolean,
-            false,
-        ));
+        fields.push(Field::new(format!("{}_suppressed", m.name), DataType::Boolean, false));
     }
     Arc::new(Schema::new(fields))
 }
@@ -258,12 +243,7 @@ pub(crate) struct ReleaseGate<'a> {
 
 impl ReleaseGate<'_> {
     /// Applies k-anonymity to every cell, audits the release, and returns what may leave.
-    pub(crate) fn release(
-        &self,
-        report: &ComputedReport,
-        recipient: &str,
-        channel: &Channel,
-    ) -> Result<Released> {
+    pub(crate) fn release(&self, report: &ComputedReport, recipient: &str, channel: &Channel) -> Result<Released> {
         let k = u64::from(self.k);
         let (mut released_cells, mut suppressed_cells) = (0u64, 0u64);
         let sections: Vec<ReleasedSection> = report
@@ -328,8 +308,7 @@ impl ReleaseGate<'_> {
             cells_suppressed: suppressed_cells,
             release_sha256: digest.clone(),
         })?;
-        self.metrics
-            .released(&channel.name(), released_cells, suppressed_cells);
+        self.metrics.released(&channel.name(), released_cells, suppressed_cells);
         Ok(Released {
             room_id: self.room_id.to_owned(),
             computation: report.computation.clone(),
@@ -350,9 +329,7 @@ pub fn release_digest_of(json: &Value) -> String {
     if let Value::Object(obj) = &mut copy {
         obj.remove("release_digest");
     }
-    hex::encode(Sha256::digest(
-        serde_json::to_vec(&copy).unwrap_or_default(),
-    ))
+    hex::encode(Sha256::digest(serde_json::to_vec(&copy).unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -389,14 +366,7 @@ mod tests {
     }
 
     fn gate<'a>(audit: &'a AuditLog, metrics: &'a EngineMetrics, k: u32) -> ReleaseGate<'a> {
-        ReleaseGate {
-            k,
-            room_id: "room",
-            room_name: "Room",
-            tee: TeeMode::Simulated,
-            audit,
-            metrics,
-        }
+        ReleaseGate { k, room_id: "room", room_name: "Room", tee: TeeMode::Simulated, audit, metrics }
     }
 
     #[test]
@@ -408,30 +378,14 @@ mod tests {
             .unwrap();
         let rows = released.sections()[0].rows();
         assert_eq!(rows[0].cells()[0], ReleasedCell::Suppressed);
-        assert_eq!(
-            rows[1].cells()[0],
-            ReleasedCell::Value(CellValue::Count(10))
-        );
+        assert_eq!(rows[1].cells()[0], ReleasedCell::Value(CellValue::Count(10)));
         let json = released.json();
-        assert_eq!(
-            json["sections"][0]["rows"][0]["overlap"]["suppressed"],
-            true
-        );
-        assert!(
-            json["sections"][0]["rows"][0]["overlap"]
-                .get("value")
-                .is_none(),
-            "never shown as a number"
-        );
+        assert_eq!(json["sections"][0]["rows"][0]["overlap"]["suppressed"], true);
+        assert!(json["sections"][0]["rows"][0]["overlap"].get("value").is_none(), "never shown as a number");
         assert_eq!(json["sections"][0]["rows"][1]["overlap"]["value"], 10);
         // The release was audited with the digest of exactly what was released.
         let entries = audit.entries().unwrap();
-        let AuditEvent::ResultReleased {
-            release_sha256,
-            cells_released,
-            cells_suppressed,
-            ..
-        } = &entries[0].event
+        let AuditEvent::ResultReleased { release_sha256, cells_released, cells_suppressed, .. } = &entries[0].event
         else {
             panic!("expected a release entry")
         };

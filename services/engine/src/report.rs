@@ -67,24 +67,15 @@ pub(crate) struct ComputedReport {
 
 impl ComputedCell {
     pub(crate) fn count(value: u64, individuals: u64) -> Self {
-        Self {
-            value: CellValue::Count(value),
-            individuals,
-        }
+        Self { value: CellValue::Count(value), individuals }
     }
 
     /// A ratio `numerator / denominator`, about `min(individuals)` individuals. A zero denominator
     /// gives 0 with no individuals, which the gate always suppresses.
     pub(crate) fn ratio(numerator: u64, denominator: u64, individuals: u64) -> Self {
         if denominator == 0 {
-            return Self {
-                value: CellValue::Ratio(0.0),
-                individuals: 0,
-            };
+            return Self { value: CellValue::Ratio(0.0), individuals: 0 };
         }
-        Self {
-            value: CellValue::Ratio(numerator as f64 / denominator as f64),
-            individuals,
-        }
+        Self { value: CellValue::Ratio(numerator as f64 / denominator as f64), individuals }
     }
 }

@@ -77,10 +77,7 @@ pub(crate) struct Room {
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Room")
-            .field("id", &self.id)
-            .field("name", &self.contract.name)
-            .finish()
+        f.debug_struct("Room").field("id", &self.id).field("name", &self.contract.name).finish()
     }
 }
 
@@ -120,8 +117,7 @@ impl Room {
                     continue;
                 }
                 let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
-                let file: RunFile =
-                    serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
+                let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
                 records.push(file.record);
             }
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -142,10 +138,7 @@ impl Room {
             metrics,
             datasets: Mutex::new(datasets),
             runs: Mutex::new(runs),
-            sinks: sinks
-                .into_iter()
-                .map(|(p, s)| (p, tokio::sync::Mutex::new(s)))
-                .collect(),
+            sinks: sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect(),
             contract,
         })
     }
@@ -163,10 +156,7 @@ impl Room {
     }
 
     pub(crate) fn runs(&self, computation: &str) -> Vec<RunRecord> {
-        lock(&self.runs)
-            .get(computation)
-            .cloned()
-            .unwrap_or_default()
+        lock(&self.runs).get(computation).cloned().unwrap_or_default()
     }
 
     pub(crate) fn has_sink(&self, participant: &str) -> bool {
@@ -186,17 +176,12 @@ impl Room {
 
     /// Runs a computation, keeps its result inside the engine, and delivers it to the activation
     /// sinks of the participants the contract names.
-    pub(crate) async fn run(
-        &self,
-        participant: &str,
-        computation: &Computation,
-    ) -> Result<RunRecord> {
+    pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let outcome = self.compute(computation).await;
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics
-            .run_finished(&computation.name, outcome.is_ok(), seconds);
+        self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
         let (sections, inputs) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -237,19 +222,15 @@ impl Room {
             duration_ms,
         })?;
         self.save_run(&record, &report)?;
-        lock(&self.runs)
-            .entry(computation.name.clone())
-            .or_default()
-            .push(record.clone());
+        lock(&self.runs).entry(computation.name.clone()).or_default().push(record.clone());
         for recipient in &computation.deliver_to {
             let delivery = self.deliver(&report, recipient).await;
             record.deliveries.push(delivery);
         }
         if !record.deliveries.is_empty() {
             self.save_run(&record, &report)?;
-            if let Some(r) = lock(&self.runs)
-                .get_mut(&computation.name)
-                .and_then(|v| v.iter_mut().find(|r| r.run_id == run_id))
+            if let Some(r) =
+                lock(&self.runs).get_mut(&computation.name).and_then(|v| v.iter_mut().find(|r| r.run_id == run_id))
             {
                 *r = record.clone();
             }
@@ -274,13 +255,8 @@ impl Room {
             })?;
             files.push((table.to_owned(), file));
         }
-        let inputs: Vec<InputVersion> = files
-            .iter()
-            .map(|(t, f)| InputVersion {
-                table: t.clone(),
-                version: f.manifest.version.clone(),
-            })
-            .collect();
+        let inputs: Vec<InputVersion> =
+            files.iter().map(|(t, f)| InputVersion { table: t.clone(), version: f.manifest.version.clone() }).collect();
         let loaded = tokio::task::spawn_blocking(move || -> Result<HashMap<String, InputTable>> {
             let mut tables = HashMap::new();
             for (name, file) in files {
@@ -300,19 +276,14 @@ impl Room {
     }
 
     fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {
-        self.storage
-            .runs_dir(computation)
-            .join(format!("{run_id}.json"))
+        self.storage.runs_dir(computation).join(format!("{run_id}.json"))
     }
 
     fn save_run(&self, record: &RunRecord, report: &ComputedReport) -> Result<()> {
         let dir = self.storage.runs_dir(&record.computation);
         std::fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
-        let bytes = serde_json::to_vec(&RunFile {
-            record: record.clone(),
-            report: report.clone(),
-        })
-        .map_err(|e| Error::storage(&dir, e))?;
+        let bytes = serde_json::to_vec(&RunFile { record: record.clone(), report: report.clone() })
+            .map_err(|e| Error::storage(&dir, e))?;
         write_atomically(&self.run_path(&record.computation, &record.run_id), &bytes)
     }
 
@@ -324,11 +295,7 @@ impl Room {
     }
 
     /// The shape of a run's result sections (names, schemas, row counts), without their values.
-    pub(crate) fn section_shapes(
-        &self,
-        computation: &str,
-        run_id: &str,
-    ) -> Result<Vec<SectionShape>> {
+    pub(crate) fn section_shapes(&self, computation: &str, run_id: &str) -> Result<Vec<SectionShape>> {
         let report = self.load_report(computation, run_id)?;
         Ok(report
             .sections
@@ -354,11 +321,7 @@ impl Room {
         self.gate().release(&report, recipient, channel)
     }
 
-    async fn deliver(
-        &self,
-        report: &ComputedReport,
-        recipient: &str,
-    ) -> crate::room::DeliveryRecord {
+    async fn deliver(&self, report: &ComputedReport, recipient: &str) -> crate::room::DeliveryRecord {
         let Some(sink) = self.sinks.get(recipient) else {
             return DeliveryRecord {
                 recipient: recipient.to_owned(),
@@ -372,11 +335,7 @@ impl Room {
         };
         let mut sink = sink.lock().await;
         let result: Result<Vec<String>> = async {
-            let released = self.gate().release(
-                report,
-                recipient,
-                &Channel::Sink(sink.sink_type().to_owned()),
-            )?;
+            let released = self.gate().release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))?;
             let mut locations = Vec::new();
             for section in released.sections() {
                 let delivery = Delivery {
@@ -390,15 +349,10 @@ impl Room {
                     },
                     batch: section.to_record_batch()?,
                 };
-                let receipt = sink
-                    .send(&delivery)
-                    .await
-                    .map_err(|e| Error::Delivery(e.to_string()))?;
+                let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
                 locations.push(receipt.location);
             }
-            sink.flush()
-                .await
-                .map_err(|e| Error::Delivery(e.to_string()))?;
+            sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
             self.audit.append(AuditEvent::ActivationDelivered {
                 recipient: recipient.to_owned(),
                 computation: report.computation.clone(),

@@ -29,20 +29,15 @@ pub fn stored_type(column_type: ColumnType) -> DataType {
         ColumnType::Date => DataType::Date32,
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         ColumnType::Sha256 => DataType::FixedSizeBinary(32),
-        ColumnType::StringList => {
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
-        }
+        ColumnType::StringList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
     }
 }
 
 /// The stored schema of a table: its contract columns in order, plus [`ROW_ID_COLUMN`] when the
 /// table has no user id.
 pub fn stored_schema(table: &Table) -> SchemaRef {
-    let mut fields: Vec<Field> = table
-        .columns
-        .iter()
-        .map(|c| Field::new(&c.name, stored_type(c.r#type()), c.nullable))
-        .collect();
+    let mut fields: Vec<Field> =
+        table.columns.iter().map(|c| Field::new(&c.name, stored_type(c.r#type()), c.nullable)).collect();
     if table.user_id_column().is_none() {
         fields.push(Field::new(ROW_ID_COLUMN, DataType::UInt64, false));
     }
@@ -58,9 +53,7 @@ pub fn accepted_types(column_type: ColumnType) -> &'static str {
         ColumnType::Bool => "bool",
         ColumnType::Date => "date32 or date64",
         ColumnType::Timestamp => "timestamp (any unit; without a time zone it is read as UTC)",
-        ColumnType::Sha256 => {
-            "sha256: fixed_size_binary(32), binary of 32 bytes, or 64-character hex strings"
-        }
+        ColumnType::Sha256 => "sha256: fixed_size_binary(32), binary of 32 bytes, or 64-character hex strings",
         ColumnType::StringList => "list<string> (list or large_list of utf8)",
     }
 }
@@ -90,10 +83,7 @@ pub fn accepts(column_type: ColumnType, uploaded: &DataType) -> bool {
         ColumnType::String | ColumnType::Unspecified => is_string(uploaded),
         ColumnType::Int64 => is_integer(uploaded),
         ColumnType::Float64 => {
-            matches!(
-                uploaded,
-                DataType::Float16 | DataType::Float32 | DataType::Float64
-            ) || is_integer(uploaded)
+            matches!(uploaded, DataType::Float16 | DataType::Float32 | DataType::Float64) || is_integer(uploaded)
         }
         ColumnType::Bool => matches!(uploaded, DataType::Boolean),
         ColumnType::Date => matches!(uploaded, DataType::Date32 | DataType::Date64),
@@ -102,17 +92,13 @@ pub fn accepts(column_type: ColumnType, uploaded: &DataType) -> bool {
             is_string(uploaded)
                 || matches!(
                     uploaded,
-                    DataType::FixedSizeBinary(32)
-                        | DataType::Binary
-                        | DataType::LargeBinary
-                        | DataType::BinaryView
+                    DataType::FixedSizeBinary(32) | DataType::Binary | DataType::LargeBinary | DataType::BinaryView
                 )
         }
         ColumnType::StringList => match uploaded {
-            DataType::List(f)
-            | DataType::LargeList(f)
-            | DataType::ListView(f)
-            | DataType::LargeListView(f) => is_string(f.data_type()),
+            DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => {
+                is_string(f.data_type())
+            }
             _ => false,
         },
     }
@@ -142,15 +128,11 @@ pub fn convert_column(
         };
         return Ok(match decode_sha256_column(source.as_ref(), row_offset) {
             Ok(decoded) => Ok(decoded),
-            Err(DecodeError::Bad(bad)) => Err(BadRows {
-                count: bad.count,
-                first_row: bad.first_row,
-                problem: bad.first_problem.to_string(),
-            }),
+            Err(DecodeError::Bad(bad)) => {
+                Err(BadRows { count: bad.count, first_row: bad.first_row, problem: bad.first_problem.to_string() })
+            }
             Err(DecodeError::UnsupportedType(t)) => {
-                return Err(Error::InvalidData(format!(
-                    "type {t} cannot carry SHA-256 digests"
-                )));
+                return Err(Error::InvalidData(format!("type {t} cannot carry SHA-256 digests")));
             }
         });
     }
@@ -159,20 +141,8 @@ pub fn convert_column(
         return Ok(Ok(array.clone()));
     }
     // Safe cast: values that do not fit become null; compare null counts to find them.
-    let converted = cast_with_options(
-        array,
-        &target,
-        &CastOptions {
-            safe: true,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| {
-        Error::InvalidData(format!(
-            "cannot convert {} to {target}: {e}",
-            array.data_type()
-        ))
-    })?;
+    let converted = cast_with_options(array, &target, &CastOptions { safe: true, ..Default::default() })
+        .map_err(|e| Error::InvalidData(format!("cannot convert {} to {target}: {e}", array.data_type())))?;
     if converted.null_count() == array.null_count() {
         return Ok(Ok(converted));
     }
@@ -207,10 +177,7 @@ mod tests {
             ColumnType::StringList,
             &DataType::LargeList(Arc::new(Field::new("x", DataType::LargeUtf8, true)))
         ));
-        assert!(!accepts(
-            ColumnType::StringList,
-            &DataType::List(Arc::new(Field::new("x", DataType::Int32, true)))
-        ));
+        assert!(!accepts(ColumnType::StringList, &DataType::List(Arc::new(Field::new("x", DataType::Int32, true)))));
     }
 
     #[test]
@@ -223,25 +190,14 @@ mod tests {
     #[test]
     fn values_that_do_not_fit_are_reported_with_their_row() {
         let a: ArrayRef = Arc::new(UInt64Array::from(vec![1, u64::MAX, 3, u64::MAX]));
-        let bad = convert_column(ColumnType::Int64, &a, 10)
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(
-            bad,
-            BadRows {
-                count: 2,
-                first_row: 11,
-                problem: "the value does not fit in int64".into()
-            }
-        );
+        let bad = convert_column(ColumnType::Int64, &a, 10).unwrap().unwrap_err();
+        assert_eq!(bad, BadRows { count: 2, first_row: 11, problem: "the value does not fit in int64".into() });
     }
 
     #[test]
     fn bad_hashes_are_reported_with_their_row() {
         let a: ArrayRef = Arc::new(StringArray::from(vec!["abc"]));
-        let bad = convert_column(ColumnType::Sha256, &a, 5)
-            .unwrap()
-            .unwrap_err();
+        let bad = convert_column(ColumnType::Sha256, &a, 5).unwrap().unwrap_err();
         assert_eq!(bad.count, 1);
         assert_eq!(bad.first_row, 5);
     }

@@ -60,9 +60,7 @@ impl DatasetFile {
     pub(crate) fn read(&self) -> Result<Vec<RecordBatch>> {
         let file = File::open(&self.path).map_err(|e| Error::storage(&self.path, e))?;
         let reader = FileReader::try_new(file, None).map_err(|e| Error::storage(&self.path, e))?;
-        reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::storage(&self.path, e))
+        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::storage(&self.path, e))
     }
 }
 
@@ -78,13 +76,8 @@ impl Drop for DatasetFile {
 
 /// Writes `bytes` to `path` atomically.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::storage(path, "no parent directory"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
+    let dir = path.parent().ok_or_else(|| Error::storage(path, "no parent directory"))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     let result = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -100,9 +93,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::storage(dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::storage(dir, e))
 }
 
 /// A new random id with a time prefix, so ids sort by creation time.
@@ -123,12 +114,7 @@ impl RoomStorage {
     /// existing one, and cleaning what a crash left behind.
     pub(crate) fn open(data_dir: &Path, room_id: &str, contract_bytes: &[u8]) -> Result<Self> {
         let root = data_dir.join("rooms").join(room_id);
-        for dir in [
-            root.clone(),
-            root.join("staging"),
-            root.join("tables"),
-            root.join("runs"),
-        ] {
+        for dir in [root.clone(), root.join("staging"), root.join("tables"), root.join("runs")] {
             fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
         }
         let contract_path = root.join("contract.pb");
@@ -141,9 +127,7 @@ impl RoomStorage {
                      directory was tampered with",
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomically(&contract_path, contract_bytes)?
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(&contract_path, contract_bytes)?,
             Err(e) => return Err(Error::storage(&contract_path, e)),
         }
         let storage = Self { root };
@@ -167,9 +151,7 @@ impl RoomStorage {
 
     /// A fresh path for an upload in flight.
     pub(crate) fn staging_path(&self, table: &str) -> PathBuf {
-        self.root
-            .join("staging")
-            .join(format!("{}.arrow", new_id(&format!("{table}-"))))
+        self.root.join("staging").join(format!("{}.arrow", new_id(&format!("{table}-"))))
     }
 
     fn table_dir(&self, table: &str) -> PathBuf {
@@ -184,19 +166,13 @@ impl RoomStorage {
         }
         let manifest_path = dir.join("current.json");
         let manifest: Option<DatasetManifest> = match fs::read(&manifest_path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice(&bytes).map_err(|e| Error::storage(&manifest_path, e))?,
-            ),
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::storage(&manifest_path, e))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::storage(&manifest_path, e)),
         };
         for entry in fs::read_dir(&dir).map_err(|e| Error::storage(&dir, e))? {
             let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             let keep = name == "current.json" || manifest.as_ref().is_some_and(|m| m.file == name);
             if !keep {
                 tracing::info!(path = %path.display(), "removing a dataset file no manifest names");
@@ -205,11 +181,7 @@ impl RoomStorage {
         }
         Ok(manifest.map(|m| {
             let path = dir.join(&m.file);
-            DatasetFile {
-                manifest: m,
-                path,
-                superseded: AtomicBool::new(false),
-            }
+            DatasetFile { manifest: m, path, superseded: AtomicBool::new(false) }
         }))
     }
 
@@ -225,11 +197,7 @@ impl RoomStorage {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(DatasetFile {
-            manifest,
-            path,
-            superseded: AtomicBool::new(false),
-        })
+        Ok(DatasetFile { manifest, path, superseded: AtomicBool::new(false) })
     }
 
     pub(crate) fn runs_dir(&self, computation: &str) -> PathBuf {

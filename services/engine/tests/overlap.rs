@@ -9,8 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 use sealroom_engine::{
-    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, ReleasedCell, SinkBinding,
-    TeeMode, UploadLimits,
+    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, ReleasedCell, SinkBinding, TeeMode, UploadLimits,
 };
 use sealroom_proto::RoomFile;
 use sealroom_proto::room::v1::RoomContract;
@@ -60,19 +59,9 @@ attestation: {{ allow_simulated: true }}
 }
 
 async fn engine(dir: &std::path::Path, k: u32, sinks: Vec<SinkBinding>) -> Engine {
-    let config = EngineConfig {
-        data_dir: dir.to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks,
-    };
-    Engine::open(
-        config,
-        vec![contract(k)],
-        Arc::new(EngineMetrics::unregistered()),
-    )
-    .await
-    .unwrap()
+    let config =
+        EngineConfig { data_dir: dir.to_owned(), tee: TeeMode::Simulated, limits: UploadLimits::default(), sinks };
+    Engine::open(config, vec![contract(k)], Arc::new(EngineMetrics::unregistered())).await.unwrap()
 }
 
 /// An advertiser row: (email key, phone key), keys are small integers hashed as strings.
@@ -99,15 +88,9 @@ fn users_batch(rows: &[PubRow], offset: usize) -> RecordBatch {
         Field::new("user_id", DataType::Utf8, false),
         Field::new("email", DataType::Utf8, true),
         Field::new("phone", DataType::Utf8, true),
-        Field::new(
-            "segments",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            true,
-        ),
+        Field::new("segments", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
     ]));
-    let ids: StringArray = (0..rows.len())
-        .map(|i| Some(format!("u{}", i + offset)))
-        .collect();
+    let ids: StringArray = (0..rows.len()).map(|i| Some(format!("u{}", i + offset))).collect();
     let email: StringArray = rows.iter().map(|r| r.0.map(|k| key("e", k))).collect();
     let phone: StringArray = rows.iter().map(|r| r.1.map(|k| key("p", k))).collect();
     let mut segments = ListBuilder::new(StringBuilder::new());
@@ -117,21 +100,11 @@ fn users_batch(rows: &[PubRow], offset: usize) -> RecordBatch {
         }
         segments.append(true);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(ids),
-        Arc::new(email),
-        Arc::new(phone),
-        Arc::new(segments.finish()),
-    ];
+    let columns: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(email), Arc::new(phone), Arc::new(segments.finish())];
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
-async fn upload(
-    engine: &Engine,
-    token: &str,
-    table: &str,
-    batches: Vec<RecordBatch>,
-) -> Result<u64, Error> {
+async fn upload(engine: &Engine, token: &str, table: &str, batches: Vec<RecordBatch>) -> Result<u64, Error> {
     let room = engine.room_ids()[0].clone();
     let caller = engine.authenticate(room.as_str(), token)?;
     let mut session = engine.begin_upload(&caller, table)?;
@@ -183,10 +156,7 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
         publ: publ.len() as u64,
         matched_adv: matched_adv.len() as u64,
         matched_pub: matched_pub.len() as u64,
-        by_segment: by_segment
-            .into_iter()
-            .map(|(s, (p, a))| (s, (p.len() as u64, a.len() as u64)))
-            .collect(),
+        by_segment: by_segment.into_iter().map(|(s, (p, a))| (s, (p.len() as u64, a.len() as u64))).collect(),
     }
 }
 
@@ -200,27 +170,15 @@ fn count(cell: &ReleasedCell) -> Option<u64> {
 async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), k, vec![]).await;
-    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)])
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    let half = publ.len() / 2;
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ[..half], 0), users_batch(&publ[half..], half)])
         .await
         .unwrap();
-    let half = publ.len() / 2;
-    upload(
-        &engine,
-        PUB_TOKEN,
-        "users",
-        vec![
-            users_batch(&publ[..half], 0),
-            users_batch(&publ[half..], half),
-        ],
-    )
-    .await
-    .unwrap();
     let room = engine.room_ids()[0].clone();
     let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
     engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine
-        .release(&analyst, "overlap", None, Channel::Rest)
-        .unwrap();
+    let released = engine.release(&analyst, "overlap", None, Channel::Rest).unwrap();
     let exp = expected(&adv, &publ);
     let k = u64::from(k);
     let overlap_individuals = exp.matched_adv.min(exp.matched_pub);
@@ -251,11 +209,7 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
     }
 
     let by_segment = released.section("by_segment").unwrap();
-    let got: Vec<&str> = by_segment
-        .rows()
-        .iter()
-        .map(|r| r.dimensions()[0].as_str())
-        .collect();
+    let got: Vec<&str> = by_segment.rows().iter().map(|r| r.dimensions()[0].as_str()).collect();
     let want_segments: Vec<&str> = exp.by_segment.keys().map(String::as_str).collect();
     prop_assert_eq!(got, want_segments, "every segment is listed, in name order");
     for row in by_segment.rows() {
@@ -264,12 +218,7 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
         match &row.cells()[0] {
             ReleasedCell::Value(CellValue::Count(v)) => {
                 // The property: no released cell is about fewer than k distinct individuals.
-                prop_assert!(
-                    individuals >= k,
-                    "released a cell about {} < k = {} individuals",
-                    individuals,
-                    k
-                );
+                prop_assert!(individuals >= k, "released a cell about {} < k = {} individuals", individuals, k);
                 prop_assert_eq!(*v, np);
             }
             ReleasedCell::Suppressed => prop_assert!(individuals < k),
@@ -280,19 +229,12 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
 }
 
 fn adv_rows() -> impl Strategy<Value = Vec<AdvRow>> {
-    proptest::collection::vec(
-        (proptest::option::of(0u8..60), proptest::option::of(0u8..60)),
-        1..120,
-    )
+    proptest::collection::vec((proptest::option::of(0u8..60), proptest::option::of(0u8..60)), 1..120)
 }
 
 fn pub_rows() -> impl Strategy<Value = Vec<PubRow>> {
     proptest::collection::vec(
-        (
-            proptest::option::of(0u8..60),
-            proptest::option::of(0u8..60),
-            proptest::collection::vec(0u8..6, 0..3),
-        ),
+        (proptest::option::of(0u8..60), proptest::option::of(0u8..60), proptest::collection::vec(0u8..6, 0..3)),
         2..120,
     )
 }
@@ -312,9 +254,7 @@ proptest! {
 /// `n` advertiser rows and `n` publisher rows that match one to one, all in `segment`.
 fn matched(n: usize, start: u8, segment: u8) -> (Vec<AdvRow>, Vec<PubRow>) {
     let adv = (0..n).map(|i| (Some(start + i as u8), None)).collect();
-    let publ = (0..n)
-        .map(|i| (Some(start + i as u8), None, vec![segment]))
-        .collect();
+    let publ = (0..n).map(|i| (Some(start + i as u8), None, vec![segment])).collect();
     (adv, publ)
 }
 
@@ -327,28 +267,19 @@ async fn a_segment_at_k_minus_one_is_suppressed_and_at_k_released() {
     publ.extend(p2);
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), k, vec![]).await;
-    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)])
-        .await
-        .unwrap();
-    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)])
-        .await
-        .unwrap();
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
     let room = engine.room_ids()[0].clone();
     let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
     engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine
-        .release(&analyst, "overlap", Some("latest"), Channel::Rest)
-        .unwrap();
+    let released = engine.release(&analyst, "overlap", Some("latest"), Channel::Rest).unwrap();
     let rows = released.section("by_segment").unwrap().rows();
     assert_eq!(rows[0].dimensions(), ["seg1"]);
     assert_eq!(rows[0].cells()[0], ReleasedCell::Suppressed);
     assert_eq!(rows[1].dimensions(), ["seg2"]);
     assert_eq!(count(&rows[1].cells()[0]), Some(10));
     let json = released.json();
-    assert_eq!(
-        json["sections"][1]["rows"][0]["overlap"]["suppressed"],
-        true
-    );
+    assert_eq!(json["sections"][1]["rows"][0]["overlap"]["suppressed"], true);
     assert_eq!(json["sections"][1]["rows"][1]["overlap"]["value"], 10);
 }
 
@@ -358,26 +289,15 @@ async fn an_individual_matched_by_email_and_phone_counts_once() {
     let publ: Vec<PubRow> = (0..5).map(|i| (Some(i), Some(i), vec![0])).collect();
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), 2, vec![]).await;
-    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)])
-        .await
-        .unwrap();
-    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)])
-        .await
-        .unwrap();
-    let caller = engine
-        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-        .unwrap();
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
+    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
     engine.run(&caller, "overlap").await.unwrap();
-    let released = engine
-        .release(&caller, "overlap", None, Channel::Rest)
-        .unwrap();
+    let released = engine.release(&caller, "overlap", None, Channel::Rest).unwrap();
     let summary = &released.section("summary").unwrap().rows()[0];
     assert_eq!(count(&summary.cells()[2]), Some(5));
     assert_eq!(count(&summary.cells()[3]), Some(5));
-    assert_eq!(
-        summary.cells()[4],
-        ReleasedCell::Value(CellValue::Ratio(1.0))
-    );
+    assert_eq!(summary.cells()[4], ReleasedCell::Value(CellValue::Ratio(1.0)));
 }
 
 #[tokio::test]
@@ -388,33 +308,15 @@ async fn permissions_follow_the_contract() {
     let publisher = engine.authenticate(room.as_str(), PUB_TOKEN).unwrap();
     let err = engine.begin_upload(&publisher, "crm").unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)));
-    assert_eq!(
-        err.to_string(),
-        "participant 'pub' may not upload table 'crm': the contract names 'adv' as its owner"
-    );
+    assert_eq!(err.to_string(), "participant 'pub' may not upload table 'crm': the contract names 'adv' as its owner");
     let err = engine.run(&publisher, "overlap").await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "participant 'pub' may not run computation 'overlap' (run_by: adv)"
-    );
-    assert!(matches!(
-        engine.authenticate(room.as_str(), "wrong"),
-        Err(Error::Unauthenticated(_))
-    ));
-    assert!(matches!(
-        engine.authenticate("nope", ADV_TOKEN),
-        Err(Error::InvalidRequest(_))
-    ));
+    assert_eq!(err.to_string(), "participant 'pub' may not run computation 'overlap' (run_by: adv)");
+    assert!(matches!(engine.authenticate(room.as_str(), "wrong"), Err(Error::Unauthenticated(_))));
+    assert!(matches!(engine.authenticate("nope", ADV_TOKEN), Err(Error::InvalidRequest(_))));
     let advertiser = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
     let err = engine.run(&advertiser, "overlap").await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("table 'crm' (owner: adv) has not been uploaded yet"),
-        "{err}"
-    );
-    let err = engine
-        .release(&advertiser, "overlap", None, Channel::Rest)
-        .unwrap_err();
+    assert!(err.to_string().contains("table 'crm' (owner: adv) has not been uploaded yet"), "{err}");
+    let err = engine.release(&advertiser, "overlap", None, Channel::Rest).unwrap_err();
     assert!(err.to_string().contains("has not run yet"), "{err}");
 }
 
@@ -426,38 +328,19 @@ async fn bad_hashes_are_counted_over_the_whole_upload_and_nothing_is_kept() {
     let good = digest("x");
     let b1 = RecordBatch::try_new(
         schema.clone(),
-        vec![Arc::new(StringArray::from(vec![
-            Some(good.as_str()),
-            Some("not-a-hash"),
-            None,
-        ]))],
+        vec![Arc::new(StringArray::from(vec![Some(good.as_str()), Some("not-a-hash"), None]))],
     )
     .unwrap();
     let b2 = RecordBatch::try_new(
         schema,
-        vec![Arc::new(StringArray::from(vec![
-            Some("jane@example.com"),
-            Some(good.as_str()),
-        ]))],
+        vec![Arc::new(StringArray::from(vec![Some("jane@example.com"), Some(good.as_str())]))],
     )
     .unwrap();
-    let err = upload(&engine, ADV_TOKEN, "crm", vec![b1, b2])
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("column 'email': 2 of 5 rows are bad; first bad row: 1 (0-based)"),
-        "{err}"
-    );
-    let caller = engine
-        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-        .unwrap();
+    let err = upload(&engine, ADV_TOKEN, "crm", vec![b1, b2]).await.unwrap_err().to_string();
+    assert!(err.contains("column 'email': 2 of 5 rows are bad; first bad row: 1 (0-based)"), "{err}");
+    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
     assert!(!engine.datasets(&caller).unwrap()[0].uploaded);
-    let staging = dir
-        .path()
-        .join("rooms")
-        .join(engine.room_ids()[0].as_str())
-        .join("staging");
+    let staging = dir.path().join("rooms").join(engine.room_ids()[0].as_str()).join("staging");
     assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
 }
 
@@ -471,26 +354,12 @@ async fn wrong_schemas_name_the_column_and_the_expected_type() {
     ]));
     let batch = RecordBatch::try_new(
         schema,
-        vec![
-            Arc::new(arrow::array::Int32Array::from(vec![1])),
-            Arc::new(StringArray::from(vec![Some(digest("x"))])),
-        ],
+        vec![Arc::new(arrow::array::Int32Array::from(vec![1])), Arc::new(StringArray::from(vec![Some(digest("x"))]))],
     )
     .unwrap();
-    let err = upload(&engine, PUB_TOKEN, "users", vec![batch])
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("column 'user_id' has Arrow type Int32, but the contract declares string"),
-        "{err}"
-    );
-    assert!(
-        err.contains(
-            "column 'Email' is not in the contract of table 'users'; did you mean 'email'?"
-        ),
-        "{err}"
-    );
+    let err = upload(&engine, PUB_TOKEN, "users", vec![batch]).await.unwrap_err().to_string();
+    assert!(err.contains("column 'user_id' has Arrow type Int32, but the contract declares string"), "{err}");
+    assert!(err.contains("column 'Email' is not in the contract of table 'users'; did you mean 'email'?"), "{err}");
 }
 
 #[tokio::test]
@@ -498,12 +367,8 @@ async fn a_dropped_upload_leaves_no_dataset_and_the_old_version_stays() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), 2, vec![]).await;
     let first = crm_batch(&[(Some(1), None), (Some(2), None)]);
-    upload(&engine, ADV_TOKEN, "crm", vec![first])
-        .await
-        .unwrap();
-    let caller = engine
-        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-        .unwrap();
+    upload(&engine, ADV_TOKEN, "crm", vec![first]).await.unwrap();
+    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
     let before = engine.datasets(&caller).unwrap()[0].clone();
     {
         let mut session = engine.begin_upload(&caller, "crm").unwrap();
@@ -513,16 +378,8 @@ async fn a_dropped_upload_leaves_no_dataset_and_the_old_version_stays() {
     let after = engine.datasets(&caller).unwrap()[0].clone();
     assert_eq!(before, after, "the committed version is unchanged");
     assert_eq!(after.rows, Some(2));
-    let staging = dir
-        .path()
-        .join("rooms")
-        .join(engine.room_ids()[0].as_str())
-        .join("staging");
-    assert_eq!(
-        std::fs::read_dir(staging).unwrap().count(),
-        0,
-        "no staging file is left"
-    );
+    let staging = dir.path().join("rooms").join(engine.room_ids()[0].as_str()).join("staging");
+    assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0, "no staging file is left");
     let audit = engine.audit_entries(&caller).unwrap();
     assert!(audit.iter().any(|e| matches!(&e.event, sealroom_engine::audit::AuditEvent::UploadRejected { reason, .. } if reason.contains("dropped connection"))));
 }
@@ -540,72 +397,35 @@ async fn restart_keeps_datasets_runs_and_the_audit_chain_and_replacements_are_at
     let run_id;
     {
         let engine = engine(dir.path(), 2, sinks.clone()).await;
-        upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv[..3])])
-            .await
-            .unwrap();
+        upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv[..3])]).await.unwrap();
         // Re-uploading replaces the old version.
-        upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)])
-            .await
-            .unwrap();
-        upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)])
-            .await
-            .unwrap();
-        let caller = engine
-            .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-            .unwrap();
+        upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+        upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
+        let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
         let record = engine.run(&caller, "overlap").await.unwrap();
         assert_eq!(record.deliveries.len(), 1);
-        assert_eq!(
-            record.deliveries[0].status, "delivered",
-            "{:?}",
-            record.deliveries
-        );
+        assert_eq!(record.deliveries[0].status, "delivered", "{:?}", record.deliveries);
         run_id = record.run_id;
         engine.close().await;
     }
     // The superseded version's file is gone; only the current one remains.
-    let crm_dir = dir
-        .path()
-        .join("rooms")
-        .join(contract(2).room_id().as_str())
-        .join("tables")
-        .join("crm");
-    let files: Vec<_> = std::fs::read_dir(&crm_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let crm_dir = dir.path().join("rooms").join(contract(2).room_id().as_str()).join("tables").join("crm");
+    let files: Vec<_> = std::fs::read_dir(&crm_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files.len(), 2, "current.json and one version: {files:?}");
     // Two delivery files: summary and by_segment.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 
     let engine = engine(dir.path(), 2, sinks).await;
-    let caller = engine
-        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-        .unwrap();
-    let datasets: HashMap<String, _> = engine
-        .datasets(&caller)
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.table.clone(), d))
-        .collect();
+    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let datasets: HashMap<String, _> =
+        engine.datasets(&caller).unwrap().into_iter().map(|d| (d.table.clone(), d)).collect();
     assert_eq!(datasets["crm"].rows, Some(6));
     assert!(datasets["users"].uploaded);
-    assert_eq!(
-        datasets["users"].rows, None,
-        "the advertiser does not see the publisher's row count"
-    );
-    let released = engine
-        .release(&caller, "overlap", Some(&run_id), Channel::Rest)
-        .unwrap();
-    assert_eq!(
-        count(&released.section("summary").unwrap().rows()[0].cells()[2]),
-        Some(6)
-    );
+    assert_eq!(datasets["users"].rows, None, "the advertiser does not see the publisher's row count");
+    let released = engine.release(&caller, "overlap", Some(&run_id), Channel::Rest).unwrap();
+    assert_eq!(count(&released.section("summary").unwrap().rows()[0].cells()[2]), Some(6));
     let audit = engine.audit_entries(&caller).unwrap();
-    assert_eq!(
-        sealroom_engine::audit::verify_chain(&audit).unwrap(),
-        audit.last().unwrap().entry_sha256
-    );
+    assert_eq!(sealroom_engine::audit::verify_chain(&audit).unwrap(), audit.last().unwrap().entry_sha256);
 }
 
 #[tokio::test]
@@ -619,10 +439,7 @@ async fn rooms_that_refuse_the_simulated_tee_are_not_hosted() {
         limits: UploadLimits::default(),
         sinks: vec![],
     };
-    let err = Engine::open(config, vec![c], Arc::new(EngineMetrics::unregistered()))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = Engine::open(config, vec![c], Arc::new(EngineMetrics::unregistered())).await.unwrap_err().to_string();
     assert!(err.contains("does not accept the simulated TEE"), "{err}");
 }
 
@@ -632,23 +449,12 @@ async fn oversized_uploads_are_refused() {
     let config = EngineConfig {
         data_dir: dir.path().to_owned(),
         tee: TeeMode::Simulated,
-        limits: UploadLimits {
-            max_rows: 3,
-            max_bytes: u64::MAX,
-        },
+        limits: UploadLimits { max_rows: 3, max_bytes: u64::MAX },
         sinks: vec![],
     };
-    let engine = Engine::open(
-        config,
-        vec![contract(2)],
-        Arc::new(EngineMetrics::unregistered()),
-    )
-    .await
-    .unwrap();
+    let engine = Engine::open(config, vec![contract(2)], Arc::new(EngineMetrics::unregistered())).await.unwrap();
     let rows: Vec<AdvRow> = (0..4).map(|i| (Some(i), None)).collect();
-    let err = upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&rows)])
-        .await
-        .unwrap_err();
+    let err = upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&rows)]).await.unwrap_err();
     assert!(matches!(err, Error::TooLarge(_)), "{err}");
 }
 
@@ -657,49 +463,16 @@ async fn what_a_crash_leaves_behind_is_cleaned_on_start() {
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = engine(dir.path(), 2, vec![]).await;
-        upload(
-            &engine,
-            ADV_TOKEN,
-            "crm",
-            vec![crm_batch(&[(Some(1), None), (Some(2), None)])],
-        )
-        .await
-        .unwrap();
+        upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&[(Some(1), None), (Some(2), None)])]).await.unwrap();
     }
-    let room_dir = dir
-        .path()
-        .join("rooms")
-        .join(contract(2).room_id().as_str());
+    let room_dir = dir.path().join("rooms").join(contract(2).room_id().as_str());
     // A crash mid-upload leaves a staging file; a crash between moving a version into place and
     // publishing its manifest leaves an unreferenced version file.
-    std::fs::write(
-        room_dir.join("staging").join("crm-partial.arrow"),
-        b"half an upload",
-    )
-    .unwrap();
-    std::fs::write(
-        room_dir.join("tables").join("crm").join("v-orphan.arrow"),
-        b"never published",
-    )
-    .unwrap();
+    std::fs::write(room_dir.join("staging").join("crm-partial.arrow"), b"half an upload").unwrap();
+    std::fs::write(room_dir.join("tables").join("crm").join("v-orphan.arrow"), b"never published").unwrap();
     let engine = engine(dir.path(), 2, vec![]).await;
-    assert_eq!(
-        std::fs::read_dir(room_dir.join("staging")).unwrap().count(),
-        0
-    );
-    assert!(
-        !room_dir
-            .join("tables")
-            .join("crm")
-            .join("v-orphan.arrow")
-            .exists()
-    );
-    let caller = engine
-        .authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN)
-        .unwrap();
-    assert_eq!(
-        engine.datasets(&caller).unwrap()[0].rows,
-        Some(2),
-        "the committed version survives"
-    );
+    assert_eq!(std::fs::read_dir(room_dir.join("staging")).unwrap().count(), 0);
+    assert!(!room_dir.join("tables").join("crm").join("v-orphan.arrow").exists());
+    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    assert_eq!(engine.datasets(&caller).unwrap()[0].rows, Some(2), "the committed version survives");
 }

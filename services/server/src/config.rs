@@ -33,11 +33,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         let d = UploadLimits::default();
-        Self {
-            max_upload_rows: d.max_rows,
-            max_upload_bytes: d.max_bytes,
-            max_message_bytes: 64 * 1024 * 1024,
-        }
+        Self { max_upload_rows: d.max_rows, max_upload_bytes: d.max_bytes, max_message_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -93,8 +89,7 @@ impl ServerConfig {
 
     /// Loads a configuration file; relative paths in it are taken relative to the file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut config = Self::from_yaml(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
         for room in &mut config.rooms {
@@ -115,21 +110,13 @@ impl ServerConfig {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = get("SEALROOM_FLIGHT_ADDR") {
-            self.flight_addr = v
-                .parse()
-                .map_err(|e| format!("SEALROOM_FLIGHT_ADDR={v}: {e}"))?;
+            self.flight_addr = v.parse().map_err(|e| format!("SEALROOM_FLIGHT_ADDR={v}: {e}"))?;
         }
         if let Some(v) = get("SEALROOM_HTTP_ADDR") {
-            self.http_addr = v
-                .parse()
-                .map_err(|e| format!("SEALROOM_HTTP_ADDR={v}: {e}"))?;
+            self.http_addr = v.parse().map_err(|e| format!("SEALROOM_HTTP_ADDR={v}: {e}"))?;
         }
         if let Some(v) = get("SEALROOM_ROOMS") {
-            self.rooms = v
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .collect();
+            self.rooms = v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
         }
         Ok(())
     }
@@ -141,30 +128,20 @@ impl ServerConfig {
     }
 
     pub fn upload_limits(&self) -> UploadLimits {
-        UploadLimits {
-            max_rows: self.limits.max_upload_rows,
-            max_bytes: self.limits.max_upload_bytes,
-        }
+        UploadLimits { max_rows: self.limits.max_upload_rows, max_bytes: self.limits.max_upload_bytes }
     }
 
     pub fn sink_bindings(&self) -> Vec<SinkBinding> {
         self.sinks
             .iter()
-            .map(|s| SinkBinding {
-                participant: s.participant.clone(),
-                room: s.room.clone(),
-                config: s.sink.clone(),
-            })
+            .map(|s| SinkBinding { participant: s.participant.clone(), room: s.room.clone(), config: s.sink.clone() })
             .collect()
     }
 
     /// Reads and validates the room files.
     pub fn load_rooms(&self) -> Result<Vec<RoomContract>, String> {
         if self.rooms.is_empty() {
-            return Err(
-                "no room files are configured: pass --room <file> or set `rooms:` in the config"
-                    .into(),
-            );
+            return Err("no room files are configured: pass --room <file> or set `rooms:` in the config".into());
         }
         self.rooms
             .iter()
@@ -196,10 +173,7 @@ mod tests {
         assert_eq!(config.rooms, [PathBuf::from("/etc/sealroom/room.yaml")]);
         assert_eq!(config.http_addr.port(), 8080);
         let compose = include_str!("../../../docker-compose.yml");
-        assert!(
-            compose.contains("/etc/sealroom/room.yaml")
-                && compose.contains("/etc/sealroom/server.yaml")
-        );
+        assert!(compose.contains("/etc/sealroom/room.yaml") && compose.contains("/etc/sealroom/server.yaml"));
     }
 
     #[test]

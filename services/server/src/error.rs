@@ -13,12 +13,8 @@ pub fn to_status(error: &Error) -> tonic::Status {
         Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
         Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
         Error::NotFound(_) => tonic::Status::not_found(message),
-        Error::InvalidRequest(_) | Error::InvalidData(_) => {
-            tonic::Status::invalid_argument(message)
-        }
-        Error::FailedPrecondition(_) | Error::Contract(_) => {
-            tonic::Status::failed_precondition(message)
-        }
+        Error::InvalidRequest(_) | Error::InvalidData(_) => tonic::Status::invalid_argument(message),
+        Error::FailedPrecondition(_) | Error::Contract(_) => tonic::Status::failed_precondition(message),
         Error::TooLarge(_) => tonic::Status::resource_exhausted(message),
         Error::Storage { .. } | Error::Computation(_) => tonic::Status::internal(message),
         Error::Delivery(_) => tonic::Status::unavailable(message),
@@ -58,16 +54,11 @@ impl IntoResponse for HttpError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "request failed");
         }
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": { "code": code, "message": self.0.to_string() } })),
-        )
-            .into_response();
+        let mut response =
+            (status, Json(serde_json::json!({ "error": { "code": code, "message": self.0.to_string() } })))
+                .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -21,9 +21,8 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
-    flight_descriptor,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket, flight_descriptor,
 };
 use futures::stream;
 use futures::{StreamExt, TryStreamExt};
@@ -55,33 +54,23 @@ fn status(e: Error) -> Status {
 /// The bearer token of a request.
 fn bearer<T>(request: &Request<T>) -> Result<String, Status> {
     let value = request.metadata().get("authorization").ok_or_else(|| {
-        Status::unauthenticated("missing `authorization: Bearer <token>` metadata; every call must carry the participant's token")
+        Status::unauthenticated(
+            "missing `authorization: Bearer <token>` metadata; every call must carry the participant's token",
+        )
     })?;
-    let text = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the authorization metadata is not ASCII"))?;
+    let text = value.to_str().map_err(|_| Status::unauthenticated("the authorization metadata is not ASCII"))?;
     let token = text
         .strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            Status::unauthenticated("the authorization metadata must be `Bearer <token>`")
-        })?;
+        .ok_or_else(|| Status::unauthenticated("the authorization metadata must be `Bearer <token>`"))?;
     Ok(token.trim().to_owned())
 }
 
 /// What a descriptor path or ticket points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    Table {
-        room: String,
-        table: String,
-    },
-    Section {
-        room: String,
-        computation: String,
-        run: String,
-        section: String,
-    },
+    Table { room: String, table: String },
+    Section { room: String, computation: String, run: String, section: String },
 }
 
 impl Target {
@@ -102,29 +91,14 @@ fn parse_path(segments: &[String]) -> Result<Target, Status> {
         segments.iter().map(String::as_str).collect()
     };
     match parts.as_slice() {
-        ["rooms", room, "tables", table] => Ok(Target::Table {
-            room: (*room).into(),
-            table: (*table).into(),
-        }),
-        [
-            "rooms",
-            room,
-            "computations",
-            computation,
-            "runs",
-            run,
-            "sections",
-            section,
-        ] => Ok(Target::Section {
+        ["rooms", room, "tables", table] => Ok(Target::Table { room: (*room).into(), table: (*table).into() }),
+        ["rooms", room, "computations", computation, "runs", run, "sections", section] => Ok(Target::Section {
             room: (*room).into(),
             computation: (*computation).into(),
             run: (*run).into(),
             section: (*section).into(),
         }),
-        _ => Err(Status::invalid_argument(format!(
-            "unrecognized path '{}': {PATH_HELP}",
-            parts.join("/")
-        ))),
+        _ => Err(Status::invalid_argument(format!("unrecognized path '{}': {PATH_HELP}", parts.join("/")))),
     }
 }
 
@@ -133,18 +107,11 @@ fn parse_descriptor(descriptor: &FlightDescriptor) -> Result<Target, Status> {
         Ok(flight_descriptor::DescriptorType::Path) => parse_path(&descriptor.path),
         Ok(flight_descriptor::DescriptorType::Cmd) => {
             let cmd = UploadTable::decode(descriptor.cmd.clone()).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "the descriptor command is not a sealroom.flight.v1.UploadTable: {e}"
-                ))
+                Status::invalid_argument(format!("the descriptor command is not a sealroom.flight.v1.UploadTable: {e}"))
             })?;
-            Ok(Target::Table {
-                room: cmd.room_id,
-                table: cmd.table,
-            })
+            Ok(Target::Table { room: cmd.room_id, table: cmd.table })
         }
-        _ => Err(Status::invalid_argument(format!(
-            "the descriptor has no type; {PATH_HELP}"
-        ))),
+        _ => Err(Status::invalid_argument(format!("the descriptor has no type; {PATH_HELP}"))),
     }
 }
 
@@ -165,11 +132,7 @@ impl SealroomFlight {
             if !computation.you_may_read || computation.latest_run.is_none() {
                 continue;
             }
-            for shape in self
-                .engine
-                .section_shapes(caller, &computation.name, None)
-                .map_err(status)?
-            {
+            for shape in self.engine.section_shapes(caller, &computation.name, None).map_err(status)? {
                 infos.push(self.section_info(caller, &computation.name, &shape)?);
             }
         }
@@ -182,36 +145,20 @@ impl SealroomFlight {
         computation: &str,
         shape: &sealroom_engine::SectionShape,
     ) -> Result<FlightInfo, Status> {
-        let path = section_path(
-            caller.room_id().as_str(),
-            computation,
-            &shape.run_id,
-            &shape.name,
-        );
-        FlightInfo::new()
-            .try_with_schema(&shape.schema)
-            .map_err(|e| Status::internal(e.to_string()))
-            .map(|info| {
-                info.with_descriptor(FlightDescriptor::new_path(vec![path.clone()]))
-                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(path)))
-                    .with_total_records(i64::try_from(shape.rows).unwrap_or(-1))
-                    .with_ordered(true)
-            })
+        let path = section_path(caller.room_id().as_str(), computation, &shape.run_id, &shape.name);
+        FlightInfo::new().try_with_schema(&shape.schema).map_err(|e| Status::internal(e.to_string())).map(|info| {
+            info.with_descriptor(FlightDescriptor::new_path(vec![path.clone()]))
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(path)))
+                .with_total_records(i64::try_from(shape.rows).unwrap_or(-1))
+                .with_ordered(true)
+        })
     }
 
     /// FlightInfo of a table for its owner: the schema the contract expects and the dataset status.
     fn table_info(&self, caller: &Caller, table: &str) -> Result<FlightInfo, Status> {
-        let status_of = self
-            .engine
-            .datasets(caller)
-            .map_err(status)?
-            .into_iter()
-            .find(|d| d.table == table);
+        let status_of = self.engine.datasets(caller).map_err(status)?.into_iter().find(|d| d.table == table);
         let Some(dataset) = status_of else {
-            return Err(status(Error::NotFound(format!(
-                "room {} has no table '{table}'",
-                caller.room_id()
-            ))));
+            return Err(status(Error::NotFound(format!("room {} has no table '{table}'", caller.room_id()))));
         };
         if dataset.owner != caller.participant() {
             return Err(status(Error::PermissionDenied(format!(
@@ -232,24 +179,12 @@ impl SealroomFlight {
     fn info_for(&self, caller: &Caller, target: &Target) -> Result<FlightInfo, Status> {
         match target {
             Target::Table { table, .. } => self.table_info(caller, table),
-            Target::Section {
-                computation,
-                run,
-                section,
-                ..
-            } => {
-                let shapes = self
-                    .engine
-                    .section_shapes(caller, computation, Some(run))
-                    .map_err(status)?;
+            Target::Section { computation, run, section, .. } => {
+                let shapes = self.engine.section_shapes(caller, computation, Some(run)).map_err(status)?;
                 let shape = shapes.iter().find(|s| &s.name == section).ok_or_else(|| {
                     Status::not_found(format!(
                         "computation '{computation}' has no section '{section}' (sections: {})",
-                        shapes
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        shapes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
                     ))
                 })?;
                 self.section_info(caller, computation, shape)
@@ -275,34 +210,22 @@ impl FlightService for SealroomFlight {
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty handshake"))?;
-        let token = String::from_utf8(first.payload.to_vec()).map_err(|_| {
-            Status::unauthenticated("the handshake payload must be the bearer token (UTF-8)")
-        })?;
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty handshake"))?;
+        let token = String::from_utf8(first.payload.to_vec())
+            .map_err(|_| Status::unauthenticated("the handshake payload must be the bearer token (UTF-8)"))?;
         let memberships = self.engine.memberships(token.trim());
         if memberships.is_empty() {
-            return Err(Status::unauthenticated(
-                "the token is not the credential of any participant of a hosted room",
-            ));
+            return Err(Status::unauthenticated("the token is not the credential of any participant of a hosted room"));
         }
         let body = serde_json::json!({
             "memberships": memberships.iter().map(|c| serde_json::json!({"room_id": c.room_id().as_str(), "participant": c.participant()})).collect::<Vec<_>>(),
             "authorization": "send `authorization: Bearer <token>` on every call",
         });
-        let response = HandshakeResponse {
-            protocol_version: first.protocol_version,
-            payload: body.to_string().into(),
-        };
+        let response = HandshakeResponse { protocol_version: first.protocol_version, payload: body.to_string().into() };
         Ok(Response::new(stream::once(async { Ok(response) }).boxed()))
     }
 
-    async fn list_flights(
-        &self,
-        request: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
         let token = bearer(&request)?;
         let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
         let mut infos = Vec::new();
@@ -313,89 +236,56 @@ impl FlightService for SealroomFlight {
             infos.extend(self.result_infos(&caller)?);
         }
         if infos.is_empty() && self.engine.memberships(&token).is_empty() {
-            return Err(Status::unauthenticated(
-                "the token is not the credential of any participant of a hosted room",
-            ));
+            return Err(Status::unauthenticated("the token is not the credential of any participant of a hosted room"));
         }
         let infos: Vec<Result<FlightInfo, Status>> = infos
             .into_iter()
             .filter(|i| {
-                i.flight_descriptor
-                    .as_ref()
-                    .is_none_or(|d| d.path.first().is_none_or(|p| p.starts_with(&prefix)))
+                i.flight_descriptor.as_ref().is_none_or(|d| d.path.first().is_none_or(|p| p.starts_with(&prefix)))
             })
             .map(Ok)
             .collect();
         Ok(Response::new(stream::iter(infos).boxed()))
     }
 
-    async fn get_flight_info(
-        &self,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         let target = parse_descriptor(request.get_ref())?;
         let caller = self.caller(&request, target.room())?;
         Ok(Response::new(self.info_for(&caller, &target)?))
     }
 
-    async fn poll_flight_info(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
         Err(Status::unimplemented(
             "PollFlightInfo is not offered: results are computed by DoAction(\"run-computation\") and are then \
              immediately available through GetFlightInfo and DoGet",
         ))
     }
 
-    async fn get_schema(
-        &self,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
         let target = parse_descriptor(request.get_ref())?;
         let caller = self.caller(&request, target.room())?;
         let info = self.info_for(&caller, &target)?;
-        let schema = info
-            .try_decode_schema()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let schema = info.try_decode_schema().map_err(|e| Status::internal(e.to_string()))?;
         let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(result))
     }
 
-    async fn do_get(
-        &self,
-        request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = String::from_utf8(request.get_ref().ticket.to_vec()).map_err(|_| {
-            Status::invalid_argument(format!("the ticket is not UTF-8; {PATH_HELP}"))
-        })?;
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = String::from_utf8(request.get_ref().ticket.to_vec())
+            .map_err(|_| Status::invalid_argument(format!("the ticket is not UTF-8; {PATH_HELP}")))?;
         let target = parse_path(&[ticket])?;
-        let Target::Section {
-            room,
-            computation,
-            run,
-            section,
-        } = target
-        else {
+        let Target::Section { room, computation, run, section } = target else {
             return Err(Status::permission_denied(
                 "tables are never downloaded: only released results can be read (tickets name a result section)",
             ));
         };
         let caller = self.caller(&request, &room)?;
-        let released = self
-            .engine
-            .release(&caller, &computation, Some(&run), Channel::Flight)
-            .map_err(status)?;
+        let released = self.engine.release(&caller, &computation, Some(&run), Channel::Flight).map_err(status)?;
         let section = released.section(&section).ok_or_else(|| {
             Status::not_found(format!(
                 "computation '{computation}' has no section '{section}' (sections: {})",
-                released
-                    .sections()
-                    .iter()
-                    .map(|s| s.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                released.sections().iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
             ))
         })?;
         let batch = section.to_record_batch().map_err(status)?;
@@ -409,21 +299,14 @@ impl FlightService for SealroomFlight {
         Ok(Response::new(stream.boxed()))
     }
 
-    async fn do_put(
-        &self,
-        request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
         let token = bearer(&request)?;
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.ok_or_else(|| {
-            Status::invalid_argument(
-                "the DoPut stream is empty: send a descriptor and a schema first",
-            )
+            Status::invalid_argument("the DoPut stream is empty: send a descriptor and a schema first")
         })?;
         let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "the first DoPut message carries no flight descriptor; {PATH_HELP}"
-            ))
+            Status::invalid_argument(format!("the first DoPut message carries no flight descriptor; {PATH_HELP}"))
         })?;
         let Target::Table { room, table } = parse_descriptor(&descriptor)? else {
             return Err(Status::invalid_argument(
@@ -432,8 +315,7 @@ impl FlightService for SealroomFlight {
         };
         let caller = self.engine.authenticate(&room, &token).map_err(status)?;
         let mut session = self.engine.begin_upload(&caller, &table).map_err(status)?;
-        let data = stream::once(async { Ok(first) })
-            .chain(incoming.map_err(|s| FlightError::Tonic(Box::new(s))));
+        let data = stream::once(async { Ok(first) }).chain(incoming.map_err(|s| FlightError::Tonic(Box::new(s))));
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         loop {
             match batches.next().await {
@@ -443,8 +325,7 @@ impl FlightService for SealroomFlight {
                     // The session is dropped here: nothing of this upload is kept.
                     let why = match e {
                         FlightError::Tonic(s)
-                            if s.code() == tonic::Code::OutOfRange
-                                || s.message().contains("too large") =>
+                            if s.code() == tonic::Code::OutOfRange || s.message().contains("too large") =>
                         {
                             return Err(Status::resource_exhausted(format!(
                                 "a message of the upload is larger than this server accepts ({}); send smaller record \
@@ -457,9 +338,7 @@ impl FlightService for SealroomFlight {
                         }
                         other => format!("the upload stream could not be decoded: {other}"),
                     };
-                    return Err(Status::aborted(format!(
-                        "{why}. Nothing of this upload was stored; send it again."
-                    )));
+                    return Err(Status::aborted(format!("{why}. Nothing of this upload was stored; send it again.")));
                 }
             }
             if let Some(schema) = batches.schema() {
@@ -477,16 +356,11 @@ impl FlightService for SealroomFlight {
             "data_sha256": manifest.data_sha256,
             "committed_at": manifest.committed_at,
         });
-        let result = PutResult {
-            app_metadata: body.to_string().into(),
-        };
+        let result = PutResult { app_metadata: body.to_string().into() };
         Ok(Response::new(stream::once(async { Ok(result) }).boxed()))
     }
 
-    async fn do_action(
-        &self,
-        request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.get_ref();
         if action.r#type != RUN_ACTION {
             return Err(Status::invalid_argument(format!(
@@ -507,40 +381,27 @@ impl FlightService for SealroomFlight {
                     "the {RUN_ACTION} body must be {{\"room_id\": …, \"computation\": …}}: {e}"
                 ))
             })?;
-            RunComputation {
-                room_id: b.room_id,
-                computation: b.computation,
-            }
+            RunComputation { room_id: b.room_id, computation: b.computation }
         } else {
             RunComputation::decode(body.clone()).map_err(|e| {
-                Status::invalid_argument(format!("the {RUN_ACTION} body is neither JSON nor a sealroom.flight.v1.RunComputation: {e}"))
+                Status::invalid_argument(format!(
+                    "the {RUN_ACTION} body is neither JSON nor a sealroom.flight.v1.RunComputation: {e}"
+                ))
             })?
         };
         let caller = self.caller(&request, &run.room_id)?;
-        let record = self
-            .engine
-            .run(&caller, &run.computation)
-            .await
-            .map_err(status)?;
+        let record = self.engine.run(&caller, &run.computation).await.map_err(status)?;
         let tickets: serde_json::Map<String, serde_json::Value> = record
             .sections
             .iter()
-            .map(|s| {
-                (
-                    s.clone(),
-                    section_path(&run.room_id, &record.computation, &record.run_id, s).into(),
-                )
-            })
+            .map(|s| (s.clone(), section_path(&run.room_id, &record.computation, &record.run_id, s).into()))
             .collect();
         let body = serde_json::json!({ "run": record, "tickets": tickets });
         let result = arrow_flight::Result::new(body.to_string());
         Ok(Response::new(stream::once(async { Ok(result) }).boxed()))
     }
 
-    async fn list_actions(
-        &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
         let action = ActionType {
             r#type: RUN_ACTION.into(),
             description: "Run a computation. Body: {\"room_id\": …, \"computation\": …} (JSON) or \
@@ -554,9 +415,7 @@ impl FlightService for SealroomFlight {
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented(
-            "DoExchange is not offered: upload with DoPut and read released results with DoGet",
-        ))
+        Err(Status::unimplemented("DoExchange is not offered: upload with DoPut and read released results with DoGet"))
     }
 }
 
@@ -567,18 +426,10 @@ mod tests {
     #[test]
     fn paths_parse_in_one_or_many_segments() {
         let one = parse_path(&["rooms/abc/tables/crm".into()]).unwrap();
-        let many =
-            parse_path(&["rooms".into(), "abc".into(), "tables".into(), "crm".into()]).unwrap();
+        let many = parse_path(&["rooms".into(), "abc".into(), "tables".into(), "crm".into()]).unwrap();
         assert_eq!(one, many);
-        assert_eq!(
-            one,
-            Target::Table {
-                room: "abc".into(),
-                table: "crm".into()
-            }
-        );
-        let s = parse_path(&["rooms/r/computations/overlap/runs/latest/sections/summary".into()])
-            .unwrap();
+        assert_eq!(one, Target::Table { room: "abc".into(), table: "crm".into() });
+        let s = parse_path(&["rooms/r/computations/overlap/runs/latest/sections/summary".into()]).unwrap();
         assert_eq!(
             s,
             Target::Section {
@@ -589,32 +440,15 @@ mod tests {
             }
         );
         let err = parse_path(&["tables/crm".into()]).unwrap_err();
-        assert!(
-            err.message()
-                .contains("expected `rooms/<room id>/tables/<table>`")
-        );
+        assert!(err.message().contains("expected `rooms/<room id>/tables/<table>`"));
     }
 
     #[test]
     fn upload_commands_parse() {
-        let cmd = UploadTable {
-            room_id: "r".into(),
-            table: "t".into(),
-        };
+        let cmd = UploadTable { room_id: "r".into(), table: "t".into() };
         let d = FlightDescriptor::new_cmd(cmd.encode_to_vec());
-        assert_eq!(
-            parse_descriptor(&d).unwrap(),
-            Target::Table {
-                room: "r".into(),
-                table: "t".into()
-            }
-        );
+        assert_eq!(parse_descriptor(&d).unwrap(), Target::Table { room: "r".into(), table: "t".into() });
         let bad = FlightDescriptor::new_cmd(vec![0xff, 0xff]);
-        assert!(
-            parse_descriptor(&bad)
-                .unwrap_err()
-                .message()
-                .contains("UploadTable")
-        );
+        assert!(parse_descriptor(&bad).unwrap_err().message().contains("UploadTable"));
     }
 }

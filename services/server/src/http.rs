@@ -52,16 +52,9 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-        };
+        let m = Self { requests: Family::default(), seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)) };
         let r = registry.sub_registry_with_prefix("sealroom_http");
-        r.register(
-            "requests",
-            "HTTP requests by method, route and status",
-            m.requests.clone(),
-        );
+        r.register("requests", "HTTP requests by method, route and status", m.requests.clone());
         r.register("request_seconds", "HTTP request latency", m.seconds.clone());
         m
     }
@@ -88,18 +81,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Token {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            Error::Unauthenticated("missing `Authorization: Bearer <token>` header".into())
-        })?;
-        let text = header
-            .to_str()
-            .map_err(|_| Error::Unauthenticated("the Authorization header is not ASCII".into()))?;
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| Error::Unauthenticated("missing `Authorization: Bearer <token>` header".into()))?;
+        let text =
+            header.to_str().map_err(|_| Error::Unauthenticated("the Authorization header is not ASCII".into()))?;
         let token = text
             .strip_prefix("Bearer ")
             .or_else(|| text.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
-            })?;
+            .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
         Ok(Token(token.trim().to_owned()))
     }
 }
@@ -116,14 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}", get(room))
         .route("/rooms/{room}/datasets", get(datasets))
         .route("/rooms/{room}/computations", get(computations))
-        .route(
-            "/rooms/{room}/computations/{name}/runs",
-            get(list_runs).post(run),
-        )
-        .route(
-            "/rooms/{room}/computations/{name}/runs/{run}/result",
-            get(result),
-        )
+        .route("/rooms/{room}/computations/{name}/runs", get(list_runs).post(run))
+        .route("/rooms/{room}/computations/{name}/runs/{run}/result", get(result))
         .route("/rooms/{room}/audit", get(audit));
     Router::new()
         .route("/healthz", get(healthz))
@@ -137,24 +122,11 @@ pub fn router(state: AppState) -> Router {
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .get_or_create(&RouteLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    state
-        .metrics
-        .seconds
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.get_or_create(&RouteLabels { method, route, status: response.status().as_u16() }).inc();
+    state.metrics.seconds.observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -180,20 +152,9 @@ async fn healthz(State(state): State<AppState>) -> Json<Value> {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not encode metrics: {e}"),
-        )
-            .into_response();
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode metrics: {e}")).into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn list_rooms(State(state): State<AppState>, token: Token) -> ApiResult<Json<Value>> {
@@ -214,33 +175,19 @@ async fn list_rooms(State(state): State<AppState>, token: Token) -> ApiResult<Js
     Ok(Json(json!({ "rooms": rooms })))
 }
 
-async fn room(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    token: Token,
-) -> ApiResult<Json<Value>> {
+async fn room(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
     let caller = caller(&state, &room, &token)?;
     Ok(Json(state.engine.room_view(&caller)?))
 }
 
-async fn datasets(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    token: Token,
-) -> ApiResult<Json<Value>> {
+async fn datasets(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
     let caller = caller(&state, &room, &token)?;
     Ok(Json(json!({ "datasets": state.engine.datasets(&caller)? })))
 }
 
-async fn computations(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    token: Token,
-) -> ApiResult<Json<Value>> {
+async fn computations(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
     let caller = caller(&state, &room, &token)?;
-    Ok(Json(
-        json!({ "computations": state.engine.computations(&caller)? }),
-    ))
+    Ok(Json(json!({ "computations": state.engine.computations(&caller)? })))
 }
 
 async fn list_runs(
@@ -259,14 +206,8 @@ async fn run(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let caller = caller(&state, &room, &token)?;
     let record = state.engine.run(&caller, &name).await?;
-    let result = format!(
-        "/v1/rooms/{room}/computations/{name}/runs/{}/result",
-        record.run_id
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "run": record, "result": result })),
-    ))
+    let result = format!("/v1/rooms/{room}/computations/{name}/runs/{}/result", record.run_id);
+    Ok((StatusCode::CREATED, Json(json!({ "run": record, "result": result }))))
 }
 
 async fn result(
@@ -277,19 +218,13 @@ async fn result(
     let caller = caller(&state, &room, &token)?;
     let engine = state.engine.clone();
     // The release fsyncs its audit entry: keep it off the async workers.
-    let released = tokio::task::spawn_blocking(move || {
-        engine.release(&caller, &name, Some(&run), Channel::Rest)
-    })
-    .await
-    .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
+    let released = tokio::task::spawn_blocking(move || engine.release(&caller, &name, Some(&run), Channel::Rest))
+        .await
+        .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
     Ok(Json(released.json().clone()))
 }
 
-async fn audit(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    token: Token,
-) -> ApiResult<Json<Value>> {
+async fn audit(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
     let caller = caller(&state, &room, &token)?;
     let entries = state.engine.audit_entries(&caller)?;
     let head = entries.last().map(|e| e.entry_sha256.clone());

@@ -33,10 +33,7 @@ pub enum ServerError {
     #[error(transparent)]
     Engine(#[from] sealroom_engine::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(String),
 }
@@ -61,10 +58,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Opens the engine, binds the Flight and REST listeners and starts serving.
-pub async fn start(
-    config: &ServerConfig,
-    contracts: Vec<RoomContract>,
-) -> Result<RunningServer, ServerError> {
+pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Result<RunningServer, ServerError> {
     let mut registry = Registry::default();
     let engine_metrics = Arc::new(EngineMetrics::register(&mut registry));
     let http_metrics = http::HttpMetrics::register(&mut registry);
@@ -78,22 +72,12 @@ pub async fn start(
 
     let flight_listener = TcpListener::bind(config.flight_addr)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.flight_addr,
-            source,
-        })?;
+        .map_err(|source| ServerError::Bind { addr: config.flight_addr, source })?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
-    let flight_addr = flight_listener
-        .local_addr()
-        .map_err(|e| ServerError::Serve(e.to_string()))?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|e| ServerError::Serve(e.to_string()))?;
+        .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+    let flight_addr = flight_listener.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let http_addr = http_listener.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?;
     let (stop, rx) = watch::channel(false);
 
     let service = FlightServiceServer::new(flight::SealroomFlight::new(engine.clone()))
@@ -103,49 +87,26 @@ pub async fn start(
     let flight = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(flight_listener),
-                stopped(flight_rx),
-            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), stopped(flight_rx))
             .await
             .map_err(|e| e.to_string())
     });
 
-    let state = http::AppState {
-        engine: engine.clone(),
-        registry: Arc::new(registry),
-        metrics: http_metrics,
-    };
+    let state = http::AppState { engine: engine.clone(), registry: Arc::new(registry), metrics: http_metrics };
     let app = http::router(state);
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(stopped(rx))
-            .await
-            .map_err(|e| e.to_string())
+        axum::serve(http_listener, app).with_graceful_shutdown(stopped(rx)).await.map_err(|e| e.to_string())
     });
     tracing::info!(%flight_addr, %http_addr, tee = engine.tee().name(), "sealroom server listening");
-    Ok(RunningServer {
-        flight_addr,
-        http_addr,
-        engine,
-        stop,
-        flight,
-        http,
-    })
+    Ok(RunningServer { flight_addr, http_addr, engine, stop, flight, http })
 }
 
 impl RunningServer {
     /// Stops accepting, drains in-flight requests, then closes the engine's sinks.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
-        let flight = self
-            .flight
-            .await
-            .map_err(|e| ServerError::Serve(e.to_string()))?;
-        let http = self
-            .http
-            .await
-            .map_err(|e| ServerError::Serve(e.to_string()))?;
+        let flight = self.flight.await.map_err(|e| ServerError::Serve(e.to_string()))?;
+        let http = self.http.await.map_err(|e| ServerError::Serve(e.to_string()))?;
         self.engine.close().await;
         flight.map_err(ServerError::Serve)?;
         http.map_err(ServerError::Serve)?;
@@ -155,10 +116,7 @@ impl RunningServer {
 }
 
 /// Loads the configured rooms, serves until `shutdown` completes, then shuts down in order.
-pub async fn run(
-    config: ServerConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let contracts = config.load_rooms().map_err(ServerError::Config)?;
     let server = start(&config, contracts).await?;
     shutdown.await;

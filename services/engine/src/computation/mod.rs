@@ -46,10 +46,7 @@ pub(crate) async fn run(
 ) -> Result<Vec<ComputedSection>> {
     match &computation.kind {
         Some(computation::Kind::Overlap(spec)) => overlap::run(contract, spec, tables).await,
-        None => Err(Error::Contract(format!(
-            "computation '{}' has no kind",
-            computation.name
-        ))),
+        None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }
 }
 

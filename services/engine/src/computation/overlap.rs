@@ -19,9 +19,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sealroom_proto::room::v1::{
-    ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table,
-};
+use sealroom_proto::room::v1::{ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table};
 
 use super::{InputTable, quote, session};
 use crate::error::{Error, Result};
@@ -33,29 +31,18 @@ const PUBLISHER: &str = "publisher";
 const SEGMENTS: &str = "segments";
 
 fn person_expr(table: &Table) -> String {
-    quote(
-        table
-            .user_id_column()
-            .map_or(ROW_ID_COLUMN, |c| c.name.as_str()),
-    )
+    quote(table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str()))
 }
 
 /// The identifier kinds to match on: the contract's list, or every hashed kind both tables carry.
-fn match_kinds(
-    spec: &OverlapComputation,
-    advertiser: &Table,
-    publisher: &Table,
-) -> Vec<IdentifierKind> {
+fn match_kinds(spec: &OverlapComputation, advertiser: &Table, publisher: &Table) -> Vec<IdentifierKind> {
     let listed: Vec<IdentifierKind> = spec.match_on().collect();
     if !listed.is_empty() {
         return listed;
     }
     [IdentifierKind::HashedEmail, IdentifierKind::HashedPhone]
         .into_iter()
-        .filter(|k| {
-            advertiser.columns_of_kind(*k).next().is_some()
-                && publisher.columns_of_kind(*k).next().is_some()
-        })
+        .filter(|k| advertiser.columns_of_kind(*k).next().is_some() && publisher.columns_of_kind(*k).next().is_some())
         .collect()
 }
 
@@ -103,16 +90,11 @@ async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
 }
 
 fn int_at(batches: &[RecordBatch], column: usize) -> Result<u64> {
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::Computation("empty aggregate".into()))?;
+    let batch =
+        batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Computation("empty aggregate".into()))?;
     let array = batch.column(column);
     if array.data_type() != &DataType::Int64 {
-        return Err(Error::Computation(format!(
-            "unexpected aggregate type {}",
-            array.data_type()
-        )));
+        return Err(Error::Computation(format!("unexpected aggregate type {}", array.data_type())));
     }
     Ok(u64::try_from(array.as_primitive::<Int64Type>().value(0)).unwrap_or(0))
 }
@@ -136,22 +118,13 @@ pub(crate) async fn counts(
     tables: &HashMap<String, InputTable>,
 ) -> Result<OverlapCounts> {
     let table = |name: &str| {
-        contract
-            .table(name)
-            .ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
+        contract.table(name).ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
     };
     let advertiser = table(&spec.advertiser_table)?;
     let publisher = table(&spec.publisher_table)?;
-    let segment_table = if spec.segment_table.is_empty() {
-        publisher
-    } else {
-        table(&spec.segment_table)?
-    };
+    let segment_table = if spec.segment_table.is_empty() { publisher } else { table(&spec.segment_table)? };
     let input = |name: &str| {
-        tables
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
+        tables.get(name).cloned().ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
     };
     let mut registered = HashMap::new();
     registered.insert(ADVERTISER.to_owned(), input(&advertiser.name)?);
@@ -166,9 +139,7 @@ pub(crate) async fn counts(
 
     let kinds = match_kinds(spec, advertiser, publisher);
     if kinds.is_empty() {
-        return Err(Error::Contract(
-            "overlap has no identifier kind to match on".into(),
-        ));
+        return Err(Error::Contract("overlap has no identifier kind to match on".into()));
     }
     let matched_sql = format!(
         "SELECT DISTINCT a.person AS ap, p.person AS pp FROM ({}) a JOIN ({}) p ON a.kind = p.kind AND a.k = p.k",
@@ -178,10 +149,7 @@ pub(crate) async fn counts(
     let df = ctx.sql(&matched_sql).await?;
     let schema = df.schema().inner().clone();
     let matched = df.collect().await?;
-    ctx.register_table(
-        "matched",
-        std::sync::Arc::new(MemTable::try_new(schema, vec![matched])?),
-    )?;
+    ctx.register_table("matched", std::sync::Arc::new(MemTable::try_new(schema, vec![matched])?))?;
 
     let totals = collect(
         &ctx,
@@ -203,11 +171,7 @@ pub(crate) async fn counts(
 
     if let Some(segments) = segments_sql(segment_table, segment_registered) {
         counts.has_segments = true;
-        let all = collect(
-            &ctx,
-            &format!("SELECT DISTINCT segment FROM ({segments}) s"),
-        )
-        .await?;
+        let all = collect(&ctx, &format!("SELECT DISTINCT segment FROM ({segments}) s")).await?;
         for batch in &all {
             let names = batch.column(0).as_string::<i32>();
             for i in 0..names.len() {
@@ -229,10 +193,7 @@ pub(crate) async fn counts(
             for i in 0..batch.num_rows() {
                 counts.by_segment.insert(
                     names.value(i).to_owned(),
-                    (
-                        u64::try_from(np.value(i)).unwrap_or(0),
-                        u64::try_from(na.value(i)).unwrap_or(0),
-                    ),
+                    (u64::try_from(np.value(i)).unwrap_or(0), u64::try_from(na.value(i)).unwrap_or(0)),
                 );
             }
         }
@@ -241,11 +202,7 @@ pub(crate) async fn counts(
 }
 
 fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
-    MetricSpec {
-        name: name.into(),
-        kind,
-        description: description.into(),
-    }
+    MetricSpec { name: name.into(), kind, description: description.into() }
 }
 
 /// The report sections of an overlap.
@@ -255,7 +212,8 @@ pub(crate) fn sections(c: &OverlapCounts) -> Vec<ComputedSection> {
     let overlap_individuals = c.matched_advertiser.min(c.matched_publisher);
     let summary = ComputedSection {
         name: "summary".into(),
-        description: "Overlap of the advertiser and publisher tables, with match rates from each side's denominator".into(),
+        description: "Overlap of the advertiser and publisher tables, with match rates from each side's denominator"
+            .into(),
         dimensions: vec![],
         metrics: vec![
             metric("advertiser_individuals", MetricKind::Count, "distinct individuals in the advertiser table"),

@@ -1,0 +1,294 @@
+//! `sealroom link`: link two CSV files (or deduplicate one) locally, and measure quality against a
+//! truth file. Reproducible evaluation of the matcher the engine runs inside the enclave.
+//!
+//! The last line printed is a JSON object with `precision`, `recall`, `f1` (when a truth file is
+//! given), `pairs_compared` and `seconds`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sealroom_matching::eval::{Quality, evaluate};
+use sealroom_matching::fuzzy::{self, Records, Settings};
+use serde_json::json;
+
+use crate::CliError;
+
+/// Longest field accepted, in bytes: longer values are data errors, not names.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// A CSV file read as strings: its id column and every other column.
+#[derive(Debug, Clone)]
+pub struct CsvTable {
+    pub path: PathBuf,
+    pub ids: Vec<String>,
+    pub id_column: String,
+    pub columns: Vec<(String, Vec<Option<String>>)>,
+}
+
+/// Reads a CSV with a header row. The id column is `id_column`, or the first column. Every failure
+/// names the file, the line and the column.
+pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Result<CsvTable, CliError> {
+    let file = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
+    let where_ = |line: u64| format!("{} line {line}", path.display());
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return Err(CliError::Input(format!("{}: cannot read the header row: {}", path.display(), csv_error(&e))));
+        }
+    };
+    if headers.is_empty() || (headers.len() == 1 && headers[0].trim().is_empty()) {
+        return Err(CliError::Input(format!(
+            "{} is empty: it needs a header row and at least one record",
+            path.display()
+        )));
+    }
+    let names: Vec<String> = headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_owned()).collect();
+    let mut seen = HashSet::new();
+    for n in &names {
+        if !seen.insert(n.as_str()) {
+            return Err(CliError::Input(format!("{}: column '{n}' appears twice in the header", path.display())));
+        }
+    }
+    let id_at = match id_column {
+        Some(c) => names.iter().position(|n| n == c).ok_or_else(|| {
+            CliError::Input(format!("{}: no id column '{c}' (columns: {})", path.display(), names.join(", ")))
+        })?,
+        None => 0,
+    };
+    for e in exclude {
+        if !names.contains(e) {
+            return Err(CliError::Input(format!(
+                "{}: --exclude-column {e}: no such column (columns: {})",
+                path.display(),
+                names.join(", ")
+            )));
+        }
+    }
+    let keep: Vec<usize> = (0..names.len()).filter(|i| *i != id_at && !exclude.contains(&names[*i])).collect();
+    let mut ids = Vec::new();
+    let mut columns: Vec<(String, Vec<Option<String>>)> =
+        keep.iter().map(|i| (names[*i].clone(), Vec::new())).collect();
+    let mut first_line_of: HashMap<String, u64> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(CliError::Input(format!("{}: {}", where_(line), csv_error(&e))));
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        for (i, value) in record.iter().enumerate() {
+            if value.len() > MAX_FIELD_BYTES {
+                return Err(CliError::Input(format!(
+                    "{} column '{}': a {}-byte value; fields longer than {MAX_FIELD_BYTES} bytes are refused",
+                    where_(line),
+                    names[i],
+                    value.len()
+                )));
+            }
+        }
+        let id = record.get(id_at).unwrap_or_default().trim().to_owned();
+        if id.is_empty() {
+            return Err(CliError::Input(format!("{} column '{}': the record id is empty", where_(line), names[id_at])));
+        }
+        if let Some(first) = first_line_of.insert(id.clone(), line) {
+            return Err(CliError::Input(format!(
+                "{} column '{}': duplicate record id '{id}' (first on line {first}); ids must be unique",
+                where_(line),
+                names[id_at]
+            )));
+        }
+        ids.push(id);
+        for (slot, i) in columns.iter_mut().zip(&keep) {
+            let v = record.get(*i).unwrap_or_default().trim();
+            slot.1.push((!v.is_empty()).then(|| v.to_owned()));
+        }
+    }
+    if ids.is_empty() {
+        return Err(CliError::Input(format!("{} has a header but no records", path.display())));
+    }
+    Ok(CsvTable { path: path.to_owned(), ids, id_column: names[id_at].clone(), columns })
+}
+
+fn csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            format!("not UTF-8 (field {} is invalid); convert the file to UTF-8", err.field() + 1)
+        }
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("{len} fields where the header has {expected_len}")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Reads a truth file of `left_id,right_id` pairs (header row first).
+pub fn read_truth(path: &Path) -> Result<Vec<(String, String)>, CliError> {
+    let file = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().from_reader(std::io::BufReader::new(file));
+    let mut pairs = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| CliError::Input(format!("{}: {}", path.display(), csv_error(&e))))?;
+        if record.len() < 2 {
+            return Err(CliError::Input(format!("{} line {}: expected left_id,right_id", path.display(), i + 2)));
+        }
+        pairs.push((record[0].trim().to_owned(), record[1].trim().to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// Pairs a linkage predicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Predicted {
+    pub matches: usize,
+    pub pairs_compared: u64,
+    /// `(left id, right id)`.
+    pub pairs: Vec<(String, String)>,
+}
+
+/// What `link` was asked to do.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    pub left: PathBuf,
+    /// `None`: deduplicate `left`.
+    pub right: Option<PathBuf>,
+    pub settings: Option<PathBuf>,
+    pub exclude: Vec<String>,
+    pub truth: Option<PathBuf>,
+    pub id_column: Option<String>,
+    pub threshold: Option<f64>,
+    pub clk: bool,
+}
+
+/// The figures `link` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkReport {
+    pub matches: usize,
+    pub pairs_compared: u64,
+    pub seconds: f64,
+    pub quality: Option<Quality>,
+    pub lines: Vec<String>,
+}
+
+impl LinkReport {
+    pub fn json(&self) -> serde_json::Value {
+        let mut v = json!({
+            "matches": self.matches,
+            "pairs_compared": self.pairs_compared,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+        });
+        if let Some(q) = &self.quality {
+            v["precision"] = json!((q.precision * 10_000.0).round() / 10_000.0);
+            v["recall"] = json!((q.recall * 10_000.0).round() / 10_000.0);
+            v["f1"] = json!((q.f1 * 10_000.0).round() / 10_000.0);
+            v["true_positives"] = json!(q.true_positives);
+            v["false_positives"] = json!(q.false_positives);
+            v["false_negatives"] = json!(q.false_negatives);
+        }
+        v
+    }
+}
+
+fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<Settings, CliError> {
+    let mut settings = match &options.settings {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+            Settings::from_yaml(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?
+        }
+        None => Settings::default(),
+    };
+    let inferred = fuzzy::infer(columns);
+    if settings.comparisons.is_empty() {
+        settings.comparisons = inferred.comparisons;
+    }
+    if settings.blocking_rules.is_empty() {
+        settings.blocking_rules = inferred.blocking_rules;
+    }
+    if let Some(t) = options.threshold {
+        settings.threshold = t;
+    }
+    if options.right.is_some() && options.settings.is_none() {
+        settings.one_to_one = true;
+    }
+    Ok(settings)
+}
+
+/// Runs a linkage and evaluates it. Timing covers reading the files through scoring.
+pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
+    let started = Instant::now();
+    let left = read_csv(&options.left, options.id_column.as_deref(), &options.exclude)?;
+    let right = match &options.right {
+        Some(p) => Some(read_csv(p, options.id_column.as_deref(), &options.exclude)?),
+        None => None,
+    };
+    let columns: Vec<String> = left.columns.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(r) = &right {
+        let rc: Vec<&String> = r.columns.iter().map(|(n, _)| n).collect();
+        for c in &columns {
+            if !rc.contains(&c) {
+                return Err(CliError::Input(format!(
+                    "{} has column '{c}' but {} does not",
+                    left.path.display(),
+                    r.path.display()
+                )));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let predicted: Predicted = if options.clk {
+        crate::link_clk::run(&left, right.as_ref(), options.threshold, &mut lines)?
+    } else {
+        let settings = load_settings(options, &columns)?;
+        let prep = |t: &CsvTable| {
+            Records::prepare(t.ids.clone(), &t.columns, &settings)
+                .map_err(|e| CliError::Input(format!("{}: {e}", t.path.display())))
+        };
+        let l = prep(&left)?;
+        let result = match &right {
+            Some(r) => fuzzy::link(&l, &prep(r)?, &settings),
+            None => fuzzy::dedupe(&l, &settings),
+        }
+        .map_err(|e| CliError::Input(e.to_string()))?;
+        let r_ids = right.as_ref().map_or(&left.ids, |r| &r.ids);
+        lines.push(format!(
+            "compared {} candidate pairs from {} blocking rules on {} comparisons (λ = {:.3e})",
+            result.candidates,
+            result.blocking_rules.len(),
+            result.comparisons.len(),
+            result.parameters.lambda
+        ));
+        lines.push(format!(
+            "time: blocking and comparing {:.3}s, estimating {:.3}s, scoring {:.3}s",
+            result.timings.blocking_and_comparing, result.timings.estimating, result.timings.scoring
+        ));
+        let predicted = result
+            .matches
+            .iter()
+            .map(|m| (left.ids[m.left as usize].clone(), r_ids[m.right as usize].clone()))
+            .collect();
+        Predicted { matches: result.matches.len(), pairs_compared: result.candidates, pairs: predicted }
+    };
+    let quality = match &options.truth {
+        Some(path) => {
+            let truth = read_truth(path)?;
+            Some(evaluate(
+                predicted.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                truth.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                right.is_none(),
+            ))
+        }
+        None => None,
+    };
+    Ok(LinkReport {
+        matches: predicted.matches,
+        pairs_compared: predicted.pairs_compared,
+        seconds: started.elapsed().as_secs_f64(),
+        quality,
+        lines,
+    })
+}
