@@ -3,4 +3,6 @@
 //!
 //! Everything here is generated from a seed, so a figure measured on it can be reproduced by anyone.
 
+pub mod emails;
+pub mod people;
 pub mod synth;

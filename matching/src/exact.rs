@@ -17,9 +17,6 @@ use crate::graph::UnionFind;
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
-/// Number of radix partitions (by the first byte of the digest).
-const PARTITIONS: usize = 256;
-
 fn digest_at(array: &FixedSizeBinaryArray, i: usize) -> Option<&Digest> {
     if array.is_null(i) {
         return None;
@@ -27,83 +24,63 @@ fn digest_at(array: &FixedSizeBinaryArray, i: usize) -> Option<&Digest> {
     array.value(i).try_into().ok()
 }
 
-/// One thread's share of one side, scattered by partition.
+/// Number of radix partitions (by the first byte of the digest).
+const PARTITIONS: usize = 128;
+
+fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    (0..n).step_by(chunk).map(|s| s..(s + chunk).min(n)).collect()
+}
+
+/// One thread's share of one side, scattered by partition. An entry packs the digest's first 32
+/// bits (the tag: the top 7 bits pick the partition, the low bits the slot) and the row: 8 bytes a
+/// row instead of 36.
 struct Scattered {
-    keys: Vec<Digest>,
-    rows: Vec<u32>,
-    /// `offsets[p]..offsets[p + 1]` is partition `p`.
-    offsets: Vec<usize>,
+    entries: Vec<Vec<u64>>,
 }
 
 fn scatter(array: &FixedSizeBinaryArray, range: std::ops::Range<usize>) -> Scattered {
-    let mut counts = vec![0usize; PARTITIONS + 1];
-    for i in range.clone() {
-        if let Some(d) = digest_at(array, i) {
-            counts[d[0] as usize + 1] += 1;
-        }
-    }
-    for p in 0..PARTITIONS {
-        counts[p + 1] += counts[p];
-    }
-    let total = counts[PARTITIONS];
-    let mut keys = vec![[0u8; 32]; total];
-    let mut rows = vec![0u32; total];
-    let mut cursor = counts.clone();
+    let guess = range.len() / PARTITIONS + range.len() / PARTITIONS / 8 + 16;
+    let mut entries: Vec<Vec<u64>> = (0..PARTITIONS).map(|_| Vec::with_capacity(guess)).collect();
+    let contiguous = array.null_count() == 0 && array.offset() == 0;
+    let data = array.value_data();
     for i in range {
-        if let Some(d) = digest_at(array, i) {
-            let p = d[0] as usize;
-            keys[cursor[p]] = *d;
-            rows[cursor[p]] = i as u32;
-            cursor[p] += 1;
+        if !contiguous && array.is_null(i) {
+            continue;
         }
+        let d = if contiguous { &data[i * 32..i * 32 + 4] } else { &array.value(i)[..4] };
+        let tag = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        entries[(tag >> 25) as usize].push((u64::from(tag) << 32) | i as u64);
     }
-    Scattered { keys, rows, offsets: counts }
+    Scattered { entries }
 }
 
-fn scatter_all(array: &FixedSizeBinaryArray, threads: usize) -> Vec<Scattered> {
-    let n = array.len();
-    let chunk = n.div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            (0..n).step_by(chunk).map(|start| s.spawn(move || scatter(array, start..(start + chunk).min(n)))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    })
-}
-
-fn slot_hash(d: &Digest) -> usize {
-    // Bytes 8..16 are independent of the partition byte and uniformly distributed.
-    u64::from_le_bytes([d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]]) as usize
-}
-
-fn join_partition(left: &[Scattered], right: &[Scattered], p: usize, out: &mut Vec<(u32, u32)>) {
-    let build: Vec<(&Digest, u32)> = right
-        .iter()
-        .flat_map(|s| {
-            let r = s.offsets[p]..s.offsets[p + 1];
-            s.keys[r.clone()].iter().zip(s.rows[r].iter().copied())
-        })
-        .collect();
-    if build.is_empty() {
+/// Joins one partition on tags; equal tags are candidates, checked on all 256 bits afterwards.
+fn join_partition(probe: &[Scattered], build: &[Scattered], p: usize, out: &mut Vec<(u32, u32)>) {
+    let n: usize = build.iter().map(|b| b.entries[p].len()).sum();
+    if n == 0 {
         return;
     }
-    let capacity = (build.len() * 2).next_power_of_two();
+    // A slot holds a whole entry (0 = empty: row numbers are stored plus one).
+    let capacity = (n * 2).next_power_of_two();
     let mask = capacity - 1;
-    let mut slots = vec![u32::MAX; capacity];
-    for (i, (key, _)) in build.iter().enumerate() {
-        let mut s = slot_hash(key) & mask;
-        while slots[s] != u32::MAX {
-            s = (s + 1) & mask;
+    let mut slots = vec![0u64; capacity];
+    for b in build {
+        for e in &b.entries[p] {
+            let mut s = ((e >> 32) as usize) & mask;
+            while slots[s] != 0 {
+                s = (s + 1) & mask;
+            }
+            slots[s] = e + 1;
         }
-        slots[s] = i as u32;
     }
-    for side in left {
-        let r = side.offsets[p]..side.offsets[p + 1];
-        for (key, row) in side.keys[r.clone()].iter().zip(side.rows[r].iter()) {
-            let mut s = slot_hash(key) & mask;
-            while slots[s] != u32::MAX {
-                let (bk, brow) = build[slots[s] as usize];
-                if bk == key {
-                    out.push((*row, brow));
+    for chunk in probe {
+        for e in &chunk.entries[p] {
+            let tag = e >> 32;
+            let mut s = (tag as usize) & mask;
+            while slots[s] != 0 {
+                if slots[s] >> 32 == tag {
+                    out.push((*e as u32, (slots[s] - 1) as u32));
                 }
                 s = (s + 1) & mask;
             }
@@ -112,23 +89,36 @@ fn join_partition(left: &[Scattered], right: &[Scattered], p: usize, out: &mut V
 }
 
 /// Every `(left row, right row)` whose digests are equal (nulls never match), on `threads` threads.
-/// Pairs come grouped by partition; sort them if order matters.
+/// Both sides are radix-partitioned on the first digest byte, carrying 128 bits of digest; each
+/// partition's table fits in cache; pairs whose 128 bits agree are then checked on all 256 bits in
+/// left-row order, so a match is exact.
 pub fn join_digests(left: &FixedSizeBinaryArray, right: &FixedSizeBinaryArray, threads: usize) -> Vec<(u32, u32)> {
+    if right.len() > left.len() {
+        return join_digests(right, left, threads).into_iter().map(|(r, l)| (l, r)).collect();
+    }
     let threads = threads.max(1);
-    let (l, r) = std::thread::scope(|s| {
-        let l = s.spawn(|| scatter_all(left, threads));
-        let r = scatter_all(right, threads);
-        (l.join().unwrap_or_default(), r)
+    let (probe, build) = std::thread::scope(|s| {
+        let probe: Vec<_> =
+            chunks(left.len(), threads).into_iter().map(|r| s.spawn(move || scatter(left, r))).collect();
+        let build: Vec<_> =
+            chunks(right.len(), threads).into_iter().map(|r| s.spawn(move || scatter(right, r))).collect();
+        (
+            probe.into_iter().filter_map(|h| h.join().ok()).collect::<Vec<_>>(),
+            build.into_iter().filter_map(|h| h.join().ok()).collect::<Vec<_>>(),
+        )
     });
-    let (l, r) = (&l, &r);
+    let (probe, build) = (&probe, &build);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let mut out = Vec::new();
                     for p in (t..PARTITIONS).step_by(threads) {
-                        join_partition(l, r, p, &mut out);
+                        join_partition(probe, build, p, &mut out);
                     }
+                    // Check every candidate on all 256 bits, in left-row order for locality.
+                    out.sort_unstable();
+                    out.retain(|(l, r)| left.value(*l as usize) == right.value(*r as usize));
                     out
                 })
             })

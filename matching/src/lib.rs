@@ -8,6 +8,7 @@
 //! - [`hash`]: SHA-256 of normalized identifiers, and decoding of uploaded hash columns (binary,
 //!   hex or base64) with a precise account of the rows that are not SHA-256.
 
+pub mod batch;
 pub mod clk;
 pub mod eval;
 pub mod exact;

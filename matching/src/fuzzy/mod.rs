@@ -24,11 +24,10 @@ pub mod settings;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use arrow::array::{Array, StringArray};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use compare::{NULL_LEVEL, level_of, soundex};
+pub use compare::{NULL_LEVEL, jaro_winkler, level_of, levenshtein, osa_distance, soundex, within};
 pub use infer::{infer, kind_of};
 pub use model::Parameters;
 pub use settings::{BlockKey, BlockingRule, Comparison, FieldKind, KeyTransform, Level, Settings};
@@ -78,12 +77,21 @@ impl std::fmt::Display for FuzzyError {
 
 impl std::error::Error for FuzzyError {}
 
-/// Normalized records of one file: the columns the settings use, as Arrow strings.
+/// Normalized records of one file: the columns the settings use.
+///
+/// Stored row-major: each record's values sit together in one buffer (a small header of offsets,
+/// then the bytes), so comparing a pair touches two short runs of memory instead of one scattered
+/// location per column — the difference between cache hits and misses when the right-hand records
+/// of candidate pairs come in random order.
 #[derive(Debug, Clone)]
 pub struct Records {
     ids: Vec<String>,
     names: Vec<String>,
-    values: Vec<StringArray>,
+    /// Start of each record in `data` (and one past the end).
+    starts: Vec<u32>,
+    /// Per record: `(offset, length)` of each column as two `u16` each (length `u16::MAX` = null),
+    /// then the values' bytes.
+    data: Vec<u8>,
 }
 
 /// Best-effort normalization for comparison: a value that does not parse is kept as cleaned text
@@ -131,18 +139,62 @@ impl Records {
             }
         }
         let mut names = Vec::new();
-        let mut values = Vec::new();
+        let mut sources: Vec<(&Vec<Option<String>>, FieldKind)> = Vec::new();
         for (name, kind) in needed {
             let (_, column) = raw
                 .iter()
                 .find(|(n, _)| *n == name)
                 .ok_or_else(|| FuzzyError::MissingColumn { column: name.clone(), available: available.clone() })?;
-            let normalized: StringArray =
-                column.iter().map(|v| v.as_deref().and_then(|v| normalize_for(kind, v))).collect();
+            sources.push((column, kind));
             names.push(name);
-            values.push(normalized);
         }
-        Ok(Self { ids, names, values })
+        // Normalizing is the costly part of preparing (Unicode folding of every name): one thread
+        // per column, up to the settings' thread count.
+        let threads = settings.threads().max(1);
+        let columns: Vec<Vec<Option<String>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = sources
+                .chunks(sources.len().div_ceil(threads).max(1))
+                .map(|group| {
+                    s.spawn(move || {
+                        group
+                            .iter()
+                            .map(|(column, kind)| {
+                                column.iter().map(|v| v.as_deref().and_then(|v| normalize_for(*kind, v))).collect()
+                            })
+                            .collect::<Vec<Vec<Option<String>>>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        if columns.len() != names.len() {
+            return Err(FuzzyError::Settings("normalizing the records failed".into()));
+        }
+        let header = 4 * columns.len();
+        let mut starts = Vec::with_capacity(ids.len() + 1);
+        let mut data = Vec::new();
+        for row in 0..ids.len() {
+            let start = data.len();
+            starts
+                .push(u32::try_from(start).map_err(|_| FuzzyError::Settings("more than 4 GiB of record data".into()))?);
+            data.resize(start + header, 0);
+            for (c, column) in columns.iter().enumerate() {
+                // Values longer than a u16 can say are cut (callers refuse such fields anyway).
+                let (offset, len) = match column.get(row).and_then(Option::as_deref) {
+                    Some(v) => {
+                        let v = &v.as_bytes()[..floor_char_boundary(v, 60_000)];
+                        let offset = data.len() - start;
+                        data.extend_from_slice(v);
+                        (offset as u16, v.len() as u16)
+                    }
+                    None => (0, u16::MAX),
+                };
+                data[start + 4 * c..start + 4 * c + 2].copy_from_slice(&offset.to_le_bytes());
+                data[start + 4 * c + 2..start + 4 * c + 4].copy_from_slice(&len.to_le_bytes());
+            }
+        }
+        starts.push(data.len() as u32);
+        Ok(Self { ids, names, starts, data })
     }
 
     pub fn len(&self) -> usize {
@@ -166,9 +218,25 @@ impl Records {
     }
 
     pub(crate) fn value(&self, column: usize, row: usize) -> Option<&str> {
-        let a = &self.values[column];
-        (row < a.len() && a.is_valid(row)).then(|| a.value(row))
+        let start = *self.starts.get(row)? as usize;
+        let h = start + 4 * column;
+        let offset = u16::from_le_bytes([self.data[h], self.data[h + 1]]) as usize;
+        let len = u16::from_le_bytes([self.data[h + 2], self.data[h + 3]]);
+        if len == u16::MAX {
+            return None;
+        }
+        let bytes = &self.data[start + offset..start + offset + len as usize];
+        // Only whole strings are ever written, so this never fails; a failure reads as missing.
+        std::str::from_utf8(bytes).ok()
     }
+}
+
+/// The largest index `<= max` that is a char boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
 }
 
 /// A scored pair.
@@ -198,7 +266,90 @@ pub struct LinkResult {
     pub parameters: Parameters,
     pub comparisons: Vec<Comparison>,
     pub blocking_rules: Vec<BlockingRule>,
+    /// Pairs each blocking rule generates before de-duplication across rules.
+    pub rule_pairs: Vec<u64>,
     pub timings: Timings,
+}
+
+/// Whether a column is a part of a postal address (by its name).
+fn address_part(column: &str) -> bool {
+    matches!(kind_of(column), Some((_, "street" | "street_number" | "address_2" | "city" | "postcode" | "state")))
+}
+
+/// Pairs a blocking rule may generate by default: five per record (at least a million), so that
+/// linking stays linear in the input.
+pub fn default_pair_budget(left: usize, right: usize) -> u64 {
+    (5 * (left as u64 + right as u64)).max(1_000_000)
+}
+
+/// Fits inferred blocking rules to the data: a rule that would generate more than `budget` pairs is
+/// made stricter by adding a key (a name initial, the birth year, a postcode prefix) until it fits,
+/// or dropped. Returns a note per changed rule. Meant for inferred rules; explicit rules are the
+/// user's to tune (they fail with [`FuzzyError::TooManyCandidates`] instead).
+pub fn fit_blocking(settings: &mut Settings, left: &Records, right: Option<&Records>, budget: u64) -> Vec<String> {
+    let roles: Vec<(&str, KeyTransform)> = vec![
+        ("given_name", KeyTransform::First(1)),
+        ("surname", KeyTransform::First(1)),
+        ("date_of_birth", KeyTransform::Year),
+        ("postcode", KeyTransform::First(2)),
+        ("city", KeyTransform::First(2)),
+        ("given_name", KeyTransform::First(3)),
+        ("surname", KeyTransform::First(3)),
+    ];
+    let column_of = |role: &str| left.names.iter().find(|n| kind_of(n).is_some_and(|(_, r)| r == role)).cloned();
+    let count = |rule: &BlockingRule| -> Option<u64> {
+        let cols = |records: &Records| -> Option<Vec<usize>> {
+            rule.iter().map(|k| records.column_index(&k.column)).collect()
+        };
+        let rules = std::slice::from_ref(rule);
+        let lk = blocking::rule_keys(left, rules, &[cols(left)?]);
+        let rk = match right {
+            Some(r) => Some(blocking::rule_keys(r, rules, &[cols(r)?])),
+            None => None,
+        };
+        blocking::count_candidates(&lk, rk.as_ref()).first().copied()
+    };
+    let mut notes = Vec::new();
+    let mut fitted = Vec::new();
+    for rule in std::mem::take(&mut settings.blocking_rules) {
+        let mut rule = rule;
+        let original = rule_name(&rule);
+        let Some(mut pairs) = count(&rule) else {
+            fitted.push(rule);
+            continue;
+        };
+        let mut extra =
+            roles.iter().filter_map(|(role, t)| column_of(role).map(|c| BlockKey { column: c, transform: *t }));
+        while pairs > budget {
+            let Some(key) = extra.find(|k| !rule.iter().any(|r| r.column == k.column)) else { break };
+            rule.push(key);
+            pairs = count(&rule).unwrap_or(0);
+        }
+        if pairs > budget {
+            notes.push(format!(
+                "dropped blocking rule [{original}]: {pairs} pairs even when made stricter (budget {budget})"
+            ));
+            continue;
+        }
+        let key_set = |r: &BlockingRule| {
+            let mut keys: Vec<String> = r.iter().map(ToString::to_string).collect();
+            keys.sort();
+            keys
+        };
+        if fitted.iter().any(|r: &BlockingRule| key_set(r) == key_set(&rule)) {
+            notes.push(format!("blocking rule [{original}] dropped: once made stricter it repeats another rule"));
+            continue;
+        }
+        if rule_name(&rule) != original {
+            notes.push(format!(
+                "blocking rule [{original}] made stricter to [{}] ({pairs} pairs, budget {budget})",
+                rule_name(&rule)
+            ));
+        }
+        fitted.push(rule);
+    }
+    settings.blocking_rules = fitted;
+    notes
 }
 
 /// Links two files (each pair is one record of each).
@@ -363,7 +514,7 @@ fn run(left: &Records, right: Option<&Records>, settings: &Settings) -> Result<L
             });
         }
     }
-    let groups: Vec<HashMap<u64, Vec<u32>>> = rkeys.iter().map(|k| blocking::groups(k)).collect();
+    let groups: Vec<blocking::KeyMap<Vec<u32>>> = (0..rkeys.rules).map(|i| blocking::groups(&rkeys, i)).collect();
     let pattern_of = |l: usize, r: usize| -> u64 {
         let mut p = 0u64;
         for (c, ((lc, rc), lv)) in comparison_columns.iter().zip(&levels).enumerate() {
@@ -382,22 +533,26 @@ fn run(left: &Records, right: Option<&Records>, settings: &Settings) -> Result<L
                     let mut start = t * chunk;
                     while start < left.len() {
                         for l in start..(start + chunk).min(left.len()) {
-                            for (i, keys) in lkeys.iter().enumerate() {
-                                let Some(k) = keys[l] else { continue };
+                            let lrow = lkeys.row(l);
+                            for (i, &k) in lrow.iter().enumerate() {
+                                if k == 0 {
+                                    continue;
+                                }
                                 let Some(members) = groups[i].get(&k) else { continue };
                                 for &r in members {
                                     let r = r as usize;
                                     if dedupe && r <= l {
                                         continue;
                                     }
+                                    let mask = blocking::rule_mask(lrow, rkeys.row(r));
                                     // Generated by an earlier rule already?
-                                    if (0..i).any(|j| lkeys[j][l].is_some() && lkeys[j][l] == rkeys[j][r]) {
+                                    if mask & ((1u16 << i) - 1) != 0 {
                                         continue;
                                     }
                                     out.left.push(l as u32);
                                     out.right.push(r as u32);
                                     out.pattern.push(pattern_of(l, r));
-                                    out.mask.push(blocking::rule_mask(lkeys, rkeys, l, r));
+                                    out.mask.push(mask);
                                 }
                             }
                         }
@@ -441,20 +596,62 @@ fn run(left: &Records, right: Option<&Records>, settings: &Settings) -> Result<L
         if pairs == 0.0 {
             continue;
         }
-        let active: Vec<bool> =
-            settings.comparisons.iter().map(|c| !rule.iter().any(|k| k.column == c.column)).collect();
-        if !active.iter().any(|a| *a) {
+        // A comparison takes part unless the rule blocks on its column, or it agrees exactly in
+        // almost every pair of the rule anyway (a city when the rule blocks on the postcode): such a
+        // comparison cannot tell matches from non-matches among these pairs, and letting it in
+        // would have EM mistake "same place" for "same person".
+        let active: Vec<bool> = settings
+            .comparisons
+            .iter()
+            .enumerate()
+            .map(|(c, comparison)| {
+                // Parts of an address move together: a rule that blocks on one part selects only the
+                // matches that did not move, so it says nothing fair about the other parts.
+                let group = |column: &str| if address_part(column) { "address" } else { column }.to_owned();
+                if rule.iter().any(|k| group(&k.column) == group(&comparison.column)) {
+                    return false;
+                }
+                let (mut exact, mut present) = (0.0, 0.0);
+                for (pattern, n) in patterns {
+                    let level = model::level(*pattern, c);
+                    if level != NULL_LEVEL {
+                        present += n;
+                        if level == 0 {
+                            exact += n;
+                        }
+                    }
+                }
+                present == 0.0 || exact / present < 0.95
+            })
+            .collect();
+        // Parts of an address are not independent given a match (people move, and then every part
+        // changes at once): EM over several of them at once drifts into "a match never moves".
+        // So one address part takes part in EM; the others are estimated afterwards from the
+        // posterior match probabilities of the fitted model, which they did not shape.
+        let mut passive = vec![false; active.len()];
+        let mut seen_address = false;
+        for (c, comparison) in settings.comparisons.iter().enumerate() {
+            if active[c] && address_part(&comparison.column) {
+                if seen_address {
+                    passive[c] = true;
+                }
+                seen_address = true;
+            }
+        }
+        let em_active: Vec<bool> = active.iter().zip(&passive).map(|(a, p)| *a && !*p).collect();
+        if !em_active.iter().any(|a| *a) {
             continue;
         }
         let problem = model::EmProblem {
             patterns,
             levels: &level_counts,
-            active: &active,
+            active: &em_active,
             u: &u,
             max_iterations: settings.max_iterations,
             tolerance: settings.tolerance,
         };
-        let (m, lambda) = model::em(&problem, m_init.clone(), 0.3);
+        let (mut m, lambda) = model::em(&problem, m_init.clone(), 0.3);
+        model::posterior_m(&problem, &mut m, lambda, &passive);
         for c in 0..level_counts.len() {
             if active[c] {
                 for l in 0..level_counts[c] {
@@ -595,6 +792,7 @@ fn run(left: &Records, right: Option<&Records>, settings: &Settings) -> Result<L
         parameters: Parameters { m, u, lambda },
         comparisons: settings.comparisons.clone(),
         blocking_rules: settings.blocking_rules.clone(),
+        rule_pairs: counts,
         timings: Timings {
             blocking_and_comparing: blocking_seconds,
             estimating: estimating_seconds,

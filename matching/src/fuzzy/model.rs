@@ -107,6 +107,49 @@ pub(crate) fn em(problem: &EmProblem<'_>, mut m: Vec<Vec<f64>>, mut lambda: f64)
     (m, lambda)
 }
 
+/// Posterior probability that a pattern is a match under the active comparisons.
+#[allow(clippy::needless_range_loop)]
+fn posterior(problem: &EmProblem<'_>, m: &[Vec<f64>], lambda: f64, pattern: u64) -> f64 {
+    let (mut lm, mut lu) = (lambda.ln(), (1.0 - lambda).ln());
+    for c in 0..problem.levels.len() {
+        let l = level(pattern, c);
+        if !problem.active[c] || l == NULL_LEVEL {
+            continue;
+        }
+        lm += m[c][l as usize].max(1e-12).ln();
+        lu += problem.u[c][l as usize].max(1e-12).ln();
+    }
+    1.0 / (1.0 + (lu - lm).exp())
+}
+
+/// m probabilities of the `passive` comparisons: their level frequencies among the patterns,
+/// weighted by the posterior match probability of the fitted model (one M-step, no feedback).
+#[allow(clippy::needless_range_loop)]
+pub(crate) fn posterior_m(problem: &EmProblem<'_>, m: &mut [Vec<f64>], lambda: f64, passive: &[bool]) {
+    if !passive.iter().any(|p| *p) {
+        return;
+    }
+    let mut num: Vec<Vec<f64>> = problem.levels.iter().map(|l| vec![0.0; *l]).collect();
+    let mut den = vec![0.0; problem.levels.len()];
+    for (pattern, n) in problem.patterns {
+        let w = posterior(problem, m, lambda, *pattern) * n;
+        for c in 0..problem.levels.len() {
+            let l = level(*pattern, c);
+            if passive[c] && l != NULL_LEVEL {
+                num[c][l as usize] += w;
+                den[c] += w;
+            }
+        }
+    }
+    for c in 0..problem.levels.len() {
+        if passive[c] && den[c] > 0.0 {
+            for l in 0..problem.levels[c] {
+                m[c][l] = ((num[c][l] / den[c]) * (1.0 - 1e-6 * problem.levels[c] as f64) + 1e-6).clamp(1e-9, 1.0);
+            }
+        }
+    }
+}
+
 /// Counts of patterns: all candidates, and per training rule.
 pub(crate) fn pattern_counts(candidates: &[(u32, u32, u64, u16)], rules: usize) -> (Patterns, Vec<Patterns>) {
     let mut all: HashMap<u64, f64> = HashMap::new();

@@ -229,12 +229,18 @@ pub struct LinkArgs {
     /// Match on Bloom-filter encodings (CLKs) instead of plaintext.
     #[arg(long)]
     pub clk: bool,
+    /// Write the predicted pairs (`left_id,right_id,score`) to this CSV file.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
     /// The record id column (default: the first column).
     #[arg(long)]
     pub id_column: Option<String>,
     /// Match probability threshold (Dice threshold with --clk).
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// The shared CLK secret, hex (default: a random one per run).
+    #[arg(long, requires = "clk")]
+    pub clk_secret: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,9 +388,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 settings: a.settings,
                 exclude: a.exclude_column,
                 truth: a.truth,
+                output: a.output,
                 id_column: a.id_column,
                 threshold: a.threshold,
                 clk: a.clk,
+                clk_secret: a.clk_secret,
             };
             let report = tokio::task::spawn_blocking(move || link::run(&options))
                 .await

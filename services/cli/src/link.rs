@@ -143,12 +143,16 @@ pub fn read_truth(path: &Path) -> Result<Vec<(String, String)>, CliError> {
 }
 
 /// Pairs a linkage predicted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Predicted {
     pub matches: usize,
     pub pairs_compared: u64,
     /// `(left id, right id)`.
     pub pairs: Vec<(String, String)>,
+    /// The score of each pair (match probability, or Dice with CLKs).
+    pub scores: Vec<f64>,
+    /// Comparison rate of the matching step alone, when it is worth reporting (CLK Dice).
+    pub comparisons_per_second: Option<f64>,
 }
 
 /// What `link` was asked to do.
@@ -160,9 +164,13 @@ pub struct LinkOptions {
     pub settings: Option<PathBuf>,
     pub exclude: Vec<String>,
     pub truth: Option<PathBuf>,
+    /// Write the predicted pairs (`left_id,right_id,score`) here.
+    pub output: Option<PathBuf>,
     pub id_column: Option<String>,
     pub threshold: Option<f64>,
     pub clk: bool,
+    /// Hex secret for CLK encodings (default: random per run).
+    pub clk_secret: Option<String>,
 }
 
 /// The figures `link` reports.
@@ -172,6 +180,7 @@ pub struct LinkReport {
     pub pairs_compared: u64,
     pub seconds: f64,
     pub quality: Option<Quality>,
+    pub comparisons_per_second: Option<f64>,
     pub lines: Vec<String>,
 }
 
@@ -182,6 +191,9 @@ impl LinkReport {
             "pairs_compared": self.pairs_compared,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
         });
+        if let Some(rate) = self.comparisons_per_second {
+            v["comparisons_per_second"] = json!(rate.round());
+        }
         if let Some(q) = &self.quality {
             v["precision"] = json!((q.precision * 10_000.0).round() / 10_000.0);
             v["recall"] = json!((q.recall * 10_000.0).round() / 10_000.0);
@@ -194,7 +206,9 @@ impl LinkReport {
     }
 }
 
-fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<Settings, CliError> {
+/// The settings to link with, and whether the blocking rules were inferred (and so may be fitted
+/// to the data).
+fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<(Settings, bool), CliError> {
     let mut settings = match &options.settings {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
@@ -206,7 +220,8 @@ fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<Settings, 
     if settings.comparisons.is_empty() {
         settings.comparisons = inferred.comparisons;
     }
-    if settings.blocking_rules.is_empty() {
+    let rules_inferred = settings.blocking_rules.is_empty();
+    if rules_inferred {
         settings.blocking_rules = inferred.blocking_rules;
     }
     if let Some(t) = options.threshold {
@@ -215,7 +230,7 @@ fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<Settings, 
     if options.right.is_some() && options.settings.is_none() {
         settings.one_to_one = true;
     }
-    Ok(settings)
+    Ok((settings, rules_inferred))
 }
 
 /// Runs a linkage and evaluates it. Timing covers reading the files through scoring.
@@ -241,16 +256,24 @@ pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
     }
     let mut lines = Vec::new();
     let predicted: Predicted = if options.clk {
-        crate::link_clk::run(&left, right.as_ref(), options.threshold, &mut lines)?
+        crate::link_clk::run(&left, right.as_ref(), options.threshold, options.clk_secret.as_deref(), &mut lines)?
     } else {
-        let settings = load_settings(options, &columns)?;
-        let prep = |t: &CsvTable| {
-            Records::prepare(t.ids.clone(), &t.columns, &settings)
+        let (mut settings, rules_inferred) = load_settings(options, &columns)?;
+        let prep = |t: &CsvTable, settings: &Settings| {
+            Records::prepare(t.ids.clone(), &t.columns, settings)
                 .map_err(|e| CliError::Input(format!("{}: {e}", t.path.display())))
         };
-        let l = prep(&left)?;
-        let result = match &right {
-            Some(r) => fuzzy::link(&l, &prep(r)?, &settings),
+        let l = prep(&left, &settings)?;
+        let r = match &right {
+            Some(t) => Some(prep(t, &settings)?),
+            None => None,
+        };
+        if rules_inferred {
+            let budget = fuzzy::default_pair_budget(l.len(), r.as_ref().map_or(0, Records::len));
+            lines.extend(fuzzy::fit_blocking(&mut settings, &l, r.as_ref(), budget));
+        }
+        let result = match &r {
+            Some(r) => fuzzy::link(&l, r, &settings),
             None => fuzzy::dedupe(&l, &settings),
         }
         .map_err(|e| CliError::Input(e.to_string()))?;
@@ -262,6 +285,20 @@ pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
             result.comparisons.len(),
             result.parameters.lambda
         ));
+        for (c, comparison) in result.comparisons.iter().enumerate() {
+            let levels = comparison.effective_levels();
+            let cells: Vec<String> = (0..=levels.len())
+                .map(|l| {
+                    let name = levels.get(l).map_or_else(|| "else".to_owned(), ToString::to_string);
+                    format!("{name}: m={:.3} u={:.2e}", result.parameters.m[c][l], result.parameters.u[c][l])
+                })
+                .collect();
+            lines.push(format!("  {} ({}): {}", comparison.column, comparison.kind.name(), cells.join("; ")));
+        }
+        for (rule, pairs) in result.blocking_rules.iter().zip(&result.rule_pairs) {
+            let keys: Vec<String> = rule.iter().map(ToString::to_string).collect();
+            lines.push(format!("  rule [{}]: {pairs} pairs", keys.join(", ")));
+        }
         lines.push(format!(
             "time: blocking and comparing {:.3}s, estimating {:.3}s, scoring {:.3}s",
             result.timings.blocking_and_comparing, result.timings.estimating, result.timings.scoring
@@ -271,8 +308,24 @@ pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
             .iter()
             .map(|m| (left.ids[m.left as usize].clone(), r_ids[m.right as usize].clone()))
             .collect();
-        Predicted { matches: result.matches.len(), pairs_compared: result.candidates, pairs: predicted }
+        let scores = result.matches.iter().map(|m| m.probability).collect();
+        Predicted {
+            matches: result.matches.len(),
+            pairs_compared: result.candidates,
+            pairs: predicted,
+            scores,
+            comparisons_per_second: None,
+        }
     };
+    if let Some(path) = &options.output {
+        let mut w = csv::Writer::from_path(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+        let err = |e: csv::Error| CliError::Input(format!("{}: {e}", path.display()));
+        w.write_record(["left_id", "right_id", "score"]).map_err(err)?;
+        for ((l, r), score) in predicted.pairs.iter().zip(&predicted.scores) {
+            w.write_record([l.as_str(), r.as_str(), &format!("{score:.6}")]).map_err(err)?;
+        }
+        w.flush().map_err(|e| CliError::io(path, e))?;
+    }
     let quality = match &options.truth {
         Some(path) => {
             let truth = read_truth(path)?;
@@ -289,6 +342,7 @@ pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
         pairs_compared: predicted.pairs_compared,
         seconds: started.elapsed().as_secs_f64(),
         quality,
+        comparisons_per_second: predicted.comparisons_per_second,
         lines,
     })
 }

@@ -65,6 +65,7 @@ pub fn run(
     left: &CsvTable,
     right: Option<&CsvTable>,
     threshold: Option<f64>,
+    secret_hex: Option<&str>,
     lines: &mut Vec<String>,
 ) -> Result<Predicted, CliError> {
     let columns: Vec<String> = left.columns.iter().map(|(n, _)| n.clone()).collect();
@@ -76,7 +77,10 @@ pub fn run(
         )));
     }
     // Both data owners would share this secret; here one process plays both.
-    let secret: [u8; 32] = rand::rng().random();
+    let secret: Vec<u8> = match secret_hex {
+        Some(h) => hex::decode(h).map_err(|e| CliError::Usage(format!("--clk-secret must be hex: {e}")))?,
+        None => rand::rng().random::<[u8; 32]>().to_vec(),
+    };
     let encoder = Encoder::new(schema, &secret).map_err(CliError::Input)?;
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let started = std::time::Instant::now();
@@ -101,6 +105,7 @@ pub fn run(
         clk::compare_blocked(&lf, &lk, r.as_ref().map(|(f, k)| (f, k.as_slice())), threshold)
     };
     let seconds = started.elapsed().as_secs_f64();
+    let rate = compared as f64 / seconds.max(1e-9);
     lines.push(format!(
         "compared {compared} pairs with Dice in {seconds:.3}s ({:.1} M comparisons/s)",
         compared as f64 / seconds.max(1e-9) / 1e6
@@ -111,5 +116,12 @@ pub fn run(
     let r_ids = right.map_or(&left.ids, |t| &t.ids);
     let predicted =
         matches.iter().map(|m| (left.ids[m.left as usize].clone(), r_ids[m.right as usize].clone())).collect();
-    Ok(Predicted { matches: matches.len(), pairs_compared: compared, pairs: predicted })
+    let scores = matches.iter().map(|m| m.dice).collect();
+    Ok(Predicted {
+        matches: matches.len(),
+        pairs_compared: compared,
+        pairs: predicted,
+        scores,
+        comparisons_per_second: Some(rate),
+    })
 }
