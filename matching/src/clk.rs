@@ -14,7 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::fuzzy::{FieldKind, kind_of, soundex};
-use crate::normalize::{self, DateOrder, Profile};
+use crate::normalize::{self, Profile};
 
 /// Default filter length in bits.
 pub const DEFAULT_BITS: usize = 1024;
@@ -23,6 +23,10 @@ pub const DEFAULT_BITS: usize = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClkField {
     pub column: String,
+    /// What the field is (`given_name`, `surname`, `date_of_birth`, …). The HMAC is keyed on the
+    /// role, not on the column's name or position, so two data owners whose files name or order
+    /// their columns differently still produce comparable filters.
+    pub role: &'static str,
     pub kind: FieldKind,
     /// Bits set per q-gram: the field's weight.
     pub bits_per_token: usize,
@@ -53,7 +57,7 @@ impl ClkSchema {
                     (FieldKind::Exact, "state") => 4,
                     (FieldKind::Exact, _) => 8,
                 };
-                Some(ClkField { column: c.clone(), kind, bits_per_token })
+                Some(ClkField { column: c.clone(), role, kind, bits_per_token })
             })
             .collect();
         Self { bits: DEFAULT_BITS, fields }
@@ -67,9 +71,7 @@ fn normalized(kind: FieldKind, raw: &str) -> Option<String> {
     }
     match kind {
         FieldKind::Name | FieldKind::Text => normalize::name_with(t, Profile::Sealroom).ok(),
-        FieldKind::Date => normalize::date_of_birth(t, DateOrder::Auto)
-            .ok()
-            .or_else(|| Some(t.chars().filter(char::is_ascii_digit).collect::<String>()).filter(|s| !s.is_empty())),
+        FieldKind::Date => normalize::date_for_comparison(t),
         FieldKind::Postcode => normalize::postcode_with(t, Profile::Sealroom).ok(),
         FieldKind::Email => normalize::email_with(t, Profile::Sealroom).ok(),
         FieldKind::Phone => Some(t.chars().filter(char::is_ascii_digit).collect::<String>()).filter(|s| !s.is_empty()),
@@ -123,9 +125,10 @@ impl Encoder {
         self.schema.bits / 64
     }
 
-    fn positions(&self, field: usize, token: &str) -> (u64, u64) {
+    fn positions(&self, tag: &str, token: &str) -> (u64, u64) {
         let mut mac = self.mac.clone();
-        mac.update(&(field as u32).to_le_bytes());
+        mac.update(tag.as_bytes());
+        mac.update(&[0]);
         mac.update(token.as_bytes());
         let out = mac.finalize().into_bytes();
         let h1 = u64::from_le_bytes(out[0..8].try_into().unwrap_or([0; 8]));
@@ -137,10 +140,10 @@ impl Encoder {
     pub fn encode_into(&self, values: &[Option<&str>], out: &mut [u64]) {
         out.fill(0);
         let bits = self.schema.bits as u64;
-        for (i, (field, value)) in self.schema.fields.iter().zip(values).enumerate() {
+        for (field, value) in self.schema.fields.iter().zip(values) {
             let Some(v) = value.and_then(|v| normalized(field.kind, v)) else { continue };
             for token in tokens(field.kind, &v) {
-                let (h1, h2) = self.positions(i, &token);
+                let (h1, h2) = self.positions(field.role, &token);
                 for k in 0..field.bits_per_token as u64 {
                     let pos = h1.wrapping_add(k.wrapping_mul(h2)) % bits;
                     out[(pos / 64) as usize] |= 1 << (pos % 64);
@@ -151,7 +154,7 @@ impl Encoder {
 
     /// A keyed 64-bit hash of a blocking key (so blocking reveals nothing without the secret).
     pub fn block_key(&self, rule: usize, key: &str) -> u64 {
-        let (h1, _) = self.positions(usize::MAX - rule, key);
+        let (h1, _) = self.positions(&format!("block{rule}"), key);
         h1
     }
 }
@@ -451,6 +454,20 @@ mod tests {
         };
         assert_eq!(pairs(&all), vec![(0, 1), (2, 3)]);
         assert_eq!(pairs(&blocked), pairs(&all));
+    }
+
+    #[test]
+    fn column_names_and_order_do_not_change_the_filter() {
+        let secret = b"a room secret of 32 bytes.......";
+        let a = Encoder::new(schema(), secret).unwrap();
+        let b =
+            Encoder::new(ClkSchema::infer(&["dob".into(), "last_name".into(), "first_name".into()]), secret).unwrap();
+        let fa = encode(&a, &[Some("Jane"), Some("Smith"), Some("1985-03-12")]);
+        let fb = encode(&b, &[Some("1985-03-12"), Some("Smith"), Some("Jane")]);
+        assert_eq!(fa, fb);
+        // But the role matters: a surname is not a given name.
+        let fc = encode(&a, &[Some("Smith"), Some("Jane"), Some("1985-03-12")]);
+        assert_ne!(fa, fc);
     }
 
     #[test]

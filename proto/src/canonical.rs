@@ -80,7 +80,27 @@ impl RoomContract {
             sort_dedup(&mut computation.results_to);
             sort_dedup(&mut computation.deliver_to);
             match &mut computation.kind {
-                Some(computation::Kind::Overlap(overlap)) => sort_dedup(&mut overlap.match_on),
+                Some(computation::Kind::Overlap(overlap)) => {
+                    // Precedence: the order is meaningful; only repeats go.
+                    let mut seen = std::collections::HashSet::new();
+                    overlap.match_on.retain(|k| seen.insert(*k));
+                    sort_dedup(&mut overlap.identity_graphs);
+                    if overlap.phone_region.eq_ignore_ascii_case("us") {
+                        overlap.phone_region.clear();
+                    }
+                    overlap.phone_region.make_ascii_uppercase();
+                    // A default written out is the default.
+                    if let Some(f) = &mut overlap.fuzzy
+                        && f.threshold == crate::DEFAULT_FUZZY_THRESHOLD
+                    {
+                        f.threshold = 0.0;
+                    }
+                    if let Some(c) = &mut overlap.clk
+                        && c.threshold == crate::DEFAULT_CLK_THRESHOLD
+                    {
+                        c.threshold = 0.0;
+                    }
+                }
                 None => {}
             }
         }

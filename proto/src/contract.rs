@@ -72,6 +72,7 @@ impl Computation {
                 if !o.segment_table.is_empty() {
                     t.push(o.segment_table.as_str());
                 }
+                t.extend(o.identity_graphs.iter().map(String::as_str));
                 t
             }
             None => Vec::new(),
@@ -99,12 +100,71 @@ impl IdentifierKind {
             Self::HashedPhone => "hashed_phone",
             Self::UserId => "user_id",
             Self::Segment => "segment",
+            Self::HashedSharedId => "hashed_shared_id",
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::GivenName => "given_name",
+            Self::Surname => "surname",
+            Self::StreetAddress => "street_address",
+            Self::City => "city",
+            Self::Postcode => "postcode",
+            Self::DateOfBirth => "date_of_birth",
+            Self::Clk => "clk",
+            Self::ClkBlockingKeys => "clk_blocking_keys",
         }
     }
 
-    /// Whether the kind is a hashed identifier that overlap can match on.
+    /// Whether the kind is a hashed identifier that overlap can match on exactly.
     pub fn is_hashed_match_key(self) -> bool {
-        matches!(self, Self::HashedEmail | Self::HashedPhone)
+        matches!(self, Self::HashedEmail | Self::HashedPhone | Self::HashedSharedId)
+    }
+
+    /// The exact-match tier a column of this kind takes part in: hashed kinds themselves, and
+    /// plaintext emails and phones (hashed by the engine) in the tier of their hashed kind.
+    pub fn exact_tier(self) -> Option<Self> {
+        match self {
+            Self::HashedEmail | Self::Email => Some(Self::HashedEmail),
+            Self::HashedPhone | Self::Phone => Some(Self::HashedPhone),
+            Self::HashedSharedId => Some(Self::HashedSharedId),
+            _ => None,
+        }
+    }
+
+    /// Whether the kind is plaintext personal data that fuzzy matching compares.
+    pub fn is_plaintext_pii(self) -> bool {
+        self.fuzzy_column().is_some()
+    }
+
+    /// The column name fuzzy-matching settings use for this kind.
+    pub fn fuzzy_column(self) -> Option<&'static str> {
+        Some(match self {
+            Self::GivenName => "given_name",
+            Self::Surname => "surname",
+            Self::StreetAddress => "street",
+            Self::City => "city",
+            Self::Postcode => "postcode",
+            Self::DateOfBirth => "date_of_birth",
+            Self::Email => "email",
+            Self::Phone => "phone",
+            _ => return None,
+        })
+    }
+
+    /// Whether normalization rules apply to columns of this kind.
+    pub fn is_normalized_contact(self) -> bool {
+        matches!(self, Self::HashedEmail | Self::HashedPhone | Self::Email | Self::Phone)
+    }
+}
+
+impl crate::room::v1::NormalizationProfile {
+    /// The snake-case name used in room files and messages.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Sealroom => "sealroom",
+            Self::Google => "google",
+            Self::Meta => "meta",
+            Self::Uid2 => "uid2",
+        }
     }
 }
 
@@ -121,6 +181,7 @@ impl crate::room::v1::ColumnType {
             Self::Timestamp => "timestamp",
             Self::Sha256 => "sha256",
             Self::StringList => "string_list",
+            Self::Bytes => "bytes",
         }
     }
 }

@@ -36,3 +36,9 @@ pub use validate::{ValidationError, ValidationErrors};
 
 /// The k-anonymity threshold of a room whose participants set none.
 pub const DEFAULT_K: u32 = 100;
+
+/// The match probability of fuzzy matching when the contract gives none.
+pub const DEFAULT_FUZZY_THRESHOLD: f64 = 0.9;
+
+/// The Dice coefficient of CLK matching when the contract gives none.
+pub const DEFAULT_CLK_THRESHOLD: f64 = 0.8;

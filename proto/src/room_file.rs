@@ -82,6 +82,39 @@ pub struct ColumnFile {
     pub identifier: Option<IdentifierFile>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nullable: bool,
+    /// Email and phone columns: the normalization rules (sealroom when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<ProfileFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileFile {
+    Sealroom,
+    Google,
+    Meta,
+    Uid2,
+}
+
+impl ProfileFile {
+    pub fn to_proto(self) -> pb::NormalizationProfile {
+        match self {
+            Self::Sealroom => pb::NormalizationProfile::Sealroom,
+            Self::Google => pb::NormalizationProfile::Google,
+            Self::Meta => pb::NormalizationProfile::Meta,
+            Self::Uid2 => pb::NormalizationProfile::Uid2,
+        }
+    }
+
+    /// `None` for the default (sealroom), so that files stay short.
+    pub fn from_proto(profile: pb::NormalizationProfile) -> Option<Self> {
+        match profile {
+            pb::NormalizationProfile::Sealroom => None,
+            pb::NormalizationProfile::Google => Some(Self::Google),
+            pb::NormalizationProfile::Meta => Some(Self::Meta),
+            pb::NormalizationProfile::Uid2 => Some(Self::Uid2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +128,7 @@ pub enum ColumnTypeFile {
     Timestamp,
     Sha256,
     StringList,
+    Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,6 +138,17 @@ pub enum IdentifierFile {
     HashedPhone,
     UserId,
     Segment,
+    HashedSharedId,
+    Email,
+    Phone,
+    GivenName,
+    Surname,
+    StreetAddress,
+    City,
+    Postcode,
+    DateOfBirth,
+    Clk,
+    ClkBlockingKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +165,7 @@ pub struct ComputationFile {
     pub overlap: Option<OverlapFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverlapFile {
     pub advertiser_table: String,
@@ -129,6 +174,39 @@ pub struct OverlapFile {
     pub match_on: Vec<IdentifierFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<ProfileFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_graphs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuzzy: Option<FuzzyFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clk: Option<ClkFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FuzzyFile {
+    /// Match probability (0.9 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub many_to_many: bool,
+    /// Linkage settings (docs/matching/fuzzy.md); inferred when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClkFile {
+    /// Dice coefficient (0.8 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub many_to_many: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -224,6 +302,7 @@ impl RoomFile {
                             identifier: c.identifier.map_or(pb::IdentifierKind::Unspecified, IdentifierFile::to_proto)
                                 as i32,
                             nullable: c.nullable,
+                            normalization: c.normalization.map_or(0, |p| p.to_proto() as i32),
                         })
                         .collect(),
                 })
@@ -243,6 +322,23 @@ impl RoomFile {
                             publisher_table: o.publisher_table.clone(),
                             match_on: o.match_on.iter().map(|k| k.to_proto() as i32).collect(),
                             segment_table: o.segment_table.clone().unwrap_or_default(),
+                            normalization: o.normalization.map_or(0, |p| p.to_proto() as i32),
+                            phone_region: o.phone_region.clone().unwrap_or_default(),
+                            identity_graphs: o.identity_graphs.clone(),
+                            fuzzy: o.fuzzy.as_ref().map(|f| pb::FuzzyMatching {
+                                threshold: f.threshold.unwrap_or(0.0),
+                                many_to_many: f.many_to_many,
+                                // Rendering a parsed YAML value cannot fail.
+                                settings_yaml: f
+                                    .settings
+                                    .as_ref()
+                                    .map(|v| serde_yaml_ng::to_string(v).unwrap_or_default())
+                                    .unwrap_or_default(),
+                            }),
+                            clk: o.clk.as_ref().map(|c| pb::ClkMatching {
+                                threshold: c.threshold.unwrap_or(0.0),
+                                many_to_many: c.many_to_many,
+                            }),
                         })
                     }),
                 })
@@ -304,6 +400,7 @@ impl RoomFile {
                             column_type: ColumnTypeFile::from_proto(c.r#type()).unwrap_or(ColumnTypeFile::String),
                             identifier: IdentifierFile::from_proto(c.identifier()),
                             nullable: c.nullable,
+                            normalization: ProfileFile::from_proto(c.normalization()),
                         })
                         .collect(),
                 })
@@ -323,6 +420,20 @@ impl RoomFile {
                             publisher_table: o.publisher_table.clone(),
                             match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
                             segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
+                            normalization: ProfileFile::from_proto(o.normalization()),
+                            phone_region: (!o.phone_region.is_empty()).then(|| o.phone_region.clone()),
+                            identity_graphs: o.identity_graphs.clone(),
+                            fuzzy: o.fuzzy.as_ref().map(|f| FuzzyFile {
+                                threshold: (f.threshold != 0.0).then_some(f.threshold),
+                                many_to_many: f.many_to_many,
+                                settings: (!f.settings_yaml.is_empty())
+                                    .then(|| serde_yaml_ng::from_str(&f.settings_yaml).ok())
+                                    .flatten(),
+                            }),
+                            clk: o.clk.as_ref().map(|c| ClkFile {
+                                threshold: (c.threshold != 0.0).then_some(c.threshold),
+                                many_to_many: c.many_to_many,
+                            }),
                         },
                     }),
                 })
@@ -384,6 +495,7 @@ impl ColumnTypeFile {
             Self::Timestamp => pb::ColumnType::Timestamp,
             Self::Sha256 => pb::ColumnType::Sha256,
             Self::StringList => pb::ColumnType::StringList,
+            Self::Bytes => pb::ColumnType::Bytes,
         }
     }
 
@@ -398,6 +510,7 @@ impl ColumnTypeFile {
             pb::ColumnType::Timestamp => Some(Self::Timestamp),
             pb::ColumnType::Sha256 => Some(Self::Sha256),
             pb::ColumnType::StringList => Some(Self::StringList),
+            pb::ColumnType::Bytes => Some(Self::Bytes),
         }
     }
 }
@@ -409,6 +522,17 @@ impl IdentifierFile {
             Self::HashedPhone => pb::IdentifierKind::HashedPhone,
             Self::UserId => pb::IdentifierKind::UserId,
             Self::Segment => pb::IdentifierKind::Segment,
+            Self::HashedSharedId => pb::IdentifierKind::HashedSharedId,
+            Self::Email => pb::IdentifierKind::Email,
+            Self::Phone => pb::IdentifierKind::Phone,
+            Self::GivenName => pb::IdentifierKind::GivenName,
+            Self::Surname => pb::IdentifierKind::Surname,
+            Self::StreetAddress => pb::IdentifierKind::StreetAddress,
+            Self::City => pb::IdentifierKind::City,
+            Self::Postcode => pb::IdentifierKind::Postcode,
+            Self::DateOfBirth => pb::IdentifierKind::DateOfBirth,
+            Self::Clk => pb::IdentifierKind::Clk,
+            Self::ClkBlockingKeys => pb::IdentifierKind::ClkBlockingKeys,
         }
     }
 
@@ -419,6 +543,17 @@ impl IdentifierFile {
             pb::IdentifierKind::HashedPhone => Some(Self::HashedPhone),
             pb::IdentifierKind::UserId => Some(Self::UserId),
             pb::IdentifierKind::Segment => Some(Self::Segment),
+            pb::IdentifierKind::HashedSharedId => Some(Self::HashedSharedId),
+            pb::IdentifierKind::Email => Some(Self::Email),
+            pb::IdentifierKind::Phone => Some(Self::Phone),
+            pb::IdentifierKind::GivenName => Some(Self::GivenName),
+            pb::IdentifierKind::Surname => Some(Self::Surname),
+            pb::IdentifierKind::StreetAddress => Some(Self::StreetAddress),
+            pb::IdentifierKind::City => Some(Self::City),
+            pb::IdentifierKind::Postcode => Some(Self::Postcode),
+            pb::IdentifierKind::DateOfBirth => Some(Self::DateOfBirth),
+            pb::IdentifierKind::Clk => Some(Self::Clk),
+            pb::IdentifierKind::ClkBlockingKeys => Some(Self::ClkBlockingKeys),
         }
     }
 }

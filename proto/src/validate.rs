@@ -9,7 +9,8 @@ use std::fmt;
 
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
-    ColumnType, IdentifierKind, OverlapComputation, Platform, Role, RoomContract, Table, computation, credential,
+    ColumnType, IdentifierKind, NormalizationProfile, OverlapComputation, Platform, Role, RoomContract, Table,
+    computation, credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -230,7 +231,7 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
         if column_type == ColumnType::Unspecified {
             c.push(
                 format!("{cpath}.type"),
-                "give a type: string, int64, float64, bool, date, timestamp, sha256 or string_list",
+                "give a type: string, int64, float64, bool, date, timestamp, sha256, string_list or bytes",
             );
             continue;
         }
@@ -240,10 +241,35 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
         };
         let allowed: &[ColumnType] = match kind {
             IdentifierKind::Unspecified => &[],
-            IdentifierKind::HashedEmail | IdentifierKind::HashedPhone => &[ColumnType::Sha256],
+            IdentifierKind::HashedEmail | IdentifierKind::HashedPhone | IdentifierKind::HashedSharedId => {
+                &[ColumnType::Sha256]
+            }
             IdentifierKind::UserId => &[ColumnType::String, ColumnType::Int64],
             IdentifierKind::Segment => &[ColumnType::String, ColumnType::StringList],
+            IdentifierKind::Email
+            | IdentifierKind::Phone
+            | IdentifierKind::GivenName
+            | IdentifierKind::Surname
+            | IdentifierKind::StreetAddress
+            | IdentifierKind::City
+            | IdentifierKind::Postcode => &[ColumnType::String],
+            IdentifierKind::DateOfBirth => &[ColumnType::String, ColumnType::Date],
+            IdentifierKind::Clk => &[ColumnType::Bytes],
+            IdentifierKind::ClkBlockingKeys => &[ColumnType::StringList],
         };
+        match NormalizationProfile::try_from(col.normalization) {
+            Err(_) => c.push(format!("{cpath}.normalization"), format!("unknown normalization {}", col.normalization)),
+            Ok(NormalizationProfile::Sealroom) => {}
+            Ok(p) if !kind.is_normalized_contact() => c.push(
+                format!("{cpath}.normalization"),
+                format!(
+                    "normalization '{}' applies to email and phone columns (hashed or plaintext), not to a {} column",
+                    p.file_name(),
+                    kind.file_name()
+                ),
+            ),
+            Ok(_) => {}
+        }
         if !allowed.is_empty() && !allowed.contains(&column_type) {
             c.push(
                 format!("{cpath}.type"),
@@ -355,35 +381,170 @@ fn validate_overlap(contract: &RoomContract, o: &OverlapComputation, path: &str,
     let (Some(advertiser), Some(publisher)) = (advertiser, publisher) else {
         return;
     };
-    let kinds_in = |t: &Table| -> HashSet<IdentifierKind> {
-        t.columns.iter().map(|col| col.identifier()).filter(|k| k.is_hashed_match_key()).collect()
+    // The exact tiers each table can take part in (plaintext emails and phones are hashed by the
+    // engine into the hashed_email and hashed_phone tiers).
+    let tiers_in = |t: &Table| -> HashSet<IdentifierKind> {
+        t.columns.iter().filter_map(|col| col.identifier().exact_tier()).collect()
     };
-    let (a_kinds, p_kinds) = (kinds_in(advertiser), kinds_in(publisher));
-    if o.match_on.is_empty() && a_kinds.intersection(&p_kinds).next().is_none() {
+    let (a_tiers, p_tiers) = (tiers_in(advertiser), tiers_in(publisher));
+    let has_kind = |t: &Table, k: IdentifierKind| t.columns_of_kind(k).next().is_some();
+    let fuzzy_kinds = |t: &Table| -> HashSet<IdentifierKind> {
+        t.columns.iter().map(|col| col.identifier()).filter(|k| k.is_plaintext_pii()).collect()
+    };
+    let shared_pii: Vec<IdentifierKind> = {
+        let (a, p) = (fuzzy_kinds(advertiser), fuzzy_kinds(publisher));
+        let mut v: Vec<_> = a.intersection(&p).copied().collect();
+        v.sort();
+        v
+    };
+    let any_tier = !o.match_on.is_empty()
+        || a_tiers.intersection(&p_tiers).next().is_some()
+        || o.fuzzy.is_some()
+        || o.clk.is_some();
+    if !any_tier {
         c.push(
             format!("{path}.match_on"),
             format!(
-                "tables '{}' and '{}' share no hashed identifier kind (hashed_email, hashed_phone) to match on",
+                "tables '{}' and '{}' share no identifier kind to match on (hashed_email, hashed_phone, \
+                 hashed_shared_id, or plaintext email and phone), and neither fuzzy nor clk matching is on",
                 advertiser.name, publisher.name
             ),
         );
     }
+    let mut listed = HashSet::new();
     for (j, kind) in o.match_on.iter().enumerate() {
         let kind = IdentifierKind::try_from(*kind).unwrap_or(IdentifierKind::Unspecified);
         if !kind.is_hashed_match_key() {
             c.push(
                 format!("{path}.match_on[{j}]"),
-                format!("overlap matches on hashed_email or hashed_phone, not {}", kind.file_name()),
+                format!(
+                    "overlap matches exactly on hashed_email, hashed_phone or hashed_shared_id, not {} \
+                     (plaintext email and phone columns join the hashed_email and hashed_phone tiers)",
+                    kind.file_name()
+                ),
             );
             continue;
         }
+        if !listed.insert(kind) {
+            c.push(format!("{path}.match_on[{j}]"), format!("{} is listed twice", kind.file_name()));
+        }
         for t in [advertiser, publisher] {
-            if !kinds_in(t).contains(&kind) {
+            if !tiers_in(t).contains(&kind) {
                 c.push(
                     format!("{path}.match_on[{j}]"),
                     format!("table '{}' has no {} column to match on", t.name, kind.file_name()),
                 );
             }
+        }
+    }
+    let profile = NormalizationProfile::try_from(o.normalization).unwrap_or(NormalizationProfile::Sealroom);
+    if NormalizationProfile::try_from(o.normalization).is_err() {
+        c.push(format!("{path}.normalization"), format!("unknown normalization {}", o.normalization));
+    }
+    for t in [advertiser, publisher] {
+        for col in &t.columns {
+            let kind = col.identifier();
+            if matches!(kind, IdentifierKind::HashedEmail | IdentifierKind::HashedPhone)
+                && col.normalization() != profile
+            {
+                c.push(
+                    format!("{path}.normalization"),
+                    format!(
+                        "column '{}.{}' was hashed under '{}' normalization but this overlap normalizes under '{}'; \
+                         equal addresses would hash apart — declare the same normalization on both",
+                        t.name,
+                        col.name,
+                        col.normalization().file_name(),
+                        profile.file_name()
+                    ),
+                );
+            }
+        }
+    }
+    let region_ok = o.phone_region.len() == 2 && o.phone_region.chars().all(|ch| ch.is_ascii_alphabetic());
+    if !o.phone_region.is_empty() && !region_ok {
+        c.push(
+            format!("{path}.phone_region"),
+            format!(
+                "'{}' is not a region: give an ISO 3166-1 alpha-2 code such as US, GB or DE",
+                truncate_for_message(&o.phone_region, 16)
+            ),
+        );
+    }
+    for (j, g) in o.identity_graphs.iter().enumerate() {
+        if let Some(graph) = table(&format!("identity_graphs[{j}]"), g, c) {
+            let keys = graph.columns.iter().filter(|col| col.identifier().is_hashed_match_key()).count();
+            if keys < 2 {
+                c.push(
+                    format!("{path}.identity_graphs[{j}]"),
+                    format!(
+                        "identity graph '{}' needs at least two hashed identifier columns (hashed_email, \
+                         hashed_phone, hashed_shared_id): each row links its identifiers into one individual",
+                        graph.name
+                    ),
+                );
+            }
+            for col in &graph.columns {
+                if matches!(col.identifier(), IdentifierKind::HashedEmail | IdentifierKind::HashedPhone)
+                    && col.normalization() != profile
+                {
+                    c.push(
+                        format!("{path}.identity_graphs[{j}]"),
+                        format!(
+                            "column '{}.{}' was hashed under '{}' normalization but this overlap normalizes under '{}'",
+                            graph.name,
+                            col.name,
+                            col.normalization().file_name(),
+                            profile.file_name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(f) = &o.fuzzy {
+        if !(0.0..=1.0).contains(&f.threshold) || f.threshold.is_nan() {
+            c.push(format!("{path}.fuzzy.threshold"), format!("{} is not a probability between 0 and 1", f.threshold));
+        }
+        if f.settings_yaml.is_empty() && shared_pii.len() < 2 {
+            c.push(
+                format!("{path}.fuzzy"),
+                format!(
+                    "fuzzy matching compares plaintext personal data both tables carry (given_name, surname, \
+                     street_address, city, postcode, date_of_birth, email, phone); '{}' and '{}' share {}",
+                    advertiser.name,
+                    publisher.name,
+                    if shared_pii.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        format!("only {}", shared_pii.iter().map(|k| k.file_name()).collect::<Vec<_>>().join(", "))
+                    }
+                ),
+            );
+        }
+    }
+    if let Some(k) = &o.clk {
+        if !(0.0..=1.0).contains(&k.threshold) || k.threshold.is_nan() {
+            c.push(
+                format!("{path}.clk.threshold"),
+                format!("{} is not a Dice coefficient between 0 and 1", k.threshold),
+            );
+        }
+        for t in [advertiser, publisher] {
+            let n = t.columns_of_kind(IdentifierKind::Clk).count();
+            if n != 1 {
+                c.push(
+                    format!("{path}.clk"),
+                    format!("table '{}' needs exactly one clk column for CLK matching (it has {n})", t.name),
+                );
+            }
+        }
+        if has_kind(advertiser, IdentifierKind::ClkBlockingKeys) != has_kind(publisher, IdentifierKind::ClkBlockingKeys)
+        {
+            c.push(
+                format!("{path}.clk"),
+                "either both tables carry a clk_blocking_keys column or neither does (sealroom hash --clk writes one)",
+            );
         }
     }
     if !o.segment_table.is_empty()

@@ -32,7 +32,7 @@ pub use infer::{infer, kind_of};
 pub use model::Parameters;
 pub use settings::{BlockKey, BlockingRule, Comparison, FieldKind, KeyTransform, Level, Settings};
 
-use crate::normalize::{self, DateOrder, Profile};
+use crate::normalize::{self, Profile};
 
 /// Why a linkage cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +104,7 @@ fn normalize_for(kind: FieldKind, raw: &str) -> Option<String> {
     let folded = || normalize::name_with(t, Profile::Sealroom).ok();
     match kind {
         FieldKind::Name | FieldKind::Text => folded(),
-        FieldKind::Date => normalize::date_of_birth(t, DateOrder::Auto).ok().or_else(|| {
-            let digits: String = t.chars().filter(char::is_ascii_digit).collect();
-            (!digits.is_empty()).then_some(digits)
-        }),
+        FieldKind::Date => normalize::date_for_comparison(t),
         FieldKind::Postcode => normalize::postcode_with(t, Profile::Sealroom).ok(),
         FieldKind::Email => normalize::email_with(t, Profile::Sealroom).ok().or_else(|| Some(t.to_lowercase())),
         FieldKind::Phone => {

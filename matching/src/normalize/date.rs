@@ -66,6 +66,32 @@ fn ymd(y: i32, m: u32, d: u32) -> Result<String, NormalizeError> {
     Ok(date.format("%Y%m%d").to_string())
 }
 
+/// A best-effort `YYYYMMDD` for comparison (fuzzy matching, CLKs), where an unparsed date is
+/// still evidence: the date under `Auto`; an ambiguous `03/04/1985` read month first (the US
+/// convention); otherwise the digits with a four-digit year moved to the front, so that the year
+/// stays comparable. `None` when there are no digits.
+pub fn date_for_comparison(raw: &str) -> Option<String> {
+    if let Ok(d) = date_of_birth(raw, DateOrder::Auto).or_else(|_| date_of_birth(raw, DateOrder::MonthFirst)) {
+        return Some(d);
+    }
+    let groups: Vec<&str> = raw.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+    if groups.is_empty() {
+        return None;
+    }
+    match groups.iter().position(|g| g.len() == 4) {
+        Some(y) if y > 0 => {
+            let mut out = groups[y].to_owned();
+            for (i, g) in groups.iter().enumerate() {
+                if i != y {
+                    out.push_str(g);
+                }
+            }
+            Some(out)
+        }
+        _ => Some(groups.concat()),
+    }
+}
+
 /// Normalizes a date to `YYYYMMDD`. Accepted: `YYYYMMDD`, `YYYY-MM-DD` (also with `/` or `.`, and
 /// with a time after it), `DD/MM/YYYY` and `MM/DD/YYYY` (also with `-` or `.`, and two-digit years),
 /// and month names (`12 Mar 1985`, `March 12, 1985`, `12-MAR-85`).
@@ -159,7 +185,24 @@ mod tests {
         assert_eq!(date_of_birth(" ", DateOrder::Auto), Err(NormalizeError::Empty));
     }
 
+    #[test]
+    fn dates_for_comparison_keep_the_year_first() {
+        assert_eq!(date_for_comparison("1985-03-12").as_deref(), Some("19850312"));
+        // Ambiguous: read month first.
+        assert_eq!(date_for_comparison("03/04/1985").as_deref(), Some("19850304"));
+        // Not a calendar date: digits, with the year moved to the front.
+        assert_eq!(date_for_comparison("31/02/1985").as_deref(), Some("19853102"));
+        assert_eq!(date_for_comparison("no date"), None);
+        assert_eq!(date_for_comparison("ünïcödé 12").as_deref(), Some("12"));
+    }
+
     proptest! {
+        /// Never panics, whatever the input.
+        #[test]
+        fn comparison_dates_never_panic(raw in "\\PC{0,24}") {
+            let _ = date_for_comparison(&raw);
+        }
+
         /// Every accepted spelling of a date gives the same YYYYMMDD, and YYYYMMDD is a fixed point.
         #[test]
         fn spellings_agree(y in 1900i32..2020, m in 1u32..=12, d in 1u32..=28, style in 0usize..6) {

@@ -19,7 +19,7 @@ mod text;
 use std::fmt;
 use std::str::FromStr;
 
-pub use date::{DateOrder, date_of_birth};
+pub use date::{DateOrder, date_for_comparison, date_of_birth};
 pub use email::email_with;
 pub use phone::{Region, phone_with, region};
 pub use text::{address_with, city_with, name_with, postcode_with};

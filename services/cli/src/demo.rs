@@ -75,7 +75,7 @@ fn prepare_dir(dir: &Path) -> Result<(), CliError> {
 }
 
 fn column(name: &str, t: ColumnTypeFile, identifier: Option<IdentifierFile>, nullable: bool) -> ColumnFile {
-    ColumnFile { name: name.into(), column_type: t, identifier, nullable }
+    ColumnFile { name: name.into(), column_type: t, identifier, nullable, normalization: None }
 }
 
 fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> ParticipantFile {
@@ -130,7 +130,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 advertiser_table: "crm".into(),
                 publisher_table: "readers".into(),
                 match_on: vec![IdentifierFile::HashedEmail, IdentifierFile::HashedPhone],
-                segment_table: None,
+                ..Default::default()
             }),
         }],
         privacy: PrivacyFile { k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }] },
@@ -236,6 +236,9 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         phone_column: "phone".into(),
         id_column: Some("customer_id".into()),
         region: normalize::region("US").map_err(CliError::Usage)?,
+        profile: normalize::Profile::Sealroom,
+        clk_secret: None,
+        clk_columns: Vec::new(),
         progress: options.progress,
     })?;
     step(

@@ -1,15 +1,23 @@
 //! `sealroom hash`: a CSV of raw emails and phones becomes a hashed file ready to upload.
 //!
-//! Runs on the data owner's own machine: raw identifiers never leave it. Emails are trimmed and
-//! lower-cased, phones parsed to E.164 (numbers without a country code are read in `--region`), and
-//! both are hashed with SHA-256. Values that are not an email or a phone number become nulls and are
-//! counted. The output is written to a temporary file and renamed into place, so it is whole or absent.
+//! Runs on the data owner's own machine: raw identifiers never leave it. Emails and phones are
+//! normalized under a profile (`--profile`: sealroom, google, meta or uid2; see
+//! docs/matching/normalization.md) — phones parsed with the `phonenumber` crate, numbers without a
+//! country code read in `--region` — and hashed with SHA-256. Values that are not an email or a phone
+//! number become nulls and are counted.
+//!
+//! With `--clk`, each row's name, birth-date and address columns are also encoded into a CLK (a
+//! 1024-bit Bloom filter of keyed-HMAC q-grams, docs/matching/clk.md) under the room's shared
+//! secret, with keyed blocking keys, so that fuzzy matching needs no plaintext.
+//!
+//! The output is written to a temporary file and renamed into place, so it is whole or absent.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, StringBuilder};
+use arrow::array::{BinaryBuilder, ListBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
@@ -17,8 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use sealroom_matching::clk::{self, ClkSchema, Encoder};
 use sealroom_matching::hash::sha256;
-use sealroom_matching::normalize::{self, Region};
+use sealroom_matching::normalize::{self, Profile, Region};
 use serde::Serialize;
 
 use crate::CliError;
@@ -35,6 +44,11 @@ pub struct HashOptions {
     /// A column copied through unhashed (the customer id), if any.
     pub id_column: Option<String>,
     pub region: Region,
+    pub profile: Profile,
+    /// Encode CLKs with this secret.
+    pub clk_secret: Option<Vec<u8>>,
+    /// Columns to encode into the CLK; empty means every recognized name, date and address column.
+    pub clk_columns: Vec<String>,
     pub progress: bool,
 }
 
@@ -51,6 +65,11 @@ pub struct HashSummary {
     pub phones_missing: u64,
     pub phones_invalid: u64,
     pub first_invalid_phone_line: Option<u64>,
+    pub profile: String,
+    /// The columns encoded into each CLK and their roles (both data owners must encode the same
+    /// roles for their filters to be comparable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clk_fields: Vec<String>,
     pub output: String,
 }
 
@@ -111,17 +130,21 @@ pub fn check_output_path(path: &Path) -> Result<(), CliError> {
 
 struct Builders {
     id: Option<StringBuilder>,
+    contacts: bool,
     email: FixedSizeBinaryBuilder,
     phone: FixedSizeBinaryBuilder,
+    clk: Option<(BinaryBuilder, ListBuilder<StringBuilder>)>,
     rows: usize,
 }
 
 impl Builders {
-    fn new(with_id: bool) -> Self {
+    fn new(with_id: bool, contacts: bool, with_clk: bool) -> Self {
         Self {
             id: with_id.then(|| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 12)),
+            contacts,
             email: FixedSizeBinaryBuilder::with_capacity(BATCH_ROWS, 32),
             phone: FixedSizeBinaryBuilder::with_capacity(BATCH_ROWS, 32),
+            clk: with_clk.then(|| (BinaryBuilder::new(), ListBuilder::new(StringBuilder::new()))),
             rows: 0,
         }
     }
@@ -131,8 +154,15 @@ impl Builders {
         if let Some(id) = &mut self.id {
             columns.push(Arc::new(id.finish()));
         }
-        columns.push(Arc::new(self.email.finish()));
-        columns.push(Arc::new(self.phone.finish()));
+        let (email, phone) = (self.email.finish(), self.phone.finish());
+        if self.contacts {
+            columns.push(Arc::new(email));
+            columns.push(Arc::new(phone));
+        }
+        if let Some((filters, keys)) = &mut self.clk {
+            columns.push(Arc::new(filters.finish()));
+            columns.push(Arc::new(keys.finish()));
+        }
         self.rows = 0;
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| CliError::Input(e.to_string()))
     }
@@ -161,15 +191,62 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
     let find = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let email_at = find(&options.email_column);
     let phone_at = find(&options.phone_column);
-    if email_at.is_none() && phone_at.is_none() {
+    let columns_list = || headers.iter().collect::<Vec<_>>().join(", ");
+    if email_at.is_none() && phone_at.is_none() && options.clk_secret.is_none() {
         return Err(CliError::Input(format!(
             "{}: no '{}' or '{}' column (columns: {}); name them with --email-column / --phone-column",
             options.input.display(),
             options.email_column,
             options.phone_column,
-            headers.iter().collect::<Vec<_>>().join(", ")
+            columns_list()
         )));
     }
+    let contacts = email_at.is_some() || phone_at.is_some();
+    // The CLK encoder and, per encoded field, its column in the CSV.
+    let clk = match &options.clk_secret {
+        None => None,
+        Some(secret) => {
+            let candidates: Vec<String> = if options.clk_columns.is_empty() {
+                headers
+                    .iter()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| {
+                        // Emails and phones are matched exactly, by their hashes.
+                        sealroom_matching::fuzzy::kind_of(h).is_some_and(|(_, role)| role != "email" && role != "phone")
+                    })
+                    .collect()
+            } else {
+                for c in &options.clk_columns {
+                    if find(c).is_none() {
+                        return Err(CliError::Input(format!(
+                            "{}: no '{c}' column for --clk-columns (columns: {})",
+                            options.input.display(),
+                            columns_list()
+                        )));
+                    }
+                }
+                options.clk_columns.clone()
+            };
+            let schema = ClkSchema::infer(&candidates);
+            if let Some(c) = candidates.iter().find(|c| !schema.fields.iter().any(|f| &f.column == *c)) {
+                return Err(CliError::Input(format!(
+                    "column '{c}' is not a field a CLK can encode: name it given_name, surname, date_of_birth, \
+                     street, city, postcode (or a common synonym such as first_name, dob, zip)"
+                )));
+            }
+            if schema.fields.is_empty() {
+                return Err(CliError::Input(format!(
+                    "{}: --clk found no name, birth-date or address column to encode (columns: {}); name \
+                     them given_name, surname, date_of_birth, street, city, postcode, or list them with --clk-columns",
+                    options.input.display(),
+                    columns_list()
+                )));
+            }
+            let at: Vec<usize> = schema.fields.iter().filter_map(|f| find(&f.column)).collect();
+            let encoder = Encoder::new(schema, secret).map_err(|e| CliError::Usage(format!("--clk-secret: {e}")))?;
+            Some((encoder, at))
+        }
+    };
     let id_at = match &options.id_column {
         Some(name) => Some(find(name).ok_or_else(|| {
             CliError::Input(format!(
@@ -184,8 +261,18 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
     if let (Some(i), Some(_)) = (id_at, &options.id_column) {
         fields.push(Field::new(headers[i].trim(), DataType::Utf8, false));
     }
-    fields.push(Field::new("email_sha256", DataType::FixedSizeBinary(32), true));
-    fields.push(Field::new("phone_sha256", DataType::FixedSizeBinary(32), true));
+    if contacts {
+        fields.push(Field::new("email_sha256", DataType::FixedSizeBinary(32), true));
+        fields.push(Field::new("phone_sha256", DataType::FixedSizeBinary(32), true));
+    }
+    if clk.is_some() {
+        fields.push(Field::new("clk", DataType::Binary, false));
+        fields.push(Field::new(
+            "clk_blocking_keys",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ));
+    }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
 
     let dir = options.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -199,8 +286,17 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                 .map_err(|e| CliError::Input(e.to_string()))?
                 .progress_chars("=> "),
         );
-        let mut summary = HashSummary { output: options.output.display().to_string(), ..Default::default() };
-        let mut builders = Builders::new(id_at.is_some());
+        let mut summary = HashSummary {
+            output: options.output.display().to_string(),
+            profile: options.profile.name().to_owned(),
+            clk_fields: clk
+                .as_ref()
+                .map(|(e, _)| e.schema().fields.iter().map(|f| format!("{} ({})", f.column, f.role)).collect())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut builders = Builders::new(id_at.is_some(), contacts, clk.is_some());
+        let mut filter = vec![0u64; clk.as_ref().map_or(0, |(e, _)| e.words())];
         let mut record = csv::StringRecord::new();
         loop {
             let more = reader.read_record(&mut record).map_err(|e| {
@@ -230,7 +326,7 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                     summary.emails_missing += 1;
                     None
                 }
-                Some(raw) => match normalize::email(raw) {
+                Some(raw) => match normalize::email_with(raw, options.profile) {
                     Ok(e) => {
                         summary.emails_hashed += 1;
                         Some(sha256(e.as_bytes()))
@@ -248,7 +344,7 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                     summary.phones_missing += 1;
                     None
                 }
-                Some(raw) => match normalize::phone(raw, options.region) {
+                Some(raw) => match normalize::phone_with(raw, options.region, options.profile) {
                     Ok(p) => {
                         summary.phones_hashed += 1;
                         Some(sha256(p.as_bytes()))
@@ -261,6 +357,16 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                 },
             };
             append_digest(&mut builders.phone, phone)?;
+            if let (Some((encoder, at)), Some((filters, keys))) = (&clk, builders.clk.as_mut()) {
+                let values: Vec<Option<&str>> =
+                    at.iter().map(|i| record.get(*i).filter(|v| !v.trim().is_empty())).collect();
+                encoder.encode_into(&values, &mut filter);
+                filters.append_value(filter.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+                for (rule, key) in clk::blocking_keys(encoder.schema(), &values) {
+                    keys.values().append_value(format!("{:016x}", encoder.block_key(rule, &key)));
+                }
+                keys.append(true);
+            }
             builders.rows += 1;
             if builders.rows == BATCH_ROWS {
                 out.write(&builders.finish(&schema)?).map_err(|e| CliError::io(&tmp, std::io::Error::other(e)))?;
@@ -301,6 +407,9 @@ mod tests {
             phone_column: "phone".into(),
             id_column: Some("customer_id".into()),
             region: normalize::region("US").unwrap(),
+            profile: Profile::Sealroom,
+            clk_secret: None,
+            clk_columns: Vec::new(),
             progress: false,
         }
     }
@@ -357,5 +466,60 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
         let o = options(dir.path(), "customer_id,email\nc1,a@b.c\n", "out.csv");
         assert!(hash_csv(&o).unwrap_err().to_string().contains("end it in .parquet or .arrow"));
+    }
+
+    #[test]
+    fn profiles_follow_the_platforms_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "customer_id,email,phone\nc1,Jane.Doe+ads@GMail.com,(415) 867-5309\n";
+        let digest_under = |profile: Profile| {
+            let mut o = options(dir.path(), csv, "out.arrow");
+            o.profile = profile;
+            let summary = hash_csv(&o).unwrap();
+            assert_eq!(summary.profile, profile.name());
+            let batch = read_ipc(&o.output);
+            let email = hex::encode(batch.column_by_name("email_sha256").unwrap().as_fixed_size_binary().value(0));
+            let phone = hex::encode(batch.column_by_name("phone_sha256").unwrap().as_fixed_size_binary().value(0));
+            (email, phone)
+        };
+        // Google: dots go from gmail addresses, '+' suffixes stay; phones in E.164.
+        assert_eq!(digest_under(Profile::Google), (sha256_hex(b"janedoe+ads@gmail.com"), sha256_hex(b"+14158675309")));
+        // UID2: dots and the '+' suffix go.
+        assert_eq!(digest_under(Profile::Uid2).0, sha256_hex(b"janedoe@gmail.com"));
+        // Meta: phones are digits with the country code, no '+'.
+        assert_eq!(digest_under(Profile::Meta).1, sha256_hex(b"14158675309"));
+    }
+
+    #[test]
+    fn clk_encodes_names_with_the_secret_and_keyed_blocking_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv =
+            "customer_id,first_name,surname,dob,email\nc1,Jane,Smith,1985-03-12,j@x.com\nc2,Jane,Smyth,3/12/1985,\n";
+        let mut o = options(dir.path(), csv, "out.arrow");
+        o.clk_secret = Some(b"a room secret of 32 bytes.......".to_vec());
+        let summary = hash_csv(&o).unwrap();
+        assert_eq!(summary.clk_fields, ["first_name (given_name)", "surname (surname)", "dob (date_of_birth)"]);
+        let batch = read_ipc(&o.output);
+        let clks = batch.column_by_name("clk").unwrap().as_binary::<i32>();
+        assert_eq!(clks.value(0).len(), 128, "1024-bit filters");
+        let mut filters = clk::Filters::new(16);
+        filters.push_bytes(clks.value(0)).unwrap();
+        filters.push_bytes(clks.value(1)).unwrap();
+        assert!(filters.dice(0, &filters, 1) > 0.8, "a one-letter typo keeps the filters close");
+        let keys = batch.column_by_name("clk_blocking_keys").unwrap().as_list::<i32>();
+        let first = keys.value(0);
+        let first = first.as_string::<i32>();
+        assert!(first.len() >= 3 && first.iter().all(|k| k.is_some_and(|k| k.len() == 16)));
+        // Emails keep their own hashed column and stay out of the filter.
+        assert!(batch.column_by_name("email_sha256").is_some());
+        // A column that is not a CLK field is refused with its name.
+        o.clk_columns = vec!["customer_id".into()];
+        assert!(hash_csv(&o).unwrap_err().to_string().contains("column 'customer_id' is not a field a CLK can encode"));
+        o.clk_columns = vec!["nope".into()];
+        assert!(hash_csv(&o).unwrap_err().to_string().contains("no 'nope' column for --clk-columns"));
+        // Without name columns there is nothing to encode.
+        let mut o = options(dir.path(), "customer_id,email\nc1,a@b.c\n", "out2.arrow");
+        o.clk_secret = Some(vec![7; 32]);
+        assert!(hash_csv(&o).unwrap_err().to_string().contains("--clk found no name, birth-date or address column"));
     }
 }

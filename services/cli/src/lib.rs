@@ -135,6 +135,24 @@ pub struct HashArgs {
     /// Region of phone numbers written without a country code (ISO 3166-1 alpha-2).
     #[arg(long, default_value = "US")]
     pub region: String,
+    /// Normalization rules for emails and phones: sealroom, google, meta or uid2 (the room's
+    /// overlap must declare the same; see docs/matching/normalization.md).
+    #[arg(long, default_value = "sealroom")]
+    pub profile: String,
+    /// Also encode each row's name, birth-date and address columns into a CLK Bloom filter (with
+    /// keyed blocking keys) for privacy-preserving fuzzy matching. Needs the room's CLK secret.
+    #[arg(long)]
+    pub clk: bool,
+    /// The room's CLK secret, hex (at least 16 bytes), shared by the data owners out of band.
+    #[arg(long, requires = "clk")]
+    pub clk_secret: Option<String>,
+    /// A file holding the room's CLK secret as hex (keeps it out of shell history).
+    #[arg(long, requires = "clk", conflicts_with = "clk_secret")]
+    pub clk_secret_file: Option<PathBuf>,
+    /// Columns to encode into the CLK (comma-separated); default: every recognized name, birth-date
+    /// and address column. Both data owners must encode the same fields.
+    #[arg(long, value_delimiter = ',', requires = "clk")]
+    pub clk_columns: Vec<String>,
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -310,6 +328,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 phone_column: a.phone_column,
                 id_column: a.id_column,
                 region: normalize::region(&a.region)?,
+                profile: a.profile.parse().map_err(CliError::Usage)?,
+                clk_secret: clk_secret(a.clk, a.clk_secret.as_deref(), a.clk_secret_file.as_deref())?,
+                clk_columns: a.clk_columns,
                 progress: !a.no_progress,
             };
             let summary = tokio::task::spawn_blocking(move || hash::hash_csv(&options))
@@ -445,4 +466,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The CLK secret from `--clk-secret` or `--clk-secret-file` (hex, at least 16 bytes).
+fn clk_secret(clk: bool, hex_value: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, CliError> {
+    if !clk {
+        return Ok(None);
+    }
+    let text = match (hex_value, file) {
+        (Some(h), _) => h.to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "--clk needs the room's CLK secret: --clk-secret HEX or --clk-secret-file PATH (make one with \
+                 `openssl rand -hex 32` and share it with the other data owner, never with the operator)"
+                    .into(),
+            ));
+        }
+    };
+    let secret = hex::decode(text.trim()).map_err(|e| CliError::Usage(format!("the CLK secret must be hex: {e}")))?;
+    if secret.len() < 16 {
+        return Err(CliError::Usage(format!(
+            "the CLK secret has {} bytes; use at least 16 (32 recommended)",
+            secret.len()
+        )));
+    }
+    Ok(Some(secret))
 }

@@ -47,7 +47,17 @@ async fn the_demo_releases_the_true_overlap_and_writes_the_activation() {
     assert!(segments.iter().any(|s| s["overlap"]["suppressed"] == true), "tail segments are suppressed");
     assert!(segments.iter().any(|s| s["overlap"]["value"].as_u64().is_some_and(|v| v >= 50)));
 
-    assert_eq!(outcome.activation_files.len(), 2);
+    // summary, by_segment and by_tier.
+    assert_eq!(outcome.activation_files.len(), 3);
+    let by_tier = &outcome.result["sections"][2];
+    assert_eq!(by_tier["name"], "by_tier");
+    let added: u64 = by_tier["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["added_advertiser_individuals"]["value"].as_u64())
+        .sum();
+    assert!(added <= matched, "the tiers add up to at most the overlap: {added} vs {matched}");
     let by_segment = outcome.activation_files.iter().find(|p| p.to_string_lossy().contains("by_segment")).unwrap();
     let text = std::fs::read_to_string(by_segment).unwrap();
     assert_eq!(text.lines().count(), 24);

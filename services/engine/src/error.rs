@@ -49,6 +49,12 @@ impl Error {
     }
 }
 
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::Computation(e.to_string())
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         Self::Computation(e.to_string())

@@ -30,6 +30,7 @@ pub fn stored_type(column_type: ColumnType) -> DataType {
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         ColumnType::Sha256 => DataType::FixedSizeBinary(32),
         ColumnType::StringList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        ColumnType::Bytes => DataType::Binary,
     }
 }
 
@@ -55,6 +56,7 @@ pub fn accepted_types(column_type: ColumnType) -> &'static str {
         ColumnType::Timestamp => "timestamp (any unit; without a time zone it is read as UTC)",
         ColumnType::Sha256 => "sha256: fixed_size_binary(32), binary of 32 bytes, or 64-character hex strings",
         ColumnType::StringList => "list<string> (list or large_list of utf8)",
+        ColumnType::Bytes => "bytes (binary, large_binary, binary_view or fixed_size_binary)",
     }
 }
 
@@ -101,6 +103,10 @@ pub fn accepts(column_type: ColumnType, uploaded: &DataType) -> bool {
             }
             _ => false,
         },
+        ColumnType::Bytes => matches!(
+            uploaded,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_)
+        ),
     }
 }
 

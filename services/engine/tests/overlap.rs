@@ -412,8 +412,8 @@ async fn restart_keeps_datasets_runs_and_the_audit_chain_and_replacements_are_at
     let crm_dir = dir.path().join("rooms").join(contract(2).room_id().as_str()).join("tables").join("crm");
     let files: Vec<_> = std::fs::read_dir(&crm_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files.len(), 2, "current.json and one version: {files:?}");
-    // Two delivery files: summary and by_segment.
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    // Three delivery files: summary, by_segment and by_tier.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
 
     let engine = engine(dir.path(), 2, sinks).await;
     let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();

@@ -408,10 +408,11 @@ async fn flight_listings_show_only_what_the_contract_allows() {
     };
     let mut adv = server.flight(ADV).await;
     let listed = paths(adv.list_flights(Vec::<u8>::new()).await.unwrap().try_collect().await.unwrap());
-    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     assert!(listed[0].contains("/computations/overlap/runs/") && listed[0].ends_with("/sections/by_segment"));
-    assert!(listed[1].ends_with("/sections/summary"));
-    assert!(listed[2].ends_with("/tables/crm"), "the advertiser sees its own table, not the publisher's");
+    assert!(listed[1].ends_with("/sections/by_tier"));
+    assert!(listed[2].ends_with("/sections/summary"));
+    assert!(listed[3].ends_with("/tables/crm"), "the advertiser sees its own table, not the publisher's");
 
     let mut auditor = server.flight(AUDITOR).await;
     let listed = paths(auditor.list_flights(Vec::<u8>::new()).await.unwrap().try_collect().await.unwrap());

@@ -4,6 +4,7 @@
 //! Computations run on DataFusion over the room's tables registered as in-memory tables. They must
 //! never return rows or row-level identifiers, only aggregates.
 
+pub(crate) mod linkage;
 pub(crate) mod overlap;
 
 use std::collections::HashMap;

@@ -12,57 +12,26 @@
 //! by several keys is one pair (`DISTINCT`), and every count is `COUNT(DISTINCT …)`, so an individual
 //! matched by email and phone counts once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sealroom_proto::room::v1::{ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table};
 
-use super::{InputTable, quote, session};
+use super::{InputTable, linkage, quote, session};
 use crate::error::{Error, Result};
 use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind, MetricSpec};
 use crate::schema::ROW_ID_COLUMN;
 
-const ADVERTISER: &str = "advertiser";
 const PUBLISHER: &str = "publisher";
 const SEGMENTS: &str = "segments";
 
 fn person_expr(table: &Table) -> String {
     quote(table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str()))
-}
-
-/// The identifier kinds to match on: the contract's list, or every hashed kind both tables carry.
-fn match_kinds(spec: &OverlapComputation, advertiser: &Table, publisher: &Table) -> Vec<IdentifierKind> {
-    let listed: Vec<IdentifierKind> = spec.match_on().collect();
-    if !listed.is_empty() {
-        return listed;
-    }
-    [IdentifierKind::HashedEmail, IdentifierKind::HashedPhone]
-        .into_iter()
-        .filter(|k| advertiser.columns_of_kind(*k).next().is_some() && publisher.columns_of_kind(*k).next().is_some())
-        .collect()
-}
-
-/// `(person, kind, k)` for every non-null identifier of the given kinds.
-fn keys_sql(table: &Table, registered: &str, kinds: &[IdentifierKind]) -> String {
-    let person = person_expr(table);
-    let parts: Vec<String> = kinds
-        .iter()
-        .flat_map(|kind| {
-            let person = person.clone();
-            table.columns_of_kind(*kind).map(move |c| {
-                format!(
-                    "SELECT {person} AS person, {code} AS kind, {col} AS k FROM {registered} WHERE {col} IS NOT NULL",
-                    code = *kind as i32,
-                    col = quote(&c.name)
-                )
-            })
-        })
-        .collect();
-    parts.join(" UNION ALL ")
 }
 
 /// `(person, segment)` for every segment membership.
@@ -89,14 +58,18 @@ async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
-fn int_at(batches: &[RecordBatch], column: usize) -> Result<u64> {
-    let batch =
-        batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Computation("empty aggregate".into()))?;
-    let array = batch.column(column);
-    if array.data_type() != &DataType::Int64 {
-        return Err(Error::Computation(format!("unexpected aggregate type {}", array.data_type())));
-    }
-    Ok(u64::try_from(array.as_primitive::<Int64Type>().value(0)).unwrap_or(0))
+/// What one matching tier added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TierCounts {
+    pub tier: String,
+    /// Advertiser individuals this tier matched first, and the publisher individuals it paired
+    /// them with.
+    pub added_advertiser: u64,
+    pub added_advertiser_partners: u64,
+    /// Publisher individuals this tier matched first, and the advertiser individuals it paired
+    /// them with.
+    pub added_publisher: u64,
+    pub added_publisher_partners: u64,
 }
 
 /// The counts overlap computes, before any suppression.
@@ -110,6 +83,31 @@ pub(crate) struct OverlapCounts {
     /// the publisher appears, with (0, 0) when none of its users matched.
     pub by_segment: BTreeMap<String, (u64, u64)>,
     pub has_segments: bool,
+    /// What each tier added, in tier order.
+    pub by_tier: Vec<TierCounts>,
+}
+
+/// Per tier: the individuals of one side it matched first, and their partners in that tier.
+fn tier_gains(pairs: &linkage::Pairs, advertiser_side: bool) -> Vec<(u64, u64)> {
+    // The first tier of each individual of this side.
+    let mut first: HashMap<u32, u8> = HashMap::new();
+    for (&(a, p), &t) in &pairs.tier_of {
+        let me = if advertiser_side { a } else { p };
+        let e = first.entry(me).or_insert(t);
+        *e = (*e).min(t);
+    }
+    let mut added = vec![0u64; pairs.tiers.len()];
+    for t in first.values() {
+        added[*t as usize] += 1;
+    }
+    let mut partners: Vec<HashSet<u32>> = vec![HashSet::new(); pairs.tiers.len()];
+    for (&(a, p), &t) in &pairs.tier_of {
+        let (me, other) = if advertiser_side { (a, p) } else { (p, a) };
+        if first.get(&me) == Some(&t) {
+            partners[t as usize].insert(other);
+        }
+    }
+    added.into_iter().zip(partners).map(|(n, p)| (n, p.len() as u64)).collect()
 }
 
 pub(crate) async fn counts(
@@ -120,82 +118,107 @@ pub(crate) async fn counts(
     let table = |name: &str| {
         contract.table(name).ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
     };
-    let advertiser = table(&spec.advertiser_table)?;
-    let publisher = table(&spec.publisher_table)?;
-    let segment_table = if spec.segment_table.is_empty() { publisher } else { table(&spec.segment_table)? };
+    let advertiser = table(&spec.advertiser_table)?.clone();
+    let publisher = table(&spec.publisher_table)?.clone();
+    let segment_table =
+        if spec.segment_table.is_empty() { publisher.clone() } else { table(&spec.segment_table)?.clone() };
     let input = |name: &str| {
         tables.get(name).cloned().ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
     };
+    let graph_tables: Vec<(Table, InputTable)> =
+        spec.identity_graphs.iter().map(|g| Ok((table(g)?.clone(), input(g)?))).collect::<Result<_>>()?;
+    let (a_input, p_input) = (input(&advertiser.name)?, input(&publisher.name)?);
+
+    // Matching is CPU-bound: off the async runtime.
+    let spec_owned = spec.clone();
+    let (advertiser_t, publisher_t) = (advertiser.clone(), publisher.clone());
+    let linked = tokio::task::spawn_blocking(move || -> Result<_> {
+        let a = linkage::Side::new(&advertiser_t, &a_input)?;
+        let p = linkage::Side::new(&publisher_t, &p_input)?;
+        let graphs: Vec<(&Table, RecordBatch)> = graph_tables
+            .iter()
+            .map(|(t, i)| Ok((t, arrow::compute::concat_batches(&i.schema, &i.batches)?)))
+            .collect::<Result<_>>()?;
+        let pairs = linkage::link(&spec_owned, &a, &p, &graphs)?;
+        Ok((pairs, a.individuals, p.individuals, p.person()?, p.of_row))
+    })
+    .await
+    .map_err(|e| Error::Computation(format!("matching stopped: {e}")))??;
+    let (pairs, a_individuals, p_individuals, p_person, p_of_row) = linked;
+
+    let matched_a: HashSet<u32> = pairs.tier_of.keys().map(|(a, _)| *a).collect();
+    let matched_p: HashSet<u32> = pairs.tier_of.keys().map(|(_, p)| *p).collect();
+    let a_gains = tier_gains(&pairs, true);
+    let p_gains = tier_gains(&pairs, false);
+    let mut counts = OverlapCounts {
+        advertiser_individuals: a_individuals as u64,
+        publisher_individuals: p_individuals as u64,
+        matched_advertiser: matched_a.len() as u64,
+        matched_publisher: matched_p.len() as u64,
+        by_tier: pairs
+            .tiers
+            .iter()
+            .enumerate()
+            .map(|(t, name)| TierCounts {
+                tier: name.clone(),
+                added_advertiser: a_gains[t].0,
+                added_advertiser_partners: a_gains[t].1,
+                added_publisher: p_gains[t].0,
+                added_publisher_partners: p_gains[t].1,
+            })
+            .collect(),
+        ..Default::default()
+    };
+
     let mut registered = HashMap::new();
-    registered.insert(ADVERTISER.to_owned(), input(&advertiser.name)?);
-    registered.insert(PUBLISHER.to_owned(), input(&publisher.name)?);
     let segment_registered = if segment_table.name == publisher.name {
+        registered.insert(PUBLISHER.to_owned(), input(&publisher.name)?);
         PUBLISHER
     } else {
         registered.insert(SEGMENTS.to_owned(), input(&segment_table.name)?);
         SEGMENTS
     };
+    let Some(segments) = segments_sql(&segment_table, segment_registered) else {
+        return Ok(counts);
+    };
     let ctx = session(&registered)?;
+    // The publisher's person keys and their individuals, and the matched pairs, as tables.
+    let individuals =
+        RecordBatch::try_from_iter([("person", p_person), ("ind", linkage::individual_column(&p_of_row))])?;
+    ctx.register_table("pind", Arc::new(MemTable::try_new(individuals.schema(), vec![vec![individuals]])?))?;
+    let (ap, pp): (Vec<i64>, Vec<i64>) = pairs.tier_of.keys().map(|(a, p)| (i64::from(*a), i64::from(*p))).unzip();
+    let matched = RecordBatch::try_from_iter([
+        ("ap", Arc::new(Int64Array::from(ap)) as ArrayRef),
+        ("pp", Arc::new(Int64Array::from(pp)) as ArrayRef),
+    ])?;
+    ctx.register_table("matched", Arc::new(MemTable::try_new(matched.schema(), vec![vec![matched]])?))?;
 
-    let kinds = match_kinds(spec, advertiser, publisher);
-    if kinds.is_empty() {
-        return Err(Error::Contract("overlap has no identifier kind to match on".into()));
+    counts.has_segments = true;
+    let all = collect(&ctx, &format!("SELECT DISTINCT segment FROM ({segments}) s")).await?;
+    for batch in &all {
+        let names = batch.column(0).as_string::<i32>();
+        for i in 0..names.len() {
+            counts.by_segment.insert(names.value(i).to_owned(), (0, 0));
+        }
     }
-    let matched_sql = format!(
-        "SELECT DISTINCT a.person AS ap, p.person AS pp FROM ({}) a JOIN ({}) p ON a.kind = p.kind AND a.k = p.k",
-        keys_sql(advertiser, ADVERTISER, &kinds),
-        keys_sql(publisher, PUBLISHER, &kinds)
-    );
-    let df = ctx.sql(&matched_sql).await?;
-    let schema = df.schema().inner().clone();
-    let matched = df.collect().await?;
-    ctx.register_table("matched", std::sync::Arc::new(MemTable::try_new(schema, vec![matched])?))?;
-
-    let totals = collect(
+    let per_segment = collect(
         &ctx,
         &format!(
-            "SELECT (SELECT count(DISTINCT {}) FROM {ADVERTISER}), (SELECT count(DISTINCT {}) FROM {PUBLISHER}), \
-             (SELECT count(DISTINCT ap) FROM matched), (SELECT count(DISTINCT pp) FROM matched)",
-            person_expr(advertiser),
-            person_expr(publisher)
+            "SELECT s.segment, count(DISTINCT m.pp), count(DISTINCT m.ap) FROM matched m \
+             JOIN (SELECT DISTINCT person, ind FROM pind) i ON m.pp = i.ind \
+             JOIN ({segments}) s ON i.person = s.person GROUP BY s.segment"
         ),
     )
     .await?;
-    let mut counts = OverlapCounts {
-        advertiser_individuals: int_at(&totals, 0)?,
-        publisher_individuals: int_at(&totals, 1)?,
-        matched_advertiser: int_at(&totals, 2)?,
-        matched_publisher: int_at(&totals, 3)?,
-        ..Default::default()
-    };
-
-    if let Some(segments) = segments_sql(segment_table, segment_registered) {
-        counts.has_segments = true;
-        let all = collect(&ctx, &format!("SELECT DISTINCT segment FROM ({segments}) s")).await?;
-        for batch in &all {
-            let names = batch.column(0).as_string::<i32>();
-            for i in 0..names.len() {
-                counts.by_segment.insert(names.value(i).to_owned(), (0, 0));
-            }
-        }
-        let per_segment = collect(
-            &ctx,
-            &format!(
-                "SELECT s.segment, count(DISTINCT m.pp), count(DISTINCT m.ap) FROM matched m JOIN ({segments}) s \
-                 ON m.pp = s.person GROUP BY s.segment"
-            ),
-        )
-        .await?;
-        for batch in &per_segment {
-            let names = batch.column(0).as_string::<i32>();
-            let np = batch.column(1).as_primitive::<Int64Type>();
-            let na = batch.column(2).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                counts.by_segment.insert(
-                    names.value(i).to_owned(),
-                    (u64::try_from(np.value(i)).unwrap_or(0), u64::try_from(na.value(i)).unwrap_or(0)),
-                );
-            }
+    for batch in &per_segment {
+        let names = batch.column(0).as_string::<i32>();
+        let np = batch.column(1).as_primitive::<Int64Type>();
+        let na = batch.column(2).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            counts.by_segment.insert(
+                names.value(i).to_owned(),
+                (u64::try_from(np.value(i)).unwrap_or(0), u64::try_from(na.value(i)).unwrap_or(0)),
+            );
         }
     }
     Ok(counts)
@@ -283,6 +306,50 @@ pub(crate) fn sections(c: &OverlapCounts) -> Vec<ComputedSection> {
                         cells: vec![
                             ComputedCell::count(*np, individuals),
                             ComputedCell::ratio(*np, c.matched_publisher, individuals.min(overlap_individuals)),
+                        ],
+                    }
+                })
+                .collect(),
+        });
+    }
+    if !c.by_tier.is_empty() {
+        sections.push(ComputedSection {
+            name: "by_tier".into(),
+            description: "What each matching tier added, in the order the tiers run; an individual matched by \
+                          several tiers is credited to the first"
+                .into(),
+            dimensions: vec!["tier".into()],
+            metrics: vec![
+                metric(
+                    "added_advertiser_individuals",
+                    MetricKind::Count,
+                    "advertiser individuals this tier matched that no earlier tier had",
+                ),
+                metric(
+                    "added_publisher_individuals",
+                    MetricKind::Count,
+                    "publisher individuals this tier matched that no earlier tier had",
+                ),
+                metric(
+                    "match_rate_gain_advertiser",
+                    MetricKind::Ratio,
+                    "added_advertiser_individuals / advertiser_individuals: how much this tier raised the advertiser's match rate",
+                ),
+            ],
+            rows: c
+                .by_tier
+                .iter()
+                .map(|t| {
+                    // A cell about the individuals a tier added is as small as the smaller of them
+                    // and the individuals they were paired with.
+                    let a = t.added_advertiser.min(t.added_advertiser_partners);
+                    let p = t.added_publisher.min(t.added_publisher_partners);
+                    ComputedRow {
+                        dimensions: vec![t.tier.clone()],
+                        cells: vec![
+                            ComputedCell::count(t.added_advertiser, a),
+                            ComputedCell::count(t.added_publisher, p),
+                            ComputedCell::ratio(t.added_advertiser, c.advertiser_individuals, a),
                         ],
                     }
                 })
