@@ -5,8 +5,10 @@ use super::settings::Level;
 /// A level index that means "one of the values is missing".
 pub const NULL_LEVEL: u8 = 15;
 
-fn last_digits(s: &str, n: usize) -> Option<&str> {
-    let digits = s.trim_start_matches('+');
+fn last_digits(s: &str, n: usize) -> Option<&[u8]> {
+    // Bytes, not a string slice: a value that is not a phone number must not panic on a char
+    // boundary.
+    let digits = s.trim_start_matches('+').as_bytes();
     (digits.len() >= n).then(|| &digits[digits.len() - n..])
 }
 
@@ -125,7 +127,11 @@ pub fn osa_distance(a: &str, b: &str) -> usize {
 /// the diagonal band of width `2d + 1` and stopping as soon as every cell in a row exceeds `d`: O(n·d)
 /// instead of O(n²). Agrees with [`levenshtein`] / [`osa_distance`] (a property test checks it).
 pub fn within(a: &str, b: &str, d: usize, osa: bool) -> bool {
-    if a.len().abs_diff(b.len()) > d {
+    // Byte lengths bound the distance only for ASCII (one edit changes a character, which may be
+    // several bytes); for other text the character counts do.
+    if a.len().abs_diff(b.len()) > d
+        && (a.is_ascii() && b.is_ascii() || a.chars().count().abs_diff(b.chars().count()) > d)
+    {
         return false;
     }
     if !short_ascii(a, b) || d >= 16 {
@@ -218,8 +224,8 @@ fn satisfies(level: &Level, a: &str, b: &str, lazy: &mut Lazy) -> bool {
         Level::DateWithinDays(n) => {
             matches!((days(a), days(b)), (Some(x), Some(y)) if (x - y).unsigned_abs() <= u64::from(n))
         }
-        Level::SameYearMonth => a.len() == 8 && b.len() == 8 && a[..6] == b[..6],
-        Level::SameYear => a.len() >= 4 && b.len() >= 4 && a[..4] == b[..4],
+        Level::SameYearMonth => a.len() == 8 && b.len() == 8 && a.as_bytes()[..6] == b.as_bytes()[..6],
+        Level::SameYear => a.len() >= 4 && b.len() >= 4 && a.as_bytes()[..4] == b.as_bytes()[..4],
         Level::SameEmailUser => {
             matches!((a.split_once('@'), b.split_once('@')), (Some((x, _)), Some((y, _))) if x == y && !x.is_empty())
         }
@@ -294,6 +300,23 @@ mod tests {
                 prop_assert_eq!(within(&a, &b, d, false), strsim::levenshtein(&a, &b) <= d);
                 prop_assert_eq!(within(&a, &b, d, true), strsim::osa_distance(&a, &b) <= d);
             }
+        }
+
+        /// Non-ASCII text (Cyrillic, accented Latin) gets the same distances as strsim's.
+        #[test]
+        fn within_agrees_with_strsim_on_any_script(a in "[aéиж ]{0,12}", b in "[aéиж ]{0,12}", d in 0usize..4) {
+            prop_assert_eq!(within(&a, &b, d, false), strsim::levenshtein(&a, &b) <= d);
+            prop_assert_eq!(within(&a, &b, d, true), strsim::osa_distance(&a, &b) <= d);
+        }
+
+        /// No level panics on any pair of values, whatever column it is put on.
+        #[test]
+        fn levels_never_panic(a in "\\PC{0,12}", b in "\\PC{0,12}") {
+            let levels = [
+                Level::SameYearMonth, Level::SameYear, Level::SameLastDigits(3), Level::Prefix(2),
+                Level::DateWithinDays(30), Level::SameEmailUser, Level::JaroWinkler(0.9), Level::DamerauLevenshtein(1),
+            ];
+            let _ = level_of(&levels, Some(&a), Some(&b));
         }
 
         /// Day arithmetic agrees with the calendar library.

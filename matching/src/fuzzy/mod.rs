@@ -318,8 +318,19 @@ pub fn fit_blocking(settings: &mut Settings, left: &Records, right: Option<&Reco
         let mut extra =
             roles.iter().filter_map(|(role, t)| column_of(role).map(|c| BlockKey { column: c, transform: *t }));
         while pairs > budget {
-            let Some(key) = extra.find(|k| !rule.iter().any(|r| r.column == k.column)) else { break };
-            rule.push(key);
+            // A new column, or a longer prefix of a column the rule already keys on.
+            let Some(key) = extra.find(|k| match rule.iter().find(|r| r.column == k.column) {
+                None => true,
+                Some(r) => {
+                    matches!((r.transform, k.transform), (KeyTransform::First(a), KeyTransform::First(b)) if b > a)
+                }
+            }) else {
+                break;
+            };
+            match rule.iter_mut().find(|r| r.column == key.column) {
+                Some(existing) => *existing = key,
+                None => rule.push(key),
+            }
             pairs = count(&rule).unwrap_or(0);
         }
         if pairs > budget {

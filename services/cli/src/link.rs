@@ -235,6 +235,18 @@ fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<(Settings,
 
 /// Runs a linkage and evaluates it. Timing covers reading the files through scoring.
 pub fn run(options: &LinkOptions) -> Result<LinkReport, CliError> {
+    if let Some(t) = options.threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(CliError::Usage(format!(
+            "--threshold {t} is out of range: a match probability (or, with --clk, a Dice coefficient) between 0 and 1"
+        )));
+    }
+    if options.clk && options.settings.is_some() {
+        return Err(CliError::Usage(
+            "--settings configures Fellegi-Sunter linkage and does not apply with --clk; drop one of them".into(),
+        ));
+    }
     let started = Instant::now();
     let left = read_csv(&options.left, options.id_column.as_deref(), &options.exclude)?;
     let right = match &options.right {

@@ -12,8 +12,11 @@ pub const DEFAULT_THRESHOLD: f64 = 0.8;
 /// Above this many pairs, compare only pairs that share a keyed blocking key.
 const ALL_PAIRS_LIMIT: u64 = 100_000_000;
 
+/// One thread's encoded records: filter words, and the keyed blocking keys of each record.
+type Chunk = (Vec<u64>, Vec<Vec<u64>>);
+
 /// Encodes a table's records; returns the filters and their keyed blocking keys.
-pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> (Filters, Vec<Vec<u64>>) {
+pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> Result<(Filters, Vec<Vec<u64>>), CliError> {
     let columns: Vec<Option<&Vec<Option<String>>>> = encoder
         .schema()
         .fields
@@ -22,7 +25,7 @@ pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> (Filters, 
         .collect();
     let n = table.ids.len();
     let chunk = n.div_ceil(threads.max(1)).max(1);
-    let parts: Vec<(Vec<u64>, Vec<Vec<u64>>)> = std::thread::scope(|s| {
+    let parts: Option<Vec<Chunk>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|start| {
@@ -47,8 +50,11 @@ pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> (Filters, 
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        // Every chunk or none: a lost chunk would shift the filters against the record ids.
+        handles.into_iter().map(|h| h.join().ok()).collect()
     });
+    let parts = parts
+        .ok_or_else(|| CliError::Input(format!("{}: encoding a chunk of records failed", table.path.display())))?;
     let mut filters = Filters::new(encoder.words());
     let mut keys = Vec::with_capacity(n);
     for (words, k) in parts {
@@ -57,7 +63,7 @@ pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> (Filters, 
         }
         keys.extend(k);
     }
-    (filters, keys)
+    Ok((filters, keys))
 }
 
 /// Links (or deduplicates) with CLKs. Returns (matches, pairs compared, predicted id pairs).
@@ -84,8 +90,11 @@ pub fn run(
     let encoder = Encoder::new(schema, &secret).map_err(CliError::Input)?;
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let started = std::time::Instant::now();
-    let (lf, lk) = encode(&encoder, left, threads);
-    let r = right.map(|t| encode(&encoder, t, threads));
+    let (lf, lk) = encode(&encoder, left, threads)?;
+    let r = match right {
+        Some(t) => Some(encode(&encoder, t, threads)?),
+        None => None,
+    };
     lines.push(format!(
         "encoded {} records into {}-bit CLKs over {} fields in {:.3}s",
         left.ids.len() + right.map_or(0, |t| t.ids.len()),
