@@ -126,6 +126,19 @@ impl Engine {
         for contract in contracts {
             validate(&contract)
                 .map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
+            // What the protobuf validation cannot check: linkage settings are the matching library's.
+            for (i, c) in contract.computations.iter().enumerate() {
+                if let Some(sealroom_proto::room::v1::computation::Kind::Overlap(o)) = &c.kind
+                    && let Some(f) = &o.fuzzy
+                    && !f.settings_yaml.is_empty()
+                    && let Err(e) = sealroom_matching::fuzzy::Settings::from_yaml(&f.settings_yaml)
+                {
+                    return Err(Error::Contract(format!(
+                        "room '{}' has an invalid contract:\ncomputations[{i}].overlap.fuzzy.settings: {e}",
+                        contract.name
+                    )));
+                }
+            }
             let id = contract.room_id();
             if rooms.contains_key(&id) {
                 return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));

@@ -319,8 +319,10 @@ async fn profiles_must_agree_and_a_tier_that_adds_nobody_is_suppressed() {
         run("{ advertiser_table: crm, publisher_table: users, match_on: [hashed_phone], identity_graphs: [graph] }")
             .await;
     // The graph's email side is not matched on (match_on is phones only), so the graph adds none:
-    // a cell of 0 individuals is suppressed, never shown as 0.
-    assert_eq!(tiers(&released), [("hashed_phone".into(), Some(15)), ("identity_graph".into(), None)]);
+    // a cell about 0 individuals is suppressed, never shown as 0 — and since the phone tier's gain
+    // would then reveal the graph's (matched − phone), it is suppressed too (complementary).
+    assert_eq!(tiers(&released), [("hashed_phone".into(), None), ("identity_graph".into(), None)]);
+    assert_eq!(matched_advertiser(&released), Some(15), "the total itself is about 15 ≥ k individuals");
 }
 
 #[tokio::test]
@@ -348,6 +350,25 @@ async fn clk_matching_needs_no_plaintext() {
     let clk = t[1].1.unwrap();
     assert!((42..=45).contains(&clk), "clk added {clk}");
     assert!(matched_advertiser(&released).unwrap() <= 60);
+}
+
+#[tokio::test]
+async fn bad_fuzzy_settings_are_refused_when_the_room_is_hosted() {
+    let dir = tempfile::tempdir().unwrap();
+    let contract = RoomFile::parse(
+        &room("{ advertiser_table: crm, publisher_table: users, fuzzy: { settings: { threshold: 2 } } }"),
+        "tiers",
+    )
+    .unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_owned(),
+        tee: TeeMode::Simulated,
+        limits: UploadLimits::default(),
+        sinks: vec![],
+    };
+    let err = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.err().unwrap();
+    let e = err.to_string();
+    assert!(e.contains("computations[0].overlap.fuzzy.settings") && e.contains("threshold 2"), "{e}");
 }
 
 #[test]

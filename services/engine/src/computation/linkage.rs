@@ -15,7 +15,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use sealroom_matching::clk::{self, Filters};
 use sealroom_matching::exact::{Digest, join_digests};
-use sealroom_matching::fuzzy::{self, Records, Settings};
+use sealroom_matching::fuzzy::{self, FuzzyError, Records, Settings};
 use sealroom_matching::graph::UnionFind;
 use sealroom_matching::normalize::{self, Profile};
 use sealroom_matching::{batch, normalize::Region};
@@ -315,15 +315,17 @@ fn clk_side(side: &Side<'_>) -> Result<(Filters, Option<Vec<Vec<u64>>>)> {
                     let values = lists.value(i);
                     let strings = values.as_string::<i32>();
                     for key in strings.iter().flatten() {
-                        let parsed = u64::from_str_radix(key, 16).map_err(|_| {
-                            Error::InvalidData(format!(
-                                "table '{}' column '{}' row {i}: blocking key '{}' is not 16 hex characters \
-                                 (sealroom hash --clk writes them)",
-                                table.name,
-                                c.name,
-                                key.chars().take(24).collect::<String>()
-                            ))
-                        })?;
+                        // The key itself is not quoted: the caller may be the other party.
+                        let parsed = (key.len() == 16)
+                            .then(|| u64::from_str_radix(key, 16).ok())
+                            .flatten()
+                            .ok_or_else(|| {
+                                Error::InvalidData(format!(
+                                    "table '{}' column '{}' row {i}: a blocking key that is not 16 hex characters \
+                                     (sealroom hash --clk writes them); re-encode the table",
+                                    table.name, c.name
+                                ))
+                            })?;
                         row.push(parsed);
                     }
                 }
@@ -430,12 +432,19 @@ pub(crate) fn link(
         if !l.is_empty() && !r.is_empty() {
             if rules_inferred {
                 let budget = fuzzy::default_pair_budget(l.len(), r.len());
-                for note in fuzzy::fit_blocking(&mut settings, &l, Some(&r), budget) {
-                    tracing::info!(note, "fuzzy blocking fitted");
-                }
+                // The notes carry pair counts (data-derived): only how many rules changed is logged.
+                let notes = fuzzy::fit_blocking(&mut settings, &l, Some(&r), budget);
+                tracing::info!(rules_changed = notes.len(), "fuzzy blocking fitted to the data");
             }
-            let result =
-                fuzzy::link(&l, &r, &settings).map_err(|e| Error::Computation(format!("fuzzy matching: {e}")))?;
+            let result = fuzzy::link(&l, &r, &settings).map_err(|e| match e {
+                // Pair counts depend on the other party's data: they stay inside.
+                FuzzyError::TooManyCandidates { rule, .. } => Error::FailedPrecondition(format!(
+                    "fuzzy matching: blocking rule [{rule}] generates more candidate pairs than max_candidate_pairs \
+                     allows; make it stricter in overlap.fuzzy.settings (the count is not shown: it depends on the \
+                     other party's data)"
+                )),
+                other => Error::Contract(format!("overlap.fuzzy: {other}")),
+            })?;
             for m in result.matches {
                 pairs.add(advertiser.of_row[m.left as usize], publisher.of_row[m.right as usize], tier);
             }
@@ -462,11 +471,14 @@ pub(crate) fn link(
                 (Some(ak), Some(pk)) => clk::compare_blocked(&af, ak, Some((&pf, pk.as_slice())), threshold),
                 _ => {
                     let all = af.len() as u64 * pf.len() as u64;
+                    // The count is not in the message: it would tell the caller the other party's
+                    // row count.
                     if all > CLK_ALL_PAIRS_LIMIT {
-                        return Err(Error::FailedPrecondition(format!(
-                            "comparing all {all} CLK pairs is too many; upload clk_blocking_keys columns \
-                             (sealroom hash --clk writes them) so that only pairs sharing a key are compared"
-                        )));
+                        return Err(Error::FailedPrecondition(
+                            "these tables are too large to compare every pair of CLKs; upload clk_blocking_keys \
+                             columns (sealroom hash --clk writes them) so that only pairs sharing a key are compared"
+                                .into(),
+                        ));
                     }
                     clk::compare_all(&af, Some(&pf), threshold, threads())
                 }

@@ -1,16 +1,19 @@
-//! Overlap: exact match of an advertiser table and a publisher table on hashed identifiers.
+//! Overlap: the match of an advertiser table and a publisher table, its match rates, what each
+//! matching tier added, and the overlap by publisher segment.
 //!
 //! Privacy argument (see docs/computations/overlap.md): every number released is a count of distinct
 //! individuals or a ratio of such counts; each cell carries the number of distinct matched
 //! individuals it is about (the smaller of the advertiser-side and publisher-side counts), and the
 //! release gate suppresses it when that is under k. Match rates are suppressed when the overlap is
-//! under k. Segments are listed in name order, never by size, so the order of rows leaks nothing
-//! about suppressed cells.
+//! under k. The tier gains of a side sum to its matched count, which is released, so they are
+//! suppressed complementarily: never exactly one, and never a suppressed total under k. Segments are
+//! listed in name order and tiers in contract order, never by size, so the order of rows leaks
+//! nothing about suppressed cells.
 //!
-//! The match is columnar: both sides' identifier columns (32-byte SHA-256 digests) are unioned into
-//! (individual, key kind, key) relations and hash-joined by DataFusion; a pair of individuals matched
-//! by several keys is one pair (`DISTINCT`), and every count is `COUNT(DISTINCT …)`, so an individual
-//! matched by email and phone counts once.
+//! Matching (`linkage.rs`) runs the tiers with the matching library: a radix hash join of 32-byte
+//! digests per exact key kind, identity-graph components, fuzzy and CLK matching; a pair of
+//! individuals matched several ways is one pair, credited to the first tier. The segment breakdown
+//! joins the matched pairs to the segment memberships in DataFusion with `COUNT(DISTINCT …)`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -229,7 +232,26 @@ fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
 }
 
 /// The report sections of an overlap.
-pub(crate) fn sections(c: &OverlapCounts) -> Vec<ComputedSection> {
+/// Which cells of a column that sums to a released total must be suppressed: those about fewer than
+/// `k` individuals, and then — because the suppressed cells' total can be worked out from the
+/// released ones — more cells, smallest first, until at least two are suppressed and together they
+/// count at least `k`, or all are. `cells` are `(value, individuals)`.
+pub(crate) fn complementary_suppression(cells: &[(u64, u64)], k: u64) -> Vec<bool> {
+    let mut suppressed: Vec<bool> = cells.iter().map(|(_, individuals)| *individuals < k).collect();
+    loop {
+        let hidden: Vec<usize> = (0..cells.len()).filter(|i| suppressed[*i]).collect();
+        let total: u64 = hidden.iter().map(|i| cells[*i].0).sum();
+        if hidden.is_empty() || hidden.len() == cells.len() || (hidden.len() >= 2 && total >= k) {
+            return suppressed;
+        }
+        let Some(next) = (0..cells.len()).filter(|i| !suppressed[*i]).min_by_key(|i| (cells[*i].0, *i)) else {
+            return suppressed;
+        };
+        suppressed[next] = true;
+    }
+}
+
+pub(crate) fn sections(c: &OverlapCounts, k: u64) -> Vec<ComputedSection> {
     // The overlap is about the matched individuals of both sides; a cell about it is as small as the
     // smaller side.
     let overlap_individuals = c.matched_advertiser.min(c.matched_publisher);
@@ -336,24 +358,37 @@ pub(crate) fn sections(c: &OverlapCounts) -> Vec<ComputedSection> {
                     "added_advertiser_individuals / advertiser_individuals: how much this tier raised the advertiser's match rate",
                 ),
             ],
-            rows: c
-                .by_tier
-                .iter()
-                .map(|t| {
-                    // A cell about the individuals a tier added is as small as the smaller of them
-                    // and the individuals they were paired with.
-                    let a = t.added_advertiser.min(t.added_advertiser_partners);
-                    let p = t.added_publisher.min(t.added_publisher_partners);
-                    ComputedRow {
-                        dimensions: vec![t.tier.clone()],
-                        cells: vec![
-                            ComputedCell::count(t.added_advertiser, a),
-                            ComputedCell::count(t.added_publisher, p),
-                            ComputedCell::ratio(t.added_advertiser, c.advertiser_individuals, a),
-                        ],
-                    }
-                })
-                .collect(),
+            rows: {
+                // A cell about the individuals a tier added is as small as the smaller of them and
+                // the individuals they were paired with; forced suppression makes it 0.
+                let a: Vec<(u64, u64)> = c
+                    .by_tier
+                    .iter()
+                    .map(|t| (t.added_advertiser, t.added_advertiser.min(t.added_advertiser_partners)))
+                    .collect();
+                let p: Vec<(u64, u64)> = c
+                    .by_tier
+                    .iter()
+                    .map(|t| (t.added_publisher, t.added_publisher.min(t.added_publisher_partners)))
+                    .collect();
+                let (a_hidden, p_hidden) = (complementary_suppression(&a, k), complementary_suppression(&p, k));
+                let individuals = |cell: (u64, u64), hidden: bool| if hidden { 0 } else { cell.1 };
+                c.by_tier
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let ai = individuals(a[i], a_hidden[i]);
+                        ComputedRow {
+                            dimensions: vec![t.tier.clone()],
+                            cells: vec![
+                                ComputedCell::count(t.added_advertiser, ai),
+                                ComputedCell::count(t.added_publisher, individuals(p[i], p_hidden[i])),
+                                ComputedCell::ratio(t.added_advertiser, c.advertiser_individuals, ai),
+                            ],
+                        }
+                    })
+                    .collect()
+            },
         });
     }
     sections
@@ -364,5 +399,41 @@ pub(crate) async fn run(
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
 ) -> Result<Vec<ComputedSection>> {
-    Ok(sections(&counts(contract, spec, tables).await?))
+    Ok(sections(&counts(contract, spec, tables).await?, u64::from(contract.effective_k())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complementary_suppression;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_suppressed_cell_takes_the_smallest_other_with_it() {
+        // Email added 5,000, phone 400, fuzzy 30: fuzzy alone would be matched − 5,400.
+        assert_eq!(complementary_suppression(&[(5000, 5000), (400, 400), (30, 30)], 100), [false, true, true]);
+        // Two small cells whose total is still under k pull in a third.
+        assert_eq!(
+            complementary_suppression(&[(5000, 5000), (400, 400), (30, 30), (20, 20)], 100),
+            [false, true, true, true]
+        );
+        // Nothing under k: nothing hidden.
+        assert_eq!(complementary_suppression(&[(500, 500), (400, 400)], 100), [false, false]);
+        // A cell about few individuals is hidden even if its value is large.
+        assert_eq!(complementary_suppression(&[(500, 5), (400, 400)], 100), [true, true]);
+    }
+
+    proptest! {
+        /// Whatever the cells, the suppressed ones are never exactly one, and together they count
+        /// at least k or are all the cells; every cell about fewer than k individuals is hidden.
+        #[test]
+        fn suppressed_totals_are_never_recoverable(cells in proptest::collection::vec((0u64..300, 0u64..300), 1..8), k in 1u64..200) {
+            let hidden = complementary_suppression(&cells, k);
+            let n = hidden.iter().filter(|h| **h).count();
+            let total: u64 = cells.iter().zip(&hidden).filter(|(_, h)| **h).map(|(c, _)| c.0).sum();
+            prop_assert!(n == 0 || n == cells.len() || (n >= 2 && total >= k));
+            for (c, h) in cells.iter().zip(&hidden) {
+                prop_assert!(c.1 >= k || *h);
+            }
+        }
+    }
 }
