@@ -157,6 +157,26 @@ impl Encoder {
         let (h1, _) = self.positions(&format!("block{rule}"), key);
         h1
     }
+
+    /// The keyed blocking keys of a record ([`blocking_keys`] under [`Encoder::block_key`]).
+    pub fn keyed_blocking_keys(&self, values: &[Option<&str>]) -> Vec<u64> {
+        blocking_keys(&self.schema, values).into_iter().map(|(rule, key)| self.block_key(rule, &key)).collect()
+    }
+}
+
+/// A filter's words as little-endian bytes, the form stored in a binary column.
+pub fn to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// A keyed blocking key as stored in a `clk_blocking_keys` column: 16 lowercase hex characters.
+pub fn key_to_hex(key: u64) -> String {
+    format!("{key:016x}")
+}
+
+/// Parses [`key_to_hex`]'s form; `None` unless exactly 16 hex characters.
+pub fn key_from_hex(text: &str) -> Option<u64> {
+    if text.len() == 16 { u64::from_str_radix(text, 16).ok() } else { None }
 }
 
 /// Filters of many records, stored contiguously.
@@ -202,7 +222,7 @@ impl Filters {
 
     /// The filter as little-endian bytes.
     pub fn bytes(&self, i: usize) -> Vec<u8> {
-        self.get(i).iter().flat_map(|w| w.to_le_bytes()).collect()
+        to_bytes(self.get(i))
     }
 
     /// Dice coefficient of filter `i` here and `j` there.
@@ -442,7 +462,7 @@ mod tests {
         for (g, s, d) in people {
             let v = [Some(g), Some(s), Some(d)];
             f.push(&encode(&e, &v));
-            keys.push(blocking_keys(e.schema(), &v).into_iter().map(|(r, k)| e.block_key(r, &k)).collect::<Vec<_>>());
+            keys.push(e.keyed_blocking_keys(&v));
         }
         let (all, compared) = compare_all(&f, None, 0.7, 2);
         assert_eq!(compared, 6);
@@ -468,6 +488,15 @@ mod tests {
         // But the role matters: a surname is not a given name.
         let fc = encode(&a, &[Some("Smith"), Some("Jane"), Some("1985-03-12")]);
         assert_ne!(fa, fc);
+    }
+
+    #[test]
+    fn blocking_keys_round_trip_through_hex() {
+        for key in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(key_from_hex(&key_to_hex(key)), Some(key));
+        }
+        assert_eq!(key_from_hex("abc"), None);
+        assert_eq!(key_from_hex("0123456789abcdeg"), None);
     }
 
     #[test]

@@ -168,8 +168,8 @@ pub struct IdentityGraph {
 }
 
 impl IdentityGraph {
-    /// Component id of every digest in the graph.
-    fn components(&self) -> HashMap<Digest, u32> {
+    /// Component id of every digest in the graph (connected components by union-find).
+    pub fn components(&self) -> HashMap<Digest, u32> {
         let mut ids: HashMap<Digest, u32> = HashMap::with_capacity(self.edges.len() * 2);
         let mut uf = UnionFind::new(0);
         for (a, b) in &self.edges {

@@ -317,6 +317,21 @@ impl Settings {
         Ok(())
     }
 
+    /// Fills what the settings leave empty from column names ([`super::infer`]): comparisons, and
+    /// blocking rules. Returns whether the blocking rules were inferred (and so may be fitted to the
+    /// data with [`super::fit_blocking`]).
+    pub fn fill_inferred(&mut self, columns: &[String]) -> bool {
+        let inferred = super::infer(columns);
+        if self.comparisons.is_empty() {
+            self.comparisons = inferred.comparisons;
+        }
+        let rules_inferred = self.blocking_rules.is_empty();
+        if rules_inferred {
+            self.blocking_rules = inferred.blocking_rules;
+        }
+        rules_inferred
+    }
+
     pub fn threads(&self) -> usize {
         if self.threads == 0 { std::thread::available_parallelism().map_or(2, usize::from) } else { self.threads }
     }

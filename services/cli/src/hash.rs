@@ -361,9 +361,9 @@ pub fn hash_csv(options: &HashOptions) -> Result<HashSummary, CliError> {
                 let values: Vec<Option<&str>> =
                     at.iter().map(|i| record.get(*i).filter(|v| !v.trim().is_empty())).collect();
                 encoder.encode_into(&values, &mut filter);
-                filters.append_value(filter.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
-                for (rule, key) in clk::blocking_keys(encoder.schema(), &values) {
-                    keys.values().append_value(format!("{:016x}", encoder.block_key(rule, &key)));
+                filters.append_value(clk::to_bytes(&filter));
+                for key in encoder.keyed_blocking_keys(&values) {
+                    keys.values().append_value(clk::key_to_hex(key));
                 }
                 keys.append(true);
             }

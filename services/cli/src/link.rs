@@ -216,14 +216,7 @@ fn load_settings(options: &LinkOptions, columns: &[String]) -> Result<(Settings,
         }
         None => Settings::default(),
     };
-    let inferred = fuzzy::infer(columns);
-    if settings.comparisons.is_empty() {
-        settings.comparisons = inferred.comparisons;
-    }
-    let rules_inferred = settings.blocking_rules.is_empty();
-    if rules_inferred {
-        settings.blocking_rules = inferred.blocking_rules;
-    }
+    let rules_inferred = settings.fill_inferred(columns);
     if let Some(t) = options.threshold {
         settings.threshold = t;
     }

@@ -39,12 +39,7 @@ pub fn encode(encoder: &Encoder, table: &CsvTable, threads: usize) -> Result<(Fi
                             columns.iter().map(|c| c.and_then(|c| c[row].as_deref())).collect();
                         encoder.encode_into(&values, &mut buf);
                         words.extend_from_slice(&buf);
-                        keys.push(
-                            clk::blocking_keys(encoder.schema(), &values)
-                                .into_iter()
-                                .map(|(rule, key)| encoder.block_key(rule, &key))
-                                .collect(),
-                        );
+                        keys.push(encoder.keyed_blocking_keys(&values));
                     }
                     (words, keys)
                 })

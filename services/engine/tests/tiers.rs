@@ -162,9 +162,9 @@ fn batch(rows: &[Row], hashed_email: bool) -> RecordBatch {
         let values = [Some(p.given.as_str()), Some(p.surname.as_str()), Some(p.dob.as_str()), Some(p.zip.as_str())];
         let mut filter = vec![0u64; encoder.words()];
         encoder.encode_into(&values, &mut filter);
-        clks.push(filter.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
-        for (rule, key) in clk::blocking_keys(encoder.schema(), &values) {
-            keys.values().append_value(format!("{:016x}", encoder.block_key(rule, &key)));
+        clks.push(clk::to_bytes(&filter));
+        for key in encoder.keyed_blocking_keys(&values) {
+            keys.values().append_value(clk::key_to_hex(key));
         }
         keys.append(true);
     }

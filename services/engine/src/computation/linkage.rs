@@ -14,9 +14,8 @@ use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, 
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use sealroom_matching::clk::{self, Filters};
-use sealroom_matching::exact::{Digest, join_digests};
+use sealroom_matching::exact::{Digest, IdentityGraph, join_digests};
 use sealroom_matching::fuzzy::{self, FuzzyError, Records, Settings};
-use sealroom_matching::graph::UnionFind;
 use sealroom_matching::normalize::{self, Profile};
 use sealroom_matching::{batch, normalize::Region};
 use sealroom_proto::room::v1::{IdentifierKind, NormalizationProfile, OverlapComputation, Table};
@@ -183,10 +182,10 @@ fn digest_columns(
     Ok(out)
 }
 
-/// Connected components of the identity graphs: every row links its hashed identifiers.
-fn graph_components(graphs: &[(&Table, RecordBatch)]) -> Result<HashMap<Digest, u32>> {
-    let mut ids: HashMap<Digest, u32> = HashMap::new();
-    let mut uf = UnionFind::new(0);
+/// The identity graphs as one graph: every row links its hashed identifiers (the first to each of
+/// the others).
+fn identity_graph(graphs: &[(&Table, RecordBatch)]) -> IdentityGraph {
+    let mut graph = IdentityGraph::default();
     for (table, batch) in graphs {
         let columns: Vec<&FixedSizeBinaryArray> = table
             .columns
@@ -196,24 +195,14 @@ fn graph_components(graphs: &[(&Table, RecordBatch)]) -> Result<HashMap<Digest, 
             .filter_map(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
             .collect();
         for row in 0..batch.num_rows() {
-            let mut first: Option<u32> = None;
-            for column in &columns {
-                if column.is_null(row) {
-                    continue;
-                }
-                let Ok(d) = <Digest>::try_from(column.value(row)) else { continue };
-                let id = *ids.entry(d).or_insert_with(|| uf.push());
-                match first {
-                    None => first = Some(id),
-                    Some(f) => {
-                        uf.union(f, id);
-                    }
-                }
+            let mut digests =
+                columns.iter().filter(|c| c.is_valid(row)).filter_map(|c| <Digest>::try_from(c.value(row)).ok());
+            if let Some(first) = digests.next() {
+                graph.edges.extend(digests.map(|d| (first, d)));
             }
         }
     }
-    let (labels, _) = uf.labels();
-    Ok(ids.into_iter().map(|(d, i)| (d, labels[i as usize])).collect())
+    graph
 }
 
 /// The plaintext personal data of a side, under the column names fuzzy settings use.
@@ -253,14 +242,7 @@ pub(crate) fn fuzzy_settings(spec: &OverlapComputation, columns: &[String]) -> R
         Settings::from_yaml(&f.settings_yaml)
             .map_err(|e| Error::Contract(format!("overlap.fuzzy.settings is not valid linkage settings: {e}")))?
     };
-    let inferred = fuzzy::infer(columns);
-    if settings.comparisons.is_empty() {
-        settings.comparisons = inferred.comparisons;
-    }
-    let rules_inferred = settings.blocking_rules.is_empty();
-    if rules_inferred {
-        settings.blocking_rules = inferred.blocking_rules;
-    }
+    let rules_inferred = settings.fill_inferred(columns);
     settings.threshold = if f.threshold == 0.0 { sealroom_proto::DEFAULT_FUZZY_THRESHOLD } else { f.threshold };
     settings.one_to_one = !f.many_to_many;
     if settings.comparisons.is_empty() {
@@ -316,16 +298,13 @@ fn clk_side(side: &Side<'_>) -> Result<(Filters, Option<Vec<Vec<u64>>>)> {
                     let strings = values.as_string::<i32>();
                     for key in strings.iter().flatten() {
                         // The key itself is not quoted: the caller may be the other party.
-                        let parsed = (key.len() == 16)
-                            .then(|| u64::from_str_radix(key, 16).ok())
-                            .flatten()
-                            .ok_or_else(|| {
-                                Error::InvalidData(format!(
-                                    "table '{}' column '{}' row {i}: a blocking key that is not 16 hex characters \
+                        let parsed = clk::key_from_hex(key).ok_or_else(|| {
+                            Error::InvalidData(format!(
+                                "table '{}' column '{}' row {i}: a blocking key that is not 16 hex characters \
                                      (sealroom hash --clk writes them); re-encode the table",
-                                    table.name, c.name
-                                ))
-                            })?;
+                                table.name, c.name
+                            ))
+                        })?;
                         row.push(parsed);
                     }
                 }
@@ -368,7 +347,7 @@ pub(crate) fn link(
 
     if !graphs.is_empty() {
         let tier = pairs.start_tier("identity_graph");
-        let components = graph_components(graphs)?;
+        let components = identity_graph(graphs).components();
         let component_individuals = |side: &Side<'_>, columns: &[FixedSizeBinaryArray]| {
             let mut out: HashMap<u32, Vec<u32>> = HashMap::new();
             for column in columns {
