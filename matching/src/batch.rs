@@ -122,7 +122,7 @@ where
                 s.spawn(move || hash_range(values, start..(start + chunk).min(n), o, v, normalize_one))
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        handles.into_iter().map(crate::joined).collect()
     });
     let invalid = results.iter().map(|r| r.0).sum();
     let first_invalid_row = results.iter().filter_map(|r| r.1).min();

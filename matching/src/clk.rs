@@ -1,7 +1,8 @@
 //! Privacy-preserving fuzzy matching with Bloom-filter encodings (cryptographic long-term keys, CLKs).
 //!
 //! A data owner that will not send plaintext names encodes each record on its own machine: every
-//! field is normalized, cut into character q-grams (bigrams by default; positional digits for dates),
+//! field is normalized, cut into character q-grams (bigrams by default; positional digits and the
+//! year, month and day for dates),
 //! and each q-gram sets `k` bits of a 1024-bit (by default) filter at positions derived from a keyed
 //! HMAC-SHA-256 of the field tag and the q-gram under a secret the room's data owners share (double
 //! hashing: `h1 + i·h2 mod bits`). `k` per field is the field's weight. Without the secret, the bit
@@ -23,13 +24,23 @@ pub const DEFAULT_BITS: usize = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClkField {
     pub column: String,
-    /// What the field is (`given_name`, `surname`, `date_of_birth`, …). The HMAC is keyed on the
-    /// role, not on the column's name or position, so two data owners whose files name or order
-    /// their columns differently still produce comparable filters.
+    /// What the field is (`given_name`, `surname`, `date_of_birth`, …). The HMAC input is tagged
+    /// with the role ([`ClkField::hash_tag`]: one tag for every name field), not with the column's
+    /// name or position, so two data owners whose files name or order their columns differently
+    /// still produce comparable filters.
     pub role: &'static str,
     pub kind: FieldKind,
     /// Bits set per q-gram: the field's weight.
     pub bits_per_token: usize,
+}
+
+impl ClkField {
+    /// The tag the field's q-grams are hashed under. Every name field shares one tag, so a record
+    /// whose given name and surname were swapped (common in CRM files) still encodes to the same
+    /// bits; other fields are tagged by their role.
+    pub fn hash_tag(&self) -> &'static str {
+        if self.kind == FieldKind::Name { "name" } else { self.role }
+    }
 }
 
 /// Which fields go into a filter, and how heavily.
@@ -47,8 +58,8 @@ impl ClkSchema {
             .filter_map(|c| {
                 let (kind, role) = kind_of(c)?;
                 let bits_per_token = match (kind, role) {
-                    (FieldKind::Name, _) => 20,
-                    (FieldKind::Date, _) => 12,
+                    (FieldKind::Name, _) => 15,
+                    (FieldKind::Date, _) => 16,
                     (FieldKind::Postcode, _) => 12,
                     (FieldKind::Email, _) => 12,
                     (FieldKind::Phone, _) => 10,
@@ -79,10 +90,17 @@ fn normalized(kind: FieldKind, raw: &str) -> Option<String> {
     }
 }
 
-/// The q-grams of a normalized value: positional digits for dates, padded bigrams otherwise.
+/// The q-grams of a normalized value: padded bigrams, or for dates (`YYYYMMDD`) the positional
+/// digits plus the year, the month and the day as whole tokens — so a date with a typo in one digit
+/// keeps most of its tokens, and a date whose day and month were swapped still shares its year and
+/// half of its digits.
 fn tokens(kind: FieldKind, value: &str) -> Vec<String> {
     if kind == FieldKind::Date {
-        return value.chars().enumerate().map(|(i, c)| format!("{i}{c}")).collect();
+        let mut out: Vec<String> = value.chars().enumerate().map(|(i, c)| format!("{i}{c}")).collect();
+        if let (Some(year), Some(month), Some(day)) = (value.get(..4), value.get(4..6), value.get(6..8)) {
+            out.extend([format!("y{year}"), format!("m{month}"), format!("d{day}")]);
+        }
+        return out;
     }
     let padded: Vec<char> = std::iter::once('_').chain(value.chars()).chain(std::iter::once('_')).collect();
     padded.windows(2).map(|w| w.iter().collect()).collect()
@@ -143,7 +161,7 @@ impl Encoder {
         for (field, value) in self.schema.fields.iter().zip(values) {
             let Some(v) = value.and_then(|v| normalized(field.kind, v)) else { continue };
             for token in tokens(field.kind, &v) {
-                let (h1, h2) = self.positions(field.role, &token);
+                let (h1, h2) = self.positions(field.hash_tag(), &token);
                 for k in 0..field.bits_per_token as u64 {
                     let pos = h1.wrapping_add(k.wrapping_mul(h2)) % bits;
                     out[(pos / 64) as usize] |= 1 << (pos % 64);
@@ -320,10 +338,9 @@ pub fn compare_all(left: &Filters, right: Option<&Filters>, threshold: f64, thre
         let mut all = Vec::new();
         let mut compared = 0;
         for h in handles {
-            if let Ok((m, c)) = h.join() {
-                all.extend(m);
-                compared += c;
-            }
+            let (m, c) = crate::joined(h);
+            all.extend(m);
+            compared += c;
         }
         (all, compared)
     })
@@ -384,7 +401,8 @@ pub fn one_to_one(mut matches: Vec<ClkMatch>) -> Vec<ClkMatch> {
 }
 
 /// Blocking keys (plaintext, to be keyed with [`Encoder::block_key`]) for the CLK of a record:
-/// surname Soundex + birth year, given-name prefix + birth date, postcode + surname initial.
+/// surname Soundex + birth year, given-name prefix + birth date, postcode + surname initial, and the
+/// unordered pair of given name and surname.
 pub fn blocking_keys(schema: &ClkSchema, values: &[Option<&str>]) -> Vec<(usize, String)> {
     let find = |role: &str| {
         schema
@@ -411,7 +429,9 @@ pub fn blocking_keys(schema: &ClkSchema, values: &[Option<&str>]) -> Vec<(usize,
         keys.push((2, format!("{p}|{}", s.chars().take(1).collect::<String>())));
     }
     if let (Some(g), Some(s)) = (&given, &surname) {
-        keys.push((3, format!("{g}|{s}")));
+        // Order-free, so a record whose given name and surname were swapped blocks with the original.
+        let (a, b) = if g <= s { (g, s) } else { (s, g) };
+        keys.push((3, format!("{a}|{b}")));
     }
     keys
 }
@@ -485,9 +505,29 @@ mod tests {
         let fa = encode(&a, &[Some("Jane"), Some("Smith"), Some("1985-03-12")]);
         let fb = encode(&b, &[Some("1985-03-12"), Some("Smith"), Some("Jane")]);
         assert_eq!(fa, fb);
-        // But the role matters: a surname is not a given name.
-        let fc = encode(&a, &[Some("Smith"), Some("Jane"), Some("1985-03-12")]);
+        // Name fields share one tag: swapped given name and surname encode identically…
+        let swapped = [Some("Smith"), Some("Jane"), Some("1985-03-12")];
+        assert_eq!(fa, encode(&a, &swapped));
+        let name_key = a.keyed_blocking_keys(&[Some("Jane"), Some("Smith"), Some("1985-03-12")]).last().copied();
+        assert_eq!(a.keyed_blocking_keys(&swapped).last().copied(), name_key, "swapped names share a blocking key");
+        // …but the role still matters across kinds: a name is not a date.
+        let fc = encode(&a, &[Some("Jane"), Some("1985-03-12"), Some("Smith")]);
         assert_ne!(fa, fc);
+    }
+
+    #[test]
+    fn date_tokens_reward_shared_components() {
+        let secret = b"a room secret of 32 bytes.......";
+        let e = Encoder::new(ClkSchema::infer(&["date_of_birth".into()]), secret).unwrap();
+        let mut f = Filters::new(e.words());
+        for d in ["1985-03-12", "1985-03-13", "1985-12-03", "1962-11-27"] {
+            f.push(&encode(&e, &[Some(d)]));
+        }
+        let (typo, swapped, unrelated) = (f.dice(0, &f, 1), f.dice(0, &f, 2), f.dice(0, &f, 3));
+        // A one-digit typo keeps 9 of 11 tokens; a day/month swap keeps the year (5 tokens).
+        assert!(typo > 0.75, "{typo}");
+        assert!(swapped > unrelated + 0.1, "{swapped} vs {unrelated}");
+        assert!(unrelated < 0.35, "{unrelated}");
     }
 
     #[test]

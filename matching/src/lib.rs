@@ -16,3 +16,9 @@ pub mod fuzzy;
 pub mod graph;
 pub mod hash;
 pub mod normalize;
+
+/// A scoped worker's result. A worker that panicked is a bug, and dropping its share would return
+/// incomplete matches as if they were whole: the panic is carried on to the caller instead.
+pub(crate) fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

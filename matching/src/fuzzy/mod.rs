@@ -162,7 +162,7 @@ impl Records {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            handles.into_iter().flat_map(crate::joined).collect()
         });
         if columns.len() != names.len() {
             return Err(FuzzyError::Settings("normalizing the records failed".into()));
@@ -418,11 +418,9 @@ fn estimate_u(
                 .collect();
             let mut total: Vec<Vec<u64>> = level_counts.iter().map(|n| vec![0; *n]).collect();
             for h in handles {
-                if let Ok(c) = h.join() {
-                    for (t, c) in total.iter_mut().zip(c) {
-                        for (a, b) in t.iter_mut().zip(c) {
-                            *a += b;
-                        }
+                for (t, c) in total.iter_mut().zip(crate::joined(h)) {
+                    for (a, b) in t.iter_mut().zip(c) {
+                        *a += b;
                     }
                 }
             }
@@ -572,12 +570,11 @@ fn run(left: &Records, right: Option<&Records>, settings: &Settings) -> Result<L
             .collect();
         let mut all = Candidates { left: vec![], right: vec![], pattern: vec![], mask: vec![] };
         for h in handles {
-            if let Ok(part) = h.join() {
-                all.left.extend(part.left);
-                all.right.extend(part.right);
-                all.pattern.extend(part.pattern);
-                all.mask.extend(part.mask);
-            }
+            let part = crate::joined(h);
+            all.left.extend(part.left);
+            all.right.extend(part.right);
+            all.pattern.extend(part.pattern);
+            all.mask.extend(part.mask);
         }
         all
     });

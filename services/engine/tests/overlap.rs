@@ -122,6 +122,9 @@ struct Expected {
     matched_adv: u64,
     matched_pub: u64,
     by_segment: BTreeMap<String, (u64, u64)>,
+    /// Per exact tier (email, then phone): (advertiser individuals it matched first, their partners
+    /// in that tier, publisher individuals it matched first, their partners).
+    by_tier: [(u64, u64, u64, u64); 2],
 }
 
 fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
@@ -151,7 +154,24 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
             e.1.insert(*a);
         }
     }
+    // Tiers by brute force: a pair belongs to the first tier that links it; an individual is
+    // credited to the first tier of any of its pairs; its partners are those it has in that tier.
+    let pair_tier = |a: usize, p: usize| if adv[a].0.is_some() && adv[a].0 == publ[p].0 { 0 } else { 1 };
+    let mut by_tier = [(0, 0, 0, 0); 2];
+    for tier in 0..2 {
+        let first_adv = |a: usize| pairs.iter().filter(|(x, _)| *x == a).map(|(x, p)| pair_tier(*x, *p)).min();
+        let first_pub = |p: usize| pairs.iter().filter(|(_, y)| *y == p).map(|(a, y)| pair_tier(*a, *y)).min();
+        let adv_added: BTreeSet<usize> = matched_adv.iter().copied().filter(|a| first_adv(*a) == Some(tier)).collect();
+        let pub_added: BTreeSet<usize> = matched_pub.iter().copied().filter(|p| first_pub(*p) == Some(tier)).collect();
+        let adv_partners: BTreeSet<usize> =
+            pairs.iter().filter(|(a, p)| adv_added.contains(a) && pair_tier(*a, *p) == tier).map(|(_, p)| *p).collect();
+        let pub_partners: BTreeSet<usize> =
+            pairs.iter().filter(|(a, p)| pub_added.contains(p) && pair_tier(*a, *p) == tier).map(|(a, _)| *a).collect();
+        by_tier[tier] =
+            (adv_added.len() as u64, adv_partners.len() as u64, pub_added.len() as u64, pub_partners.len() as u64);
+    }
     Expected {
+        by_tier,
         adv: adv.len() as u64,
         publ: publ.len() as u64,
         matched_adv: matched_adv.len() as u64,
@@ -204,7 +224,7 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
             prop_assert_eq!(cell, &ReleasedCell::Suppressed);
         }
     }
-    if let (ReleasedCell::Value(CellValue::Ratio(rate)), true) = (&cells[4], exp.adv > 0) {
+    if let (ReleasedCell::Value(CellValue::Real(rate)), true) = (&cells[4], exp.adv > 0) {
         prop_assert!((rate - exp.matched_adv as f64 / exp.adv as f64).abs() < 1e-12);
     }
 
@@ -224,6 +244,39 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
             ReleasedCell::Suppressed => prop_assert!(individuals < k),
             other => prop_assert!(false, "unexpected cell {:?}", other),
         }
+    }
+
+    // by_tier: what each exact tier added, checked against the brute-force tiers. A released cell
+    // equals the oracle and is about ≥ k individuals; a column's suppressed cells are none, all, or at
+    // least two that together count ≥ k (so no hidden cell is the total minus the released ones).
+    let by_tier = released.section("by_tier").unwrap();
+    let names: Vec<&str> = by_tier.rows().iter().map(|r| r.dimensions()[0].as_str()).collect();
+    prop_assert_eq!(names, vec!["hashed_email", "hashed_phone"]);
+    for column in 0..2 {
+        let mut hidden_total = 0;
+        let mut hidden = 0;
+        for (row, oracle) in by_tier.rows().iter().zip(&exp.by_tier) {
+            let (value, individuals) =
+                if column == 0 { (oracle.0, oracle.0.min(oracle.1)) } else { (oracle.2, oracle.2.min(oracle.3)) };
+            match count(&row.cells()[column]) {
+                Some(v) => {
+                    prop_assert_eq!(v, value, "tier {} column {}", row.dimensions()[0], column);
+                    prop_assert!(individuals >= k, "released a tier cell about {} < k = {}", individuals, k);
+                }
+                None => {
+                    hidden += 1;
+                    hidden_total += value;
+                }
+            }
+        }
+        let rows = by_tier.rows().len();
+        prop_assert!(
+            hidden == 0 || hidden == rows || (hidden >= 2 && hidden_total >= k),
+            "{} hidden tier cells totalling {} can be recovered from the released ones (k = {})",
+            hidden,
+            hidden_total,
+            k
+        );
     }
     Ok(())
 }
@@ -297,7 +350,7 @@ async fn an_individual_matched_by_email_and_phone_counts_once() {
     let summary = &released.section("summary").unwrap().rows()[0];
     assert_eq!(count(&summary.cells()[2]), Some(5));
     assert_eq!(count(&summary.cells()[3]), Some(5));
-    assert_eq!(summary.cells()[4], ReleasedCell::Value(CellValue::Ratio(1.0)));
+    assert_eq!(summary.cells()[4], ReleasedCell::Value(CellValue::Real(1.0)));
 }
 
 #[tokio::test]
