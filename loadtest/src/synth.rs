@@ -6,7 +6,9 @@
 //! does), its own user ids, and memberships in segments whose sizes follow a power law, so that
 //! popular segments are large and tail segments small (and, in a k-anonymous report, suppressed).
 //! A chosen share of the advertiser's customers are also publisher users; some of them are known to
-//! the two sides by different emails and match only on phone, and vice versa.
+//! the two sides by different emails and match only on phone, and vice versa. The advertiser's
+//! customers are more likely than other publisher users to be in the [`AFFINE_SEGMENTS`] (by the
+//! factor `customer_affinity`), so an affinity report has something true to find.
 
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -134,7 +136,13 @@ pub struct SynthConfig {
     pub publisher_phone_rate: f64,
     /// Number of segments (at most [`SEGMENTS`].len(); more get numbered names).
     pub segments: usize,
+    /// How much likelier the advertiser's customers are to be in each of [`AFFINE_SEGMENTS`] than
+    /// other publisher users (1 for no affinity; probabilities are capped at 0.9).
+    pub customer_affinity: f64,
 }
+
+/// Segments the advertiser's customers over-index on (a retailer's buyers: food, home, pets).
+pub const AFFINE_SEGMENTS: &[&str] = &["foodies", "home_improvement", "pet_owners"];
 
 impl Default for SynthConfig {
     fn default() -> Self {
@@ -148,6 +156,7 @@ impl Default for SynthConfig {
             publisher_email_rate: 0.85,
             publisher_phone_rate: 0.5,
             segments: SEGMENTS.len(),
+            customer_affinity: 2.0,
         }
     }
 }
@@ -262,6 +271,11 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
     let shared = shared.min(config.publisher_rows);
     let segment_names = segment_names(config.segments);
     let probabilities: Vec<f64> = (0..segment_names.len()).map(membership_probability).collect();
+    let customer_probabilities: Vec<f64> = segment_names
+        .iter()
+        .zip(&probabilities)
+        .map(|(s, p)| if AFFINE_SEGMENTS.contains(&s.as_str()) { (p * config.customer_affinity).min(0.9) } else { *p })
+        .collect();
 
     // People 0..shared are on both sides; then advertiser-only, then publisher-only.
     let mut crm = Vec::with_capacity(config.advertiser_rows);
@@ -294,9 +308,10 @@ pub fn generate(config: &SynthConfig) -> Synthetic {
         let email = if j < shared_people.len() && rng.random_bool(0.1) { &p.alt_email } else { &p.email };
         let has_email = rng.random_bool(config.publisher_email_rate);
         let has_phone = rng.random_bool(config.publisher_phone_rate) || !has_email;
+        let is_customer = j < shared_people.len();
         let segments = segment_names
             .iter()
-            .zip(&probabilities)
+            .zip(if is_customer { &customer_probabilities } else { &probabilities })
             .filter(|(_, p)| rng.random_bool(**p))
             .map(|(s, _)| s.clone())
             .collect();

@@ -132,10 +132,8 @@ pub fn join_digests(left: &FixedSizeBinaryArray, right: &FixedSizeBinaryArray, t
     let filter = TagFilter::new(&build);
     let filter = &filter;
     let probe: Vec<Scattered> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks(left.len(), threads)
-            .into_iter()
-            .map(|r| s.spawn(move || scatter(left, r, Some(filter))))
-            .collect();
+        let handles: Vec<_> =
+            chunks(left.len(), threads).into_iter().map(|r| s.spawn(move || scatter(left, r, Some(filter)))).collect();
         handles.into_iter().map(crate::joined).collect()
     });
     let (probe, build) = (&probe, &build);

@@ -59,6 +59,28 @@ fn sort_dedup<T: Ord>(items: &mut Vec<T>) {
     items.dedup();
 }
 
+fn canonicalize_overlap(overlap: &mut crate::room::v1::OverlapComputation) {
+    // Precedence: the order is meaningful; only repeats go.
+    let mut seen = std::collections::HashSet::new();
+    overlap.match_on.retain(|k| seen.insert(*k));
+    sort_dedup(&mut overlap.identity_graphs);
+    if overlap.phone_region.eq_ignore_ascii_case("us") {
+        overlap.phone_region.clear();
+    }
+    overlap.phone_region.make_ascii_uppercase();
+    // A default written out is the default.
+    if let Some(f) = &mut overlap.fuzzy
+        && f.threshold == crate::DEFAULT_FUZZY_THRESHOLD
+    {
+        f.threshold = 0.0;
+    }
+    if let Some(c) = &mut overlap.clk
+        && c.threshold == crate::DEFAULT_CLK_THRESHOLD
+    {
+        c.threshold = 0.0;
+    }
+}
+
 impl RoomContract {
     /// Puts the contract in canonical form (idempotent).
     pub fn canonicalize(&mut self) {
@@ -80,25 +102,13 @@ impl RoomContract {
             sort_dedup(&mut computation.results_to);
             sort_dedup(&mut computation.deliver_to);
             match &mut computation.kind {
-                Some(computation::Kind::Overlap(overlap)) => {
-                    // Precedence: the order is meaningful; only repeats go.
-                    let mut seen = std::collections::HashSet::new();
-                    overlap.match_on.retain(|k| seen.insert(*k));
-                    sort_dedup(&mut overlap.identity_graphs);
-                    if overlap.phone_region.eq_ignore_ascii_case("us") {
-                        overlap.phone_region.clear();
+                Some(computation::Kind::Overlap(overlap)) => canonicalize_overlap(overlap),
+                Some(computation::Kind::Affinity(affinity)) => {
+                    if let Some(matching) = &mut affinity.matching {
+                        canonicalize_overlap(matching);
                     }
-                    overlap.phone_region.make_ascii_uppercase();
-                    // A default written out is the default.
-                    if let Some(f) = &mut overlap.fuzzy
-                        && f.threshold == crate::DEFAULT_FUZZY_THRESHOLD
-                    {
-                        f.threshold = 0.0;
-                    }
-                    if let Some(c) = &mut overlap.clk
-                        && c.threshold == crate::DEFAULT_CLK_THRESHOLD
-                    {
-                        c.threshold = 0.0;
+                    if affinity.confidence == crate::DEFAULT_CONFIDENCE {
+                        affinity.confidence = 0.0;
                     }
                 }
                 None => {}

@@ -2,7 +2,9 @@
 //! computation reads.
 
 use crate::DEFAULT_K;
-use crate::room::v1::{Column, Computation, IdentifierKind, Participant, Role, RoomContract, Table, computation};
+use crate::room::v1::{
+    Column, Computation, IdentifierKind, OverlapComputation, Participant, Role, RoomContract, Table, computation,
+};
 
 impl RoomContract {
     /// The effective k-anonymity threshold: the strictest (largest) threshold any participant set, or
@@ -60,14 +62,24 @@ impl Computation {
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             Some(computation::Kind::Overlap(_)) => "overlap",
+            Some(computation::Kind::Affinity(_)) => "affinity",
             None => "unspecified",
+        }
+    }
+
+    /// How the computation matches the advertiser and publisher tables (every kind matches).
+    pub fn matching(&self) -> Option<&OverlapComputation> {
+        match &self.kind {
+            Some(computation::Kind::Overlap(o)) => Some(o),
+            Some(computation::Kind::Affinity(a)) => a.matching.as_ref(),
+            None => None,
         }
     }
 
     /// The tables the computation reads, without duplicates, in a stable order.
     pub fn input_tables(&self) -> Vec<&str> {
-        let mut tables: Vec<&str> = match &self.kind {
-            Some(computation::Kind::Overlap(o)) => {
+        let mut tables: Vec<&str> = match self.matching() {
+            Some(o) => {
                 let mut t = vec![o.advertiser_table.as_str(), o.publisher_table.as_str()];
                 if !o.segment_table.is_empty() {
                     t.push(o.segment_table.as_str());

@@ -2,7 +2,7 @@
 //!
 //! The file mirrors the protobuf contract field for field, with enums written in snake case
 //! (`type: sha256`, `identifier: hashed_email`, `roles: [data_owner, analyst]`) and a computation's kind
-//! given by the one key that is present (`overlap: {...}`). Unknown keys are errors. A file is parsed
+//! given by the one key that is present (`overlap: {...}` or `affinity: {...}`). Unknown keys are errors. A file is parsed
 //! ([`RoomFile::parse`]), converted to a contract, and validated; every error names the field
 //! (`tables[1].columns[2].type`) and says what is wrong.
 
@@ -163,6 +163,38 @@ pub struct ComputationFile {
     pub deliver_to: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<OverlapFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityFile>,
+}
+
+impl ComputationFile {
+    /// The computation's kind: the one key present. With none or several present the contract has
+    /// no kind, and validation says which keys to choose from.
+    fn kind(&self) -> Option<pb::computation::Kind> {
+        match (&self.overlap, &self.affinity) {
+            (Some(o), None) => Some(pb::computation::Kind::Overlap(o.to_proto())),
+            (None, Some(a)) => Some(pb::computation::Kind::Affinity(pb::AffinityComputation {
+                matching: Some(a.matching.to_proto()),
+                confidence: a.confidence.unwrap_or(0.0),
+                top: a.top.unwrap_or(0),
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// `affinity:` — top-affinity segments over a match (docs/computations/affinity.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityFile {
+    /// How the tables are matched: the options of an `overlap:` section.
+    pub matching: OverlapFile,
+    /// Confidence level of the intervals: 0.8, 0.9, 0.95 (when absent) or 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Ranked segments to release, best first; all that reach k when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -184,6 +216,57 @@ pub struct OverlapFile {
     pub fuzzy: Option<FuzzyFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clk: Option<ClkFile>,
+}
+
+impl OverlapFile {
+    pub fn to_proto(&self) -> pb::OverlapComputation {
+        pb::OverlapComputation {
+            advertiser_table: self.advertiser_table.clone(),
+            publisher_table: self.publisher_table.clone(),
+            match_on: self.match_on.iter().map(|k| k.to_proto() as i32).collect(),
+            segment_table: self.segment_table.clone().unwrap_or_default(),
+            normalization: self.normalization.map_or(0, |p| p.to_proto() as i32),
+            phone_region: self.phone_region.clone().unwrap_or_default(),
+            identity_graphs: self.identity_graphs.clone(),
+            fuzzy: self.fuzzy.as_ref().map(|f| pb::FuzzyMatching {
+                threshold: f.threshold.unwrap_or(0.0),
+                many_to_many: f.many_to_many,
+                // Rendering a parsed YAML value cannot fail.
+                settings_yaml: f
+                    .settings
+                    .as_ref()
+                    .map(|v| serde_yaml_ng::to_string(v).unwrap_or_default())
+                    .unwrap_or_default(),
+            }),
+            clk: self
+                .clk
+                .as_ref()
+                .map(|c| pb::ClkMatching { threshold: c.threshold.unwrap_or(0.0), many_to_many: c.many_to_many }),
+        }
+    }
+
+    pub fn from_proto(o: &pb::OverlapComputation) -> Self {
+        Self {
+            advertiser_table: o.advertiser_table.clone(),
+            publisher_table: o.publisher_table.clone(),
+            match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
+            segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
+            normalization: ProfileFile::from_proto(o.normalization()),
+            phone_region: (!o.phone_region.is_empty()).then(|| o.phone_region.clone()),
+            identity_graphs: o.identity_graphs.clone(),
+            fuzzy: o.fuzzy.as_ref().map(|f| FuzzyFile {
+                threshold: (f.threshold != 0.0).then_some(f.threshold),
+                many_to_many: f.many_to_many,
+                settings: (!f.settings_yaml.is_empty())
+                    .then(|| serde_yaml_ng::from_str(&f.settings_yaml).ok())
+                    .flatten(),
+            }),
+            clk: o.clk.as_ref().map(|c| ClkFile {
+                threshold: (c.threshold != 0.0).then_some(c.threshold),
+                many_to_many: c.many_to_many,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -258,6 +341,18 @@ impl RoomFile {
         // serde_yaml_ng errors carry the field path and the line and column.
         let file: RoomFile = serde_yaml_ng::from_str(text)
             .map_err(|e| RoomFileError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
+        for (i, c) in file.computations.iter().enumerate() {
+            if c.overlap.is_some() && c.affinity.is_some() {
+                return Err(RoomFileError::Syntax {
+                    source_name: source_name.to_owned(),
+                    message: format!(
+                        "computations[{i}] ('{}') has both `overlap:` and `affinity:`; a computation has exactly one \
+                         kind: split it into two computations",
+                        c.name
+                    ),
+                });
+            }
+        }
         let contract = file.to_contract();
         validate(&contract).map_err(|errors| RoomFileError::Invalid { source_name: source_name.to_owned(), errors })?;
         Ok(contract)
@@ -316,31 +411,7 @@ impl RoomFile {
                     run_by: c.run_by.clone(),
                     results_to: c.results_to.clone(),
                     deliver_to: c.deliver_to.clone(),
-                    kind: c.overlap.as_ref().map(|o| {
-                        pb::computation::Kind::Overlap(pb::OverlapComputation {
-                            advertiser_table: o.advertiser_table.clone(),
-                            publisher_table: o.publisher_table.clone(),
-                            match_on: o.match_on.iter().map(|k| k.to_proto() as i32).collect(),
-                            segment_table: o.segment_table.clone().unwrap_or_default(),
-                            normalization: o.normalization.map_or(0, |p| p.to_proto() as i32),
-                            phone_region: o.phone_region.clone().unwrap_or_default(),
-                            identity_graphs: o.identity_graphs.clone(),
-                            fuzzy: o.fuzzy.as_ref().map(|f| pb::FuzzyMatching {
-                                threshold: f.threshold.unwrap_or(0.0),
-                                many_to_many: f.many_to_many,
-                                // Rendering a parsed YAML value cannot fail.
-                                settings_yaml: f
-                                    .settings
-                                    .as_ref()
-                                    .map(|v| serde_yaml_ng::to_string(v).unwrap_or_default())
-                                    .unwrap_or_default(),
-                            }),
-                            clk: o.clk.as_ref().map(|c| pb::ClkMatching {
-                                threshold: c.threshold.unwrap_or(0.0),
-                                many_to_many: c.many_to_many,
-                            }),
-                        })
-                    }),
+                    kind: c.kind(),
                 })
                 .collect(),
             privacy: Some(pb::PrivacyPolicy {
@@ -414,28 +485,18 @@ impl RoomFile {
                     run_by: c.run_by.clone(),
                     results_to: c.results_to.clone(),
                     deliver_to: c.deliver_to.clone(),
-                    overlap: c.kind.as_ref().map(|k| match k {
-                        pb::computation::Kind::Overlap(o) => OverlapFile {
-                            advertiser_table: o.advertiser_table.clone(),
-                            publisher_table: o.publisher_table.clone(),
-                            match_on: o.match_on().filter_map(IdentifierFile::from_proto).collect(),
-                            segment_table: (!o.segment_table.is_empty()).then(|| o.segment_table.clone()),
-                            normalization: ProfileFile::from_proto(o.normalization()),
-                            phone_region: (!o.phone_region.is_empty()).then(|| o.phone_region.clone()),
-                            identity_graphs: o.identity_graphs.clone(),
-                            fuzzy: o.fuzzy.as_ref().map(|f| FuzzyFile {
-                                threshold: (f.threshold != 0.0).then_some(f.threshold),
-                                many_to_many: f.many_to_many,
-                                settings: (!f.settings_yaml.is_empty())
-                                    .then(|| serde_yaml_ng::from_str(&f.settings_yaml).ok())
-                                    .flatten(),
-                            }),
-                            clk: o.clk.as_ref().map(|c| ClkFile {
-                                threshold: (c.threshold != 0.0).then_some(c.threshold),
-                                many_to_many: c.many_to_many,
-                            }),
-                        },
-                    }),
+                    overlap: match &c.kind {
+                        Some(pb::computation::Kind::Overlap(o)) => Some(OverlapFile::from_proto(o)),
+                        _ => None,
+                    },
+                    affinity: match &c.kind {
+                        Some(pb::computation::Kind::Affinity(a)) => Some(AffinityFile {
+                            matching: a.matching.as_ref().map(OverlapFile::from_proto).unwrap_or_default(),
+                            confidence: (a.confidence != 0.0).then_some(a.confidence),
+                            top: (a.top != 0).then_some(a.top),
+                        }),
+                        _ => None,
+                    },
                 })
                 .collect(),
             privacy: PrivacyFile {

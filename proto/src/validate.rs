@@ -9,8 +9,8 @@ use std::fmt;
 
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
-    ColumnType, IdentifierKind, NormalizationProfile, OverlapComputation, Platform, Role, RoomContract, Table,
-    computation, credential,
+    AffinityComputation, ColumnType, IdentifierKind, NormalizationProfile, OverlapComputation, Platform, Role,
+    RoomContract, Table, computation, credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -350,11 +350,44 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             }
         }
         match &comp.kind {
-            None => {
-                c.push(path.clone(), format!("computation '{}' needs a kind: add an `overlap:` section", comp.name))
-            }
+            None => c.push(
+                path.clone(),
+                format!("computation '{}' needs a kind: add an `overlap:` or an `affinity:` section", comp.name),
+            ),
             Some(computation::Kind::Overlap(o)) => validate_overlap(contract, o, &format!("{path}.overlap"), c),
+            Some(computation::Kind::Affinity(a)) => validate_affinity(contract, a, &format!("{path}.affinity"), c),
         }
+    }
+}
+
+fn validate_affinity(contract: &RoomContract, a: &AffinityComputation, path: &str, c: &mut Collector) {
+    let Some(matching) = &a.matching else {
+        c.push(format!("{path}.matching"), "an affinity needs `matching:` (the tables and how they are matched)");
+        return;
+    };
+    validate_overlap(contract, matching, &format!("{path}.matching"), c);
+    let segments_in =
+        if matching.segment_table.is_empty() { &matching.publisher_table } else { &matching.segment_table };
+    if let Some(t) = contract.table(segments_in)
+        && t.columns_of_kind(IdentifierKind::Segment).next().is_none()
+    {
+        c.push(
+            format!("{path}.matching"),
+            format!(
+                "table '{}' has no segment column: an affinity ranks publisher segments, so the publisher table (or \
+                 `segment_table`) needs a column with `identifier: segment`",
+                t.name
+            ),
+        );
+    }
+    if a.confidence != 0.0 && !crate::CONFIDENCE_LEVELS.iter().any(|(level, _)| *level == a.confidence) {
+        c.push(
+            format!("{path}.confidence"),
+            format!("confidence {} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99", a.confidence),
+        );
+    }
+    if a.top > 10_000 {
+        c.push(format!("{path}.top"), format!("top {} is more than 10000 segments; use 0 for all of them", a.top));
     }
 }
 

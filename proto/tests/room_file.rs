@@ -57,7 +57,7 @@ fn syntax_errors_name_the_field() {
 fn semantic_errors_name_every_field_and_say_what_to_do() {
     let text = example()
         .replace("owner: news", "owner: newz")
-        .replace("run_by: [acme]", "run_by: [auditor]")
+        .replacen("run_by: [acme]", "run_by: [auditor]", 1)
         .replace("{ set_by: news, k: 50 }", "{ set_by: news, k: 1 }")
         .replace("name: segments, type: string_list", "name: segments, type: int64");
     let err = invalid(&text);
@@ -98,6 +98,32 @@ fn overlap_needs_shared_keys_and_known_tables() {
     );
     let err = invalid(&text);
     assert!(err.contains("table 'readers' has no hashed_phone column to match on"), "{err}");
+}
+
+#[test]
+fn affinity_is_a_kind_with_its_own_checks() {
+    let contract = RoomFile::parse(&example(), "r").unwrap();
+    let affinity = contract.computations.iter().find(|c| c.name == "top_affinity").unwrap();
+    assert_eq!(affinity.kind_name(), "affinity");
+    assert_eq!(affinity.input_tables(), vec!["crm", "readers"]);
+    // A level not offered, too many segments, a misspelt matching option: each named.
+    let err = invalid(&example().replace("confidence: 0.9", "confidence: 0.97").replace("top: 20", "top: 20000"));
+    assert!(err.contains("affinity.confidence: confidence 0.97 is not offered"), "{err}");
+    assert!(err.contains("affinity.top: top 20000"), "{err}");
+    let err = invalid(&example().replace("      confidence: 0.9", "      confidence: 0.9\n      overlap: {}"));
+    assert!(err.contains("unknown field `overlap`"), "{err}");
+    // Nothing to rank: the publisher table has no segment column.
+    let text =
+        example().replace("      - { name: segments, type: string_list, identifier: segment, nullable: true }\n", "");
+    assert_ne!(text, example());
+    let err = invalid(&text);
+    assert!(err.contains("has no segment column: an affinity ranks publisher segments"), "{err}");
+    // Both kinds in one computation.
+    let err = invalid(&example().replace(
+        "    affinity:\n",
+        "    overlap: { advertiser_table: crm, publisher_table: readers }\n    affinity:\n",
+    ));
+    assert!(err.contains("has both `overlap:` and `affinity:`"), "{err}");
 }
 
 fn shuffled(contract: &RoomContract, seed: u64) -> RoomContract {

@@ -21,8 +21,8 @@ use sealroom_matching::hash::sha256_hex;
 use sealroom_matching::normalize;
 use sealroom_proto::RoomFile;
 use sealroom_proto::room_file::{
-    AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile, KThresholdFile,
-    OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
+    AffinityFile, AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile,
+    KThresholdFile, OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
 };
 use sealroom_server::config::{ServerConfig, SinkConfig};
 
@@ -48,6 +48,8 @@ pub struct DemoOptions {
 pub struct DemoOutcome {
     pub room_id: String,
     pub result: serde_json::Value,
+    /// The released top-affinity report.
+    pub affinity: serde_json::Value,
     pub activation_files: Vec<PathBuf>,
 }
 
@@ -89,6 +91,12 @@ fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> Parti
 
 /// The demo's room contract.
 pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> RoomFile {
+    let matching = OverlapFile {
+        advertiser_table: "crm".into(),
+        publisher_table: "readers".into(),
+        match_on: vec![IdentifierFile::HashedEmail, IdentifierFile::HashedPhone],
+        ..Default::default()
+    };
     RoomFile {
         name: "ACME Retail x Daily News (demo)".into(),
         description: "Demo room made by `sealroom demo`: overlap of ACME's CRM with Daily News readers.".into(),
@@ -120,19 +128,26 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 ],
             },
         ],
-        computations: vec![ComputationFile {
-            name: "overlap".into(),
-            description: "Overlap, match rates from both sides, and overlap by Daily News segment".into(),
-            run_by: vec!["acme".into()],
-            results_to: vec!["acme".into(), "news".into()],
-            deliver_to: vec!["news".into()],
-            overlap: Some(OverlapFile {
-                advertiser_table: "crm".into(),
-                publisher_table: "readers".into(),
-                match_on: vec![IdentifierFile::HashedEmail, IdentifierFile::HashedPhone],
-                ..Default::default()
-            }),
-        }],
+        computations: vec![
+            ComputationFile {
+                name: "overlap".into(),
+                description: "Overlap, match rates from both sides, and overlap by Daily News segment".into(),
+                run_by: vec!["acme".into()],
+                results_to: vec!["acme".into(), "news".into()],
+                deliver_to: vec!["news".into()],
+                overlap: Some(matching.clone()),
+                affinity: None,
+            },
+            ComputationFile {
+                name: "top_affinity".into(),
+                description: "Daily News segments ranked by their affinity with ACME's customers".into(),
+                run_by: vec!["acme".into()],
+                results_to: vec!["acme".into()],
+                deliver_to: vec![],
+                overlap: None,
+                affinity: Some(AffinityFile { matching, confidence: None, top: Some(10) }),
+            },
+        ],
         privacy: PrivacyFile { k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }] },
         attestation: AttestationFile { allow_simulated: true, accepted_measurements: vec![] },
     }
@@ -307,6 +322,15 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
             ),
         );
         println!("\n{}", report_table::render(&result));
+
+        // 7. ACME ranks Daily News segments by affinity with its customers.
+        let affinity_run = acme.post(&format!("/v1/rooms/{room_id}/computations/top_affinity/runs")).await?;
+        let affinity = acme.get(affinity_run["result"].as_str().unwrap_or_default()).await?;
+        let affinity_path = dir.join("top_affinity_result.json");
+        fs::write(&affinity_path, serde_json::to_vec_pretty(&affinity).unwrap_or_default())
+            .map_err(|e| CliError::io(&affinity_path, e))?;
+        step(&started, "ACME ranked Daily News segments by affinity; released:");
+        println!("\n{}", report_table::render(&affinity));
         let activations: Vec<PathBuf> = run["run"]["deliveries"]
             .as_array()
             .into_iter()
@@ -325,7 +349,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
             println!("  activation (news)    {}", a.display());
         }
         println!("  audit log            {rest_url}/v1/rooms/{room_id}/audit (GET with a participant token)");
-        Ok::<_, CliError>(DemoOutcome { room_id: room_id.clone(), result, activation_files: activations })
+        Ok::<_, CliError>(DemoOutcome { room_id: room_id.clone(), result, affinity, activation_files: activations })
     }
     .await;
 

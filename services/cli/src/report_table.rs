@@ -19,10 +19,11 @@ pub fn thousands(n: u64) -> String {
 
 fn cell_text(cell: &Value, kind: &str, k: u64) -> String {
     if cell["suppressed"] == Value::Bool(true) {
-        return format!("suppressed (< k={k})");
+        return format!("suppressed (k={k})");
     }
     match (kind, &cell["value"]) {
         ("ratio", Value::Number(n)) => format!("{:.2} %", n.as_f64().unwrap_or(0.0) * 100.0),
+        ("number", Value::Number(n)) => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
         (_, Value::Number(n)) => n.as_u64().map_or_else(|| n.to_string(), thousands),
         (_, other) => other.to_string(),
     }
@@ -103,7 +104,7 @@ mod tests {
         let text = render(&result);
         assert!(text.contains("12,345"), "{text}");
         assert!(text.contains("50.00 %"), "{text}");
-        assert!(text.contains("suppressed (< k=100)"), "{text}");
+        assert!(text.contains("suppressed (k=100)"), "{text}");
         assert!(!text.contains(" 0 "), "{text}");
     }
 }

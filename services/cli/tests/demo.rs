@@ -47,6 +47,23 @@ async fn the_demo_releases_the_true_overlap_and_writes_the_activation() {
     assert!(segments.iter().any(|s| s["overlap"]["suppressed"] == true), "tail segments are suppressed");
     assert!(segments.iter().any(|s| s["overlap"]["value"].as_u64().is_some_and(|v| v >= 50)));
 
+    // Top affinity: the segments the synthetic customers over-index on lead, and every ranked
+    // segment's audience and base reach k.
+    let ranked: Vec<&serde_json::Value> = outcome.affinity["sections"][1]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rank"] != "withheld")
+        .collect();
+    assert!(!ranked.is_empty() && ranked.len() <= 10, "top 10 at most: {}", ranked.len());
+    for r in &ranked {
+        assert!(r["audience"]["value"].as_u64().unwrap() >= 50 && r["base"]["value"].as_u64().unwrap() >= 50);
+    }
+    let top3: Vec<&str> = ranked.iter().take(3).map(|r| r["segment"].as_str().unwrap()).collect();
+    assert!(top3.contains(&"foodies"), "the affine segment ranks high: {top3:?}");
+    let foodies = ranked.iter().find(|r| r["segment"] == "foodies").unwrap();
+    assert!(foodies["index_low"]["value"].as_f64().unwrap() > 100.0, "{foodies}");
+
     // summary, by_segment and by_tier.
     assert_eq!(outcome.activation_files.len(), 3);
     let by_tier = &outcome.result["sections"][2];

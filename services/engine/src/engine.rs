@@ -128,14 +128,15 @@ impl Engine {
                 .map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
             // What the protobuf validation cannot check: linkage settings are the matching library's.
             for (i, c) in contract.computations.iter().enumerate() {
-                if let Some(sealroom_proto::room::v1::computation::Kind::Overlap(o)) = &c.kind
+                if let Some(o) = c.matching()
                     && let Some(f) = &o.fuzzy
                     && !f.settings_yaml.is_empty()
                     && let Err(e) = sealroom_matching::fuzzy::Settings::from_yaml(&f.settings_yaml)
                 {
                     return Err(Error::Contract(format!(
-                        "room '{}' has an invalid contract:\ncomputations[{i}].overlap.fuzzy.settings: {e}",
-                        contract.name
+                        "room '{}' has an invalid contract:\ncomputations[{i}].{}.fuzzy.settings: {e}",
+                        contract.name,
+                        if c.kind_name() == "affinity" { "affinity.matching" } else { "overlap" }
                     )));
                 }
             }

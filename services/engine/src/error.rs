@@ -54,9 +54,3 @@ impl From<arrow::error::ArrowError> for Error {
         Self::Computation(e.to_string())
     }
 }
-
-impl From<datafusion::error::DataFusionError> for Error {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        Self::Computation(e.to_string())
-    }
-}

@@ -95,7 +95,7 @@ impl ReleasedSection {
     }
 
     /// The section's Arrow schema: one utf8 column per dimension, then per metric a nullable value
-    /// column (uint64 for counts, float64 for ratios; null when suppressed) and a
+    /// column (uint64 for counts, float64 for ratios and other numbers; null when suppressed) and a
     /// `<metric>_suppressed` boolean column.
     pub fn schema(&self) -> Arc<Schema> {
         section_schema(&self.dimensions, &self.metrics)
@@ -114,10 +114,12 @@ impl ReleasedSection {
                     ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
                     _ => None,
                 })))),
-                MetricKind::Ratio => columns.push(Arc::new(Float64Array::from_iter(cells.clone().map(|c| match c {
-                    ReleasedCell::Value(CellValue::Ratio(v)) => Some(*v),
-                    _ => None,
-                })))),
+                MetricKind::Ratio | MetricKind::Number => {
+                    columns.push(Arc::new(Float64Array::from_iter(cells.clone().map(|c| match c {
+                        ReleasedCell::Value(CellValue::Real(v)) => Some(*v),
+                        _ => None,
+                    }))))
+                }
             }
             columns.push(Arc::new(BooleanArray::from_iter(cells.map(|c| Some(matches!(c, ReleasedCell::Suppressed))))));
         }
@@ -136,9 +138,14 @@ impl ReleasedSection {
                 for (m, c) in self.metrics.iter().zip(&r.cells) {
                     let cell = match c {
                         ReleasedCell::Value(CellValue::Count(v)) => json!({ "value": v }),
-                        ReleasedCell::Value(CellValue::Ratio(v)) => json!({ "value": v }),
+                        ReleasedCell::Value(CellValue::Real(v)) => json!({ "value": v }),
                         ReleasedCell::Suppressed => {
-                            json!({ "suppressed": true, "reason": format!("fewer than k = {k} distinct individuals") })
+                            json!({
+                                "suppressed": true,
+                                "reason": format!(
+                                    "fewer than k = {k} distinct individuals, or withheld so that such a cell cannot be worked out from released totals"
+                                )
+                            })
                         }
                     };
                     obj.insert(m.name.clone(), cell);
@@ -162,7 +169,7 @@ pub fn section_schema(dimensions: &[String], metrics: &[MetricSpec]) -> Arc<Sche
     for m in metrics {
         let t = match m.kind {
             MetricKind::Count => DataType::UInt64,
-            MetricKind::Ratio => DataType::Float64,
+            MetricKind::Ratio | MetricKind::Number => DataType::Float64,
         };
         fields.push(Field::new(&m.name, t, true));
         fields.push(Field::new(format!("{}_suppressed", m.name), DataType::Boolean, false));

@@ -14,6 +14,8 @@ pub enum MetricKind {
     Count,
     /// A ratio in [0, 1] (a match rate, a share).
     Ratio,
+    /// Any other real number derived from counts (an affinity index, a lift, an interval bound).
+    Number,
 }
 
 /// A metric (a column of numbers) of a report section.
@@ -30,7 +32,8 @@ pub struct MetricSpec {
 #[serde(untagged)]
 pub enum CellValue {
     Count(u64),
-    Ratio(f64),
+    /// A ratio or another real number (see the metric's kind).
+    Real(f64),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,12 +73,17 @@ impl ComputedCell {
         Self { value: CellValue::Count(value), individuals }
     }
 
+    /// A real number about `individuals` individuals.
+    pub(crate) fn number(value: f64, individuals: u64) -> Self {
+        Self { value: CellValue::Real(value), individuals }
+    }
+
     /// A ratio `numerator / denominator`, about `min(individuals)` individuals. A zero denominator
     /// gives 0 with no individuals, which the gate always suppresses.
     pub(crate) fn ratio(numerator: u64, denominator: u64, individuals: u64) -> Self {
         if denominator == 0 {
-            return Self { value: CellValue::Ratio(0.0), individuals: 0 };
+            return Self { value: CellValue::Real(0.0), individuals: 0 };
         }
-        Self { value: CellValue::Ratio(numerator as f64 / denominator as f64), individuals }
+        Self { value: CellValue::Real(numerator as f64 / denominator as f64), individuals }
     }
 }

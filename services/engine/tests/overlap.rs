@@ -48,6 +48,10 @@ computations:
     run_by: [adv]
     results_to: [adv, pub]
     deliver_to: [pub]
+  - name: affinity
+    affinity: {{ matching: {{ advertiser_table: crm, publisher_table: users }}, confidence: 0.9 }}
+    run_by: [adv]
+    results_to: [adv]
 privacy:
   k_thresholds: [{{ set_by: adv, k: {k} }}]
 attestation: {{ allow_simulated: true }}
@@ -157,8 +161,7 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
     // Tiers by brute force: a pair belongs to the first tier that links it; an individual is
     // credited to the first tier of any of its pairs; its partners are those it has in that tier.
     let pair_tier = |a: usize, p: usize| if adv[a].0.is_some() && adv[a].0 == publ[p].0 { 0 } else { 1 };
-    let mut by_tier = [(0, 0, 0, 0); 2];
-    for tier in 0..2 {
+    let by_tier = [0, 1].map(|tier| {
         let first_adv = |a: usize| pairs.iter().filter(|(x, _)| *x == a).map(|(x, p)| pair_tier(*x, *p)).min();
         let first_pub = |p: usize| pairs.iter().filter(|(_, y)| *y == p).map(|(a, y)| pair_tier(*a, *y)).min();
         let adv_added: BTreeSet<usize> = matched_adv.iter().copied().filter(|a| first_adv(*a) == Some(tier)).collect();
@@ -167,9 +170,8 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
             pairs.iter().filter(|(a, p)| adv_added.contains(a) && pair_tier(*a, *p) == tier).map(|(_, p)| *p).collect();
         let pub_partners: BTreeSet<usize> =
             pairs.iter().filter(|(a, p)| pub_added.contains(p) && pair_tier(*a, *p) == tier).map(|(a, _)| *a).collect();
-        by_tier[tier] =
-            (adv_added.len() as u64, adv_partners.len() as u64, pub_added.len() as u64, pub_partners.len() as u64);
-    }
+        (adv_added.len() as u64, adv_partners.len() as u64, pub_added.len() as u64, pub_partners.len() as u64)
+    });
     Expected {
         by_tier,
         adv: adv.len() as u64,
@@ -232,6 +234,7 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
     let got: Vec<&str> = by_segment.rows().iter().map(|r| r.dimensions()[0].as_str()).collect();
     let want_segments: Vec<&str> = exp.by_segment.keys().map(String::as_str).collect();
     prop_assert_eq!(got, want_segments, "every segment is listed, in name order");
+    let (mut hidden, mut hidden_total) = (0, 0);
     for row in by_segment.rows() {
         let (np, na) = exp.by_segment[&row.dimensions()[0]];
         let individuals = np.min(na);
@@ -241,10 +244,23 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
                 prop_assert!(individuals >= k, "released a cell about {} < k = {} individuals", individuals, k);
                 prop_assert_eq!(*v, np);
             }
-            ReleasedCell::Suppressed => prop_assert!(individuals < k),
+            ReleasedCell::Suppressed => {
+                hidden += 1;
+                hidden_total += np;
+            }
             other => prop_assert!(false, "unexpected cell {:?}", other),
         }
     }
+    // Suppressed segments are none, all, or at least two totalling ≥ k: when segments partition
+    // the base, the matched count minus the released segments reveals no single segment under k.
+    let rows = by_segment.rows().len();
+    prop_assert!(
+        hidden == 0 || hidden == rows || (hidden >= 2 && hidden_total >= k),
+        "{} suppressed segments totalling {} (k = {})",
+        hidden,
+        hidden_total,
+        k
+    );
 
     // by_tier: what each exact tier added, checked against the brute-force tiers. A released cell
     // equals the oracle and is about ≥ k individuals; a column's suppressed cells are none, all, or at
@@ -281,6 +297,72 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
     Ok(())
 }
 
+/// Checks the released affinity report against a brute-force computation.
+async fn affinity_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), k, vec![]).await;
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
+    let room = engine.room_ids()[0].clone();
+    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
+    engine.run(&analyst, "affinity").await.unwrap();
+    let released = engine.release(&analyst, "affinity", None, Channel::Rest).unwrap();
+    let exp = expected(&adv, &publ);
+    let k = u64::from(k);
+    let (n1, n2) = (exp.matched_pub, exp.publ);
+    // Base by brute force: publisher rows (each its own user) per segment.
+    let mut base: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for (p, row) in publ.iter().enumerate() {
+        for s in &row.2 {
+            base.entry(format!("seg{s}")).or_default().insert(p);
+        }
+    }
+    let section = released.section("affinity").unwrap();
+    prop_assert_eq!(section.rows().len(), base.len(), "every segment is listed, ranked or withheld");
+    let mut last_index = f64::INFINITY;
+    let mut withheld_started = false;
+    let mut withheld = Vec::new();
+    for row in section.rows() {
+        let (rank, segment) = (&row.dimensions()[0], &row.dimensions()[1]);
+        let a = exp.by_segment.get(segment).map_or(0, |(np, _)| *np);
+        let b = base[segment].len() as u64;
+        let real = |c: &ReleasedCell| match c {
+            ReleasedCell::Value(CellValue::Real(v)) => Some(*v),
+            _ => None,
+        };
+        if rank == "withheld" {
+            withheld_started = true;
+            withheld.push((a, b));
+            for cell in row.cells() {
+                prop_assert_eq!(cell, &ReleasedCell::Suppressed, "a withheld row shows nothing");
+            }
+            continue;
+        }
+        prop_assert!(!withheld_started, "ranked rows come before withheld ones");
+        prop_assert!(a >= k && b >= k, "segment {} ranked with audience {} / base {} under k = {}", segment, a, b, k);
+        prop_assert_eq!(count(&row.cells()[0]), Some(a));
+        prop_assert_eq!(count(&row.cells()[1]), Some(b));
+        let index = real(&row.cells()[4]).unwrap();
+        let want = 100.0 * (a as f64 / n1 as f64) / (b as f64 / n2 as f64);
+        prop_assert!((index - want).abs() < 1e-9 * want.max(1.0), "index {} vs {}", index, want);
+        let (low, high) = (real(&row.cells()[5]).unwrap(), real(&row.cells()[6]).unwrap());
+        prop_assert!(low <= index && index <= high);
+        prop_assert!((real(&row.cells()[7]).unwrap() - (want / 100.0 - 1.0)).abs() < 1e-9 * want.max(1.0));
+        prop_assert!(index <= last_index, "ranked by index, highest first");
+        last_index = index;
+    }
+    // Withheld rows cannot be recovered from the released ones and the totals.
+    let n = withheld.len();
+    let (wa, wb) = withheld.iter().fold((0, 0), |(x, y), (a, b)| (x + a, y + b));
+    prop_assert!(
+        n == 0 || n == base.len() || (n >= 2 && wa >= k && wb >= k),
+        "withheld {:?} under k = {}",
+        withheld,
+        k
+    );
+    Ok(())
+}
+
 fn adv_rows() -> impl Strategy<Value = Vec<AdvRow>> {
     proptest::collection::vec((proptest::option::of(0u8..60), proptest::option::of(0u8..60)), 1..120)
 }
@@ -302,6 +384,14 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(run_and_check(adv, publ, k))?;
     }
+
+    /// The affinity report equals a brute-force computation, ranks only segments whose audience and
+    /// base reach k, and withholds the others so that they cannot be recovered.
+    #[test]
+    fn affinity_is_exact_ranked_and_k_anonymous(adv in adv_rows(), publ in pub_rows(), k in 2u32..12) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(affinity_check(adv, publ, k))?;
+    }
 }
 
 /// `n` advertiser rows and `n` publisher rows that match one to one, all in `segment`.
@@ -316,8 +406,9 @@ async fn a_segment_at_k_minus_one_is_suppressed_and_at_k_released() {
     let k = 10;
     let (mut adv, mut publ) = matched(9, 0, 1); // seg1: k - 1 matched individuals
     let (a2, p2) = matched(10, 100, 2); // seg2: exactly k
-    adv.extend(a2);
-    publ.extend(p2);
+    let (a3, p3) = matched(9, 200, 3); // seg3: k - 1 again, so seg1 and seg3 protect each other
+    adv.extend(a2.into_iter().chain(a3));
+    publ.extend(p2.into_iter().chain(p3));
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), k, vec![]).await;
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
@@ -331,9 +422,32 @@ async fn a_segment_at_k_minus_one_is_suppressed_and_at_k_released() {
     assert_eq!(rows[0].cells()[0], ReleasedCell::Suppressed);
     assert_eq!(rows[1].dimensions(), ["seg2"]);
     assert_eq!(count(&rows[1].cells()[0]), Some(10));
+    assert_eq!(rows[2].cells()[0], ReleasedCell::Suppressed);
     let json = released.json();
     assert_eq!(json["sections"][1]["rows"][0]["overlap"]["suppressed"], true);
     assert_eq!(json["sections"][1]["rows"][1]["overlap"]["value"], 10);
+}
+
+#[tokio::test]
+async fn a_lone_small_segment_takes_the_next_smallest_with_it() {
+    // seg1 (9 < k) and seg2 (10) partition the matched 19: releasing seg2 would give seg1 = 19 − 10.
+    let k = 10;
+    let (mut adv, mut publ) = matched(9, 0, 1);
+    let (a2, p2) = matched(10, 100, 2);
+    let (a3, p3) = matched(40, 150, 3);
+    adv.extend(a2.into_iter().chain(a3));
+    publ.extend(p2.into_iter().chain(p3));
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), k, vec![]).await;
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
+    let room = engine.room_ids()[0].clone();
+    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
+    engine.run(&analyst, "overlap").await.unwrap();
+    let released = engine.release(&analyst, "overlap", Some("latest"), Channel::Rest).unwrap();
+    let rows = released.section("by_segment").unwrap().rows();
+    let cells: Vec<Option<u64>> = rows.iter().map(|r| count(&r.cells()[0])).collect();
+    assert_eq!(cells, vec![None, None, Some(40)], "seg2 is withheld to protect seg1");
 }
 
 #[tokio::test]
@@ -528,4 +642,96 @@ async fn what_a_crash_leaves_behind_is_cleaned_on_start() {
     assert!(!room_dir.join("tables").join("crm").join("v-orphan.arrow").exists());
     let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
     assert_eq!(engine.datasets(&caller).unwrap()[0].rows, Some(2), "the committed version survives");
+}
+
+/// A separate segment table, one row per membership (with a repeat and a user the publisher table
+/// does not hold), joined to the publisher's individuals on the user id.
+#[tokio::test]
+async fn a_separate_segment_table_joins_on_the_user_id() {
+    let yaml = format!(
+        r#"
+name: segment table room
+participants:
+  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
+  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ bearer_token_sha256: {p} }} }}
+tables:
+  - name: crm
+    owner: adv
+    columns:
+      - {{ name: email, type: sha256, identifier: hashed_email, nullable: true }}
+      - {{ name: phone, type: sha256, identifier: hashed_phone, nullable: true }}
+  - name: users
+    owner: pub
+    columns:
+      - {{ name: user_id, type: string, identifier: user_id }}
+      - {{ name: email, type: sha256, identifier: hashed_email, nullable: true }}
+  - name: audiences
+    owner: pub
+    columns:
+      - {{ name: user_id, type: string, identifier: user_id }}
+      - {{ name: segment, type: string, identifier: segment }}
+computations:
+  - name: overlap
+    overlap: {{ advertiser_table: crm, publisher_table: users, segment_table: audiences }}
+    run_by: [adv]
+    results_to: [adv]
+privacy:
+  k_thresholds: [{{ set_by: adv, k: 2 }}]
+attestation: {{ allow_simulated: true }}
+"#,
+        a = digest(ADV_TOKEN),
+        p = digest(PUB_TOKEN)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_owned(),
+        tee: TeeMode::Simulated,
+        limits: UploadLimits::default(),
+        sinks: vec![],
+    };
+    let engine =
+        Engine::open(config, vec![RoomFile::parse(&yaml, "t").unwrap()], Arc::new(EngineMetrics::unregistered()))
+            .await
+            .unwrap();
+    // Advertiser: e0..e5. Publisher users u0..u9 with emails e0..e9: u0..u5 match.
+    let adv: Vec<AdvRow> = (0..6).map(|i| (Some(i), None)).collect();
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, true),
+    ]));
+    let ids: StringArray = (0..10).map(|i| Some(format!("u{i}"))).collect();
+    let emails: StringArray = (0..10u8).map(|i| Some(key("e", i))).collect();
+    let users = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(emails)]).unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users]).await.unwrap();
+    // news: u0, u1, u1 (repeat), u2, u7, ghost (not a publisher user); sport: u3, u4, u8, u9.
+    let memberships = [
+        ("u0", "news"),
+        ("u1", "news"),
+        ("u1", "news"),
+        ("u2", "news"),
+        ("u7", "news"),
+        ("ghost", "news"),
+        ("u3", "sport"),
+        ("u4", "sport"),
+        ("u8", "sport"),
+        ("u9", "sport"),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+    ]));
+    let u: StringArray = memberships.iter().map(|m| Some(m.0)).collect();
+    let s: StringArray = memberships.iter().map(|m| Some(m.1)).collect();
+    let audiences = RecordBatch::try_new(schema, vec![Arc::new(u), Arc::new(s)]).unwrap();
+    upload(&engine, PUB_TOKEN, "audiences", vec![audiences]).await.unwrap();
+    let room = engine.room_ids()[0].clone();
+    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
+    engine.run(&analyst, "overlap").await.unwrap();
+    let released = engine.release(&analyst, "overlap", None, Channel::Rest).unwrap();
+    let rows = released.section("by_segment").unwrap().rows();
+    let got: Vec<(&str, Option<u64>)> =
+        rows.iter().map(|r| (r.dimensions()[0].as_str(), count(&r.cells()[0]))).collect();
+    // news: u0, u1, u2 matched (u1 once, u7 unmatched, ghost ignored); sport: u3, u4.
+    assert_eq!(got, vec![("news", Some(3)), ("sport", Some(2))]);
 }

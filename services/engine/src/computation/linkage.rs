@@ -38,7 +38,25 @@ pub(crate) struct Side<'a> {
 
 impl<'a> Side<'a> {
     pub(crate) fn new(table: &'a Table, input: &InputTable) -> Result<Self> {
-        let batch = concat_batches(&input.schema, &input.batches)?;
+        // Only the person key and the identifiers matching reads: not segments or other columns,
+        // which would be copied for nothing.
+        let keep: Vec<usize> = input
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.name() == ROW_ID_COLUMN
+                    || table.column(f.name()).is_some_and(|c| {
+                        !matches!(c.identifier(), IdentifierKind::Unspecified | IdentifierKind::Segment)
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let schema = Arc::new(input.schema.project(&keep)?);
+        let batches: Vec<RecordBatch> =
+            input.batches.iter().map(|b| b.project(&keep)).collect::<std::result::Result<_, _>>()?;
+        let batch = concat_batches(&schema, &batches)?;
         let person = person_column(table, &batch)?;
         let (of_row, individuals) = dense(person.as_ref())?;
         Ok(Self { table, batch, of_row, individuals })
@@ -56,18 +74,73 @@ impl<'a> Side<'a> {
     }
 }
 
+/// The name of a table's person key column: its user id, or the row id the engine adds.
+pub(crate) fn person_column_name(table: &Table) -> &str {
+    table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str())
+}
+
 fn person_column(table: &Table, batch: &RecordBatch) -> Result<ArrayRef> {
-    let name = table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str());
+    let name = person_column_name(table);
     batch
         .column_by_name(name)
         .cloned()
         .ok_or_else(|| Error::Computation(format!("table '{}' has no stored column '{name}'", table.name)))
 }
 
+/// The publisher individual of each row of another table, joined on the person key (`None` for a
+/// key the publisher table does not hold).
+pub(crate) fn individuals_by_key(
+    publisher_keys: &dyn Array,
+    keys: &dyn Array,
+    publisher_individuals: usize,
+) -> Result<Vec<Option<u32>>> {
+    if publisher_keys.data_type() != keys.data_type() {
+        return Err(Error::Computation(format!(
+            "the segment table's user ids are {} but the publisher table's are {}; declare both with one type",
+            keys.data_type(),
+            publisher_keys.data_type()
+        )));
+    }
+    // Dense ids over publisher keys then segment-table keys: the publisher's come first, so they
+    // are exactly the publisher's individuals, and a key only the segment table holds gets a
+    // larger id.
+    let all = arrow::compute::concat(&[publisher_keys, keys])?;
+    let (ids, _) = dense(all.as_ref())?;
+    Ok(ids[publisher_keys.len()..].iter().map(|id| ((*id as usize) < publisher_individuals).then_some(*id)).collect())
+}
+
+/// Dense ids of integer keys that fill a compact range (at most 4 slots per row), by direct
+/// addressing instead of hashing; `None` when the range is wider. Ids are given in first-seen
+/// order, as [`dense`] gives them.
+fn code_compact(values: &[i64]) -> Option<(Vec<u32>, usize)> {
+    let (min, max) = (*values.iter().min()?, *values.iter().max()?);
+    let span = usize::try_from(max.checked_sub(min)?).ok()?.checked_add(1)?;
+    if span > values.len().saturating_mul(4).max(1024) {
+        return None;
+    }
+    let mut slot = vec![u32::MAX; span];
+    let mut next = 0u32;
+    let of_row = values
+        .iter()
+        .map(|v| {
+            let s = &mut slot[(v - min) as usize];
+            if *s == u32::MAX {
+                *s = next;
+                next += 1;
+            }
+            *s
+        })
+        .collect();
+    Some((of_row, next as usize))
+}
+
 /// Dense ids of the distinct values of a person column.
 fn dense(column: &dyn Array) -> Result<(Vec<u32>, usize)> {
+    // foldhash: several times faster than SipHash on integer keys, and randomly seeded per process,
+    // so a participant cannot craft colliding user ids.
     fn code<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>, n: usize) -> (Vec<u32>, usize) {
-        let mut ids: HashMap<K, u32> = HashMap::with_capacity(n);
+        let mut ids: HashMap<K, u32, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
         let of_row = keys
             .map(|k| {
                 let next = ids.len() as u32;
@@ -84,8 +157,8 @@ fn dense(column: &dyn Array) -> Result<(Vec<u32>, usize)> {
             code(values.values().iter().copied(), n)
         }
         DataType::Int64 if column.null_count() == 0 => {
-            let values = column.as_primitive::<Int64Type>();
-            code(values.values().iter().copied(), n)
+            let values = column.as_primitive::<Int64Type>().values();
+            code_compact(values).unwrap_or_else(|| code(values.iter().copied(), n))
         }
         DataType::Utf8 if column.null_count() == 0 => {
             let values = column.as_string::<i32>();
@@ -141,7 +214,7 @@ pub(crate) fn exact_tiers(spec: &OverlapComputation, advertiser: &Table, publish
         .collect()
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
@@ -471,9 +544,4 @@ pub(crate) fn link(
         }
     }
     Ok(pairs)
-}
-
-/// The person key column and the individual of each row, as Arrow columns (for joins in SQL).
-pub(crate) fn individual_column(of_row: &[u32]) -> ArrayRef {
-    Arc::new(arrow::array::Int64Array::from_iter_values(of_row.iter().map(|i| i64::from(*i))))
 }

@@ -13,53 +13,17 @@
 //! Matching (`linkage.rs`) runs the tiers with the matching library: a radix hash join of 32-byte
 //! digests per exact key kind, identity-graph components, fuzzy and CLK matching; a pair of
 //! individuals matched several ways is one pair, credited to the first tier. The segment breakdown
-//! joins the matched pairs to the segment memberships in DataFusion with `COUNT(DISTINCT …)`.
+//! counts distinct individuals per segment in one pass over the memberships (`segments.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
-use arrow::datatypes::Int64Type;
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
-use sealroom_proto::room::v1::{ColumnType, IdentifierKind, OverlapComputation, RoomContract, Table};
+use sealroom_proto::room::v1::{IdentifierKind, OverlapComputation, RoomContract, Table};
 
-use super::{InputTable, linkage, quote, session};
+use super::{InputTable, linkage, segments};
 use crate::error::{Error, Result};
 use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind, MetricSpec};
-use crate::schema::ROW_ID_COLUMN;
-
-const PUBLISHER: &str = "publisher";
-const SEGMENTS: &str = "segments";
-
-fn person_expr(table: &Table) -> String {
-    quote(table.user_id_column().map_or(ROW_ID_COLUMN, |c| c.name.as_str()))
-}
-
-/// `(person, segment)` for every segment membership.
-fn segments_sql(table: &Table, registered: &str) -> Option<String> {
-    let person = person_expr(table);
-    let parts: Vec<String> = table
-        .columns_of_kind(IdentifierKind::Segment)
-        .map(|c| {
-            let col = quote(&c.name);
-            if c.r#type() == ColumnType::StringList {
-                format!(
-                    "SELECT person, segment FROM (SELECT {person} AS person, unnest({col}) AS segment FROM {registered} \
-                     WHERE {col} IS NOT NULL) WHERE segment IS NOT NULL"
-                )
-            } else {
-                format!("SELECT {person} AS person, {col} AS segment FROM {registered} WHERE {col} IS NOT NULL")
-            }
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" UNION ALL "))
-}
-
-async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    Ok(ctx.sql(sql).await?.collect().await?)
-}
 
 /// What one matching tier added.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,6 +49,8 @@ pub(crate) struct OverlapCounts {
     /// segment → (matched publisher individuals, matched advertiser individuals); every segment of
     /// the publisher appears, with (0, 0) when none of its users matched.
     pub by_segment: BTreeMap<String, (u64, u64)>,
+    /// segment → publisher individuals in it (matched or not), when asked for.
+    pub base_by_segment: BTreeMap<String, u64>,
     pub has_segments: bool,
     /// What each tier added, in tier order.
     pub by_tier: Vec<TierCounts>,
@@ -117,6 +83,7 @@ pub(crate) async fn counts(
     contract: &RoomContract,
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
+    with_base: bool,
 ) -> Result<OverlapCounts> {
     let table = |name: &str| {
         contract.table(name).ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
@@ -173,61 +140,50 @@ pub(crate) async fn counts(
         ..Default::default()
     };
 
-    let mut registered = HashMap::new();
-    let segment_registered = if segment_table.name == publisher.name {
-        registered.insert(PUBLISHER.to_owned(), input(&publisher.name)?);
-        PUBLISHER
-    } else {
-        registered.insert(SEGMENTS.to_owned(), input(&segment_table.name)?);
-        SEGMENTS
-    };
-    let Some(segments) = segments_sql(&segment_table, segment_registered) else {
+    let segment_columns: Vec<String> =
+        segment_table.columns_of_kind(IdentifierKind::Segment).map(|c| c.name.clone()).collect();
+    if segment_columns.is_empty() {
         return Ok(counts);
-    };
-    let ctx = session(&registered)?;
-    // The publisher's person keys and their individuals, and the matched pairs, as tables.
-    let individuals =
-        RecordBatch::try_from_iter([("person", p_person), ("ind", linkage::individual_column(&p_of_row))])?;
-    ctx.register_table("pind", Arc::new(MemTable::try_new(individuals.schema(), vec![vec![individuals]])?))?;
-    let (ap, pp): (Vec<i64>, Vec<i64>) = pairs.tier_of.keys().map(|(a, p)| (i64::from(*a), i64::from(*p))).unzip();
-    let matched = RecordBatch::try_from_iter([
-        ("ap", Arc::new(Int64Array::from(ap)) as ArrayRef),
-        ("pp", Arc::new(Int64Array::from(pp)) as ArrayRef),
-    ])?;
-    ctx.register_table("matched", Arc::new(MemTable::try_new(matched.schema(), vec![vec![matched]])?))?;
-
-    counts.has_segments = true;
-    let all = collect(&ctx, &format!("SELECT DISTINCT segment FROM ({segments}) s")).await?;
-    for batch in &all {
-        let names = batch.column(0).as_string::<i32>();
-        for i in 0..names.len() {
-            counts.by_segment.insert(names.value(i).to_owned(), (0, 0));
-        }
     }
-    let per_segment = collect(
-        &ctx,
-        &format!(
-            "SELECT s.segment, count(DISTINCT m.pp), count(DISTINCT m.ap) FROM matched m \
-             JOIN (SELECT DISTINCT person, ind FROM pind) i ON m.pp = i.ind \
-             JOIN ({segments}) s ON i.person = s.person GROUP BY s.segment"
-        ),
-    )
-    .await?;
-    for batch in &per_segment {
-        let names = batch.column(0).as_string::<i32>();
-        let np = batch.column(1).as_primitive::<Int64Type>();
-        let na = batch.column(2).as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            counts.by_segment.insert(
-                names.value(i).to_owned(),
-                (u64::try_from(np.value(i)).unwrap_or(0), u64::try_from(na.value(i)).unwrap_or(0)),
-            );
+    counts.has_segments = true;
+    let segment_input = input(&segment_table.name)?;
+    let same_table = segment_table.name == publisher.name;
+    let publisher_individuals = p_individuals;
+    let partners = segments::Partners::new(pairs.tier_of.keys().copied(), publisher_individuals);
+    // Counting reads every membership: off the async runtime too.
+    let per_segment = tokio::task::spawn_blocking(move || -> Result<_> {
+        // Only the columns counted (and the person key) are concatenated, not the whole table.
+        let column = |name: &str| -> Result<ArrayRef> {
+            let i = segment_input.schema.index_of(name).map_err(|_| {
+                Error::Computation(format!("table '{}' has no stored column '{name}'", segment_table.name))
+            })?;
+            let parts: Vec<&dyn arrow::array::Array> =
+                segment_input.batches.iter().map(|b| b.column(i).as_ref()).collect();
+            Ok(arrow::compute::concat(&parts)?)
+        };
+        let columns: Vec<ArrayRef> = segment_columns.iter().map(|c| column(c)).collect::<Result<_>>()?;
+        let (of_row, unique_rows) = if same_table {
+            let unique = p_of_row.len() == publisher_individuals;
+            (p_of_row.into_iter().map(Some).collect::<Vec<_>>(), unique)
+        } else {
+            // The segment table's rows join the publisher's individuals on the person key.
+            let keys = column(linkage::person_column_name(&segment_table))?;
+            (linkage::individuals_by_key(p_person.as_ref(), keys.as_ref(), publisher_individuals)?, false)
+        };
+        segments::count(&columns, &of_row, unique_rows, &partners, linkage::threads())
+    })
+    .await
+    .map_err(|e| Error::Computation(format!("counting segments stopped: {e}")))??;
+    for (segment, c) in per_segment {
+        counts.by_segment.insert(segment.clone(), (c.audience, c.partners));
+        if with_base {
+            counts.base_by_segment.insert(segment, c.base);
         }
     }
     Ok(counts)
 }
 
-fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
+pub(crate) fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
     MetricSpec { name: name.into(), kind, description: description.into() }
 }
 
@@ -237,7 +193,13 @@ fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
 /// released ones — more cells, smallest first, until at least two are suppressed and together they
 /// count at least `k`, or all are. `cells` are `(value, individuals)`.
 pub(crate) fn complementary_suppression(cells: &[(u64, u64)], k: u64) -> Vec<bool> {
-    let mut suppressed: Vec<bool> = cells.iter().map(|(_, individuals)| *individuals < k).collect();
+    complementary_suppression_from(cells, k, vec![false; cells.len()])
+}
+
+/// [`complementary_suppression`] starting from cells already suppressed for another reason.
+pub(crate) fn complementary_suppression_from(cells: &[(u64, u64)], k: u64, already: Vec<bool>) -> Vec<bool> {
+    let mut suppressed: Vec<bool> =
+        cells.iter().zip(already).map(|((_, individuals), hidden)| hidden || *individuals < k).collect();
     loop {
         let hidden: Vec<usize> = (0..cells.len()).filter(|i| suppressed[*i]).collect();
         let total: u64 = hidden.iter().map(|i| cells[*i].0).sum();
@@ -318,20 +280,26 @@ pub(crate) fn sections(c: &OverlapCounts, k: u64) -> Vec<ComputedSection> {
                     "overlap / matched_publisher_individuals: the segment's share of the matched audience",
                 ),
             ],
-            rows: c
-                .by_segment
-                .iter()
-                .map(|(segment, (np, na))| {
-                    let individuals = (*np).min(*na);
-                    ComputedRow {
-                        dimensions: vec![segment.clone()],
-                        cells: vec![
-                            ComputedCell::count(*np, individuals),
-                            ComputedCell::ratio(*np, c.matched_publisher, individuals.min(overlap_individuals)),
-                        ],
-                    }
-                })
-                .collect(),
+            rows: {
+                // When segments partition the base, the overlaps sum to the released matched count:
+                // suppress complementarily, and force the extra cells (about 0 individuals).
+                let cells: Vec<(u64, u64)> = c.by_segment.values().map(|(np, na)| (*np, (*np).min(*na))).collect();
+                let hidden = complementary_suppression(&cells, k);
+                c.by_segment
+                    .iter()
+                    .zip(hidden)
+                    .map(|((segment, (np, na)), hidden)| {
+                        let individuals = if hidden { 0 } else { (*np).min(*na) };
+                        ComputedRow {
+                            dimensions: vec![segment.clone()],
+                            cells: vec![
+                                ComputedCell::count(*np, individuals),
+                                ComputedCell::ratio(*np, c.matched_publisher, individuals.min(overlap_individuals)),
+                            ],
+                        }
+                    })
+                    .collect()
+            },
         });
     }
     if !c.by_tier.is_empty() {
@@ -399,7 +367,7 @@ pub(crate) async fn run(
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
 ) -> Result<Vec<ComputedSection>> {
-    Ok(sections(&counts(contract, spec, tables).await?, u64::from(contract.effective_k())))
+    Ok(sections(&counts(contract, spec, tables, false).await?, u64::from(contract.effective_k())))
 }
 
 #[cfg(test)]
