@@ -13,11 +13,14 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow::array::StringArray;
 use arrow::array::{Array, ArrayRef, UInt64Array, new_null_array};
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
-use sealroom_proto::room::v1::{Column, Table};
+use sealroom_matching::batch;
+use sealroom_matching::normalize::{self, Profile, Region};
+use sealroom_proto::room::v1::{Column, IdentifierKind, RoomContract, Table};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
@@ -83,6 +86,8 @@ pub struct UploadSession {
     rows: u64,
     bytes: u64,
     bad: BTreeMap<String, BadRows>,
+    /// Plaintext email / phone columns: values that do not normalize (count, first row).
+    unusable: BTreeMap<String, (u64, u64)>,
     finished: bool,
 }
 
@@ -176,6 +181,7 @@ impl UploadSession {
             rows: 0,
             bytes: 0,
             bad: BTreeMap::new(),
+            unusable: BTreeMap::new(),
             finished: false,
         }
     }
@@ -234,6 +240,7 @@ impl UploadSession {
             };
             match converted {
                 Ok(array) => {
+                    self.check_identifiers(column, &array, offset);
                     if !column.nullable && array.null_count() > 0 {
                         let first = (0..array.len()).find(|r| array.is_null(*r)).unwrap_or(0);
                         self.record_bad(
@@ -270,6 +277,27 @@ impl UploadSession {
             return Err(self.fail(e));
         }
         Ok(())
+    }
+
+    /// Counts plaintext emails and phones that do not normalize under the rules of the first
+    /// computation that matches on this table (its profile, and for phones its region): they are
+    /// stored, but can never match, and the uploader is told so at commit.
+    fn check_identifiers(&mut self, column: &Column, array: &ArrayRef, offset: u64) {
+        let kind = column.identifier();
+        if !matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
+            return;
+        }
+        let Some(strings) = array.as_any().downcast_ref::<StringArray>() else { return };
+        let (profile, region) = matching_rules(&self.room.contract, &self.table.name);
+        let hashed = if kind == IdentifierKind::Email {
+            batch::hash_emails(strings, profile, 1)
+        } else {
+            batch::hash_phones(strings, region, profile, 1)
+        };
+        if let Some(first) = hashed.first_invalid_row {
+            let e = self.unusable.entry(column.name.clone()).or_insert((0, offset + first));
+            e.0 += hashed.invalid;
+        }
     }
 
     fn record_bad(&mut self, column: &str, bad: BadRows) {
@@ -354,6 +382,23 @@ impl UploadSession {
             uploader: self.participant.clone(),
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             data_sha256: digest,
+            warnings: self
+                .unusable
+                .iter()
+                .map(|(column, (count, first))| {
+                    let what = if self.table.column(column).is_some_and(|c| c.identifier() == IdentifierKind::Email) {
+                        "emails"
+                    } else {
+                        "phone numbers"
+                    };
+                    format!(
+                        "column '{column}': {count} of {} values are not valid {what} under the room's normalization \
+                         rules (first at row {first}, 0-based); they are stored but will never match: correct them \
+                         at the source, or leave them empty",
+                        self.rows
+                    )
+                })
+                .collect(),
         };
         let storage = self.room.storage.clone();
         let staged = self.staging.clone();
@@ -423,4 +468,20 @@ impl Drop for UploadSession {
             self.abort("the upload ended before it was committed (client error or dropped connection)");
         }
     }
+}
+
+/// The normalization profile and phone region plaintext identifiers of `table` are matched under:
+/// those of the first computation that matches on the table (`sealroom` and US otherwise).
+fn matching_rules(contract: &RoomContract, table: &str) -> (Profile, Region) {
+    let matching = contract
+        .computations
+        .iter()
+        .filter_map(|c| c.matching())
+        .find(|m| m.advertiser_table == table || m.publisher_table == table);
+    let profile = matching.map_or(Profile::Sealroom, |m| crate::computation::linkage::profile(m.normalization()));
+    let region = matching
+        .filter(|m| !m.phone_region.is_empty())
+        .and_then(|m| normalize::region(&m.phone_region).ok())
+        .unwrap_or(Region::US);
+    (profile, region)
 }

@@ -40,6 +40,10 @@ pub struct DatasetManifest {
     pub committed_at: String,
     /// SHA-256 of the stored Arrow IPC file.
     pub data_sha256: String,
+    /// What the uploader should know about its own data (plaintext emails or phones that do not
+    /// normalize and so will never match); shown only to the uploader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A committed dataset version. When a newer version replaces it, the file is deleted as soon as the

@@ -340,6 +340,38 @@ async fn fuzzy_matching_finds_the_people_no_key_links() {
 }
 
 #[tokio::test]
+async fn plaintext_identifiers_that_cannot_match_are_reported_to_the_uploader() {
+    let dir = tempfile::tempdir().unwrap();
+    let contract = RoomFile::parse(&room("{ advertiser_table: crm, publisher_table: users }"), "t").unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_owned(),
+        tee: TeeMode::Simulated,
+        limits: UploadLimits::default(),
+        sinks: vec![],
+    };
+    let engine = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.unwrap();
+    let room_id = engine.room_ids()[0].clone();
+    let (mut adv, _, _) = population();
+    // Rows 80 and 82 are not emails (the advertiser's phones are uploaded hashed here).
+    for (i, email) in [(80, "not an email"), (81, " Jane@Example.com "), (82, "@@example.com")] {
+        adv.push(Row { id: format!("c{i}"), email: Some(email.to_owned()), phone: None, person: person(i) });
+    }
+    let caller = engine.authenticate(room_id.as_str(), ADV).unwrap();
+    let mut session = engine.begin_upload(&caller, "crm").unwrap();
+    session.push(batch(&adv, false)).await.unwrap();
+    let manifest = session.commit().await.unwrap();
+    assert_eq!(manifest.rows, 83, "the rows are kept");
+    assert_eq!(manifest.warnings.len(), 1, "{:?}", manifest.warnings);
+    assert!(
+        manifest.warnings[0].starts_with("column 'email': 2 of 83 values are not valid emails"),
+        "{:?}",
+        manifest.warnings
+    );
+    assert!(manifest.warnings[0].contains("first at row 80"), "{:?}", manifest.warnings);
+    assert!(!manifest.warnings.iter().any(|w| w.contains("not an email")), "values are never quoted");
+}
+
+#[tokio::test]
 async fn clk_matching_needs_no_plaintext() {
     let (released, _dir) =
         run("{ advertiser_table: crm, publisher_table: users, match_on: [hashed_phone], clk: {} }").await;

@@ -355,6 +355,7 @@ impl FlightService for SealroomFlight {
             "rows": manifest.rows,
             "data_sha256": manifest.data_sha256,
             "committed_at": manifest.committed_at,
+            "warnings": manifest.warnings,
         });
         let result = PutResult { app_metadata: body.to_string().into() };
         Ok(Response::new(stream::once(async { Ok(result) }).boxed()))

@@ -193,7 +193,12 @@ impl Pairs {
 }
 
 fn profile_of(spec: &OverlapComputation) -> Profile {
-    match spec.normalization() {
+    profile(spec.normalization())
+}
+
+/// The matching library's profile for a contract's.
+pub(crate) fn profile(p: NormalizationProfile) -> Profile {
+    match p {
         NormalizationProfile::Sealroom => Profile::Sealroom,
         NormalizationProfile::Google => Profile::Google,
         NormalizationProfile::Meta => Profile::Meta,
