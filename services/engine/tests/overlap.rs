@@ -131,25 +131,54 @@ struct Expected {
     by_tier: [(u64, u64, u64, u64); 2],
 }
 
+/// The advertiser's individuals: its table has no user id, so rows sharing an email or a phone key
+/// are one person (connected components, by repeated relabelling until nothing changes).
+fn advertiser_persons(adv: &[AdvRow]) -> Vec<usize> {
+    let mut person: Vec<usize> = (0..adv.len()).collect();
+    loop {
+        let mut changed = false;
+        for a in 0..adv.len() {
+            for b in 0..adv.len() {
+                let share =
+                    (adv[a].0.is_some() && adv[a].0 == adv[b].0) || (adv[a].1.is_some() && adv[a].1 == adv[b].1);
+                if share && person[b] < person[a] {
+                    person[a] = person[b];
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return person;
+        }
+    }
+}
+
 fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
-    let mut pairs = BTreeSet::new();
+    let person = advertiser_persons(adv);
+    let persons: BTreeSet<usize> = person.iter().copied().collect();
+    // Pairs of (advertiser person, publisher user) and the first tier that links them: email (0)
+    // when any of the person's rows shares the user's email, else phone (1).
+    let mut pair_tier: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for (a, ar) in adv.iter().enumerate() {
         for (p, pr) in publ.iter().enumerate() {
             let email = ar.0.is_some() && ar.0 == pr.0;
             let phone = ar.1.is_some() && ar.1 == pr.1;
             if email || phone {
-                pairs.insert((a, p));
+                let t = pair_tier.entry((person[a], p)).or_insert(1);
+                if email {
+                    *t = 0;
+                }
             }
         }
     }
+    let pairs: BTreeSet<(usize, usize)> = pair_tier.keys().copied().collect();
     let matched_adv: BTreeSet<_> = pairs.iter().map(|(a, _)| *a).collect();
     let matched_pub: BTreeSet<_> = pairs.iter().map(|(_, p)| *p).collect();
     let mut by_segment: BTreeMap<String, (BTreeSet<usize>, BTreeSet<usize>)> = BTreeMap::new();
-    for (p, pr) in publ.iter().enumerate() {
+    for pr in publ {
         for s in &pr.2 {
             by_segment.entry(format!("seg{s}")).or_default();
         }
-        let _ = p;
     }
     for (a, p) in &pairs {
         for s in &publ[*p].2 {
@@ -158,23 +187,23 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
             e.1.insert(*a);
         }
     }
-    // Tiers by brute force: a pair belongs to the first tier that links it; an individual is
-    // credited to the first tier of any of its pairs; its partners are those it has in that tier.
-    let pair_tier = |a: usize, p: usize| if adv[a].0.is_some() && adv[a].0 == publ[p].0 { 0 } else { 1 };
+    // Tiers by brute force: an individual is credited to the first tier of any of its pairs; its
+    // partners are those it has in that tier.
+    let tier_of = |a: usize, p: usize| pair_tier[&(a, p)];
     let by_tier = [0, 1].map(|tier| {
-        let first_adv = |a: usize| pairs.iter().filter(|(x, _)| *x == a).map(|(x, p)| pair_tier(*x, *p)).min();
-        let first_pub = |p: usize| pairs.iter().filter(|(_, y)| *y == p).map(|(a, y)| pair_tier(*a, *y)).min();
+        let first_adv = |a: usize| pairs.iter().filter(|(x, _)| *x == a).map(|(x, p)| tier_of(*x, *p)).min();
+        let first_pub = |p: usize| pairs.iter().filter(|(_, y)| *y == p).map(|(a, y)| tier_of(*a, *y)).min();
         let adv_added: BTreeSet<usize> = matched_adv.iter().copied().filter(|a| first_adv(*a) == Some(tier)).collect();
         let pub_added: BTreeSet<usize> = matched_pub.iter().copied().filter(|p| first_pub(*p) == Some(tier)).collect();
         let adv_partners: BTreeSet<usize> =
-            pairs.iter().filter(|(a, p)| adv_added.contains(a) && pair_tier(*a, *p) == tier).map(|(_, p)| *p).collect();
+            pairs.iter().filter(|(a, p)| adv_added.contains(a) && tier_of(*a, *p) == tier).map(|(_, p)| *p).collect();
         let pub_partners: BTreeSet<usize> =
-            pairs.iter().filter(|(a, p)| pub_added.contains(p) && pair_tier(*a, *p) == tier).map(|(a, _)| *a).collect();
+            pairs.iter().filter(|(a, p)| pub_added.contains(p) && tier_of(*a, *p) == tier).map(|(a, _)| *a).collect();
         (adv_added.len() as u64, adv_partners.len() as u64, pub_added.len() as u64, pub_partners.len() as u64)
     });
     Expected {
         by_tier,
-        adv: adv.len() as u64,
+        adv: persons.len() as u64,
         publ: publ.len() as u64,
         matched_adv: matched_adv.len() as u64,
         matched_pub: matched_pub.len() as u64,

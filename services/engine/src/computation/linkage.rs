@@ -1,7 +1,7 @@
 //! Linking the two sides of an overlap, tier by tier, with the matching library.
 //!
-//! Individuals are what the data owner declares: rows with equal user ids are one individual, and a
-//! table without a user id counts each row as one. The tiers run in the contract's order — the
+//! Individuals are what the data owner declares: rows with equal user ids are one individual; in a
+//! table without a user id, rows sharing a key the overlap matches on are one individual. The tiers run in the contract's order — the
 //! exact keys of `match_on`, the identity graphs, fuzzy matching of plaintext personal data, CLK
 //! matching — and every distinct pair of matched individuals is credited to the first tier that
 //! found it. Nothing here leaves the engine: the overlap turns the pairs into counts for the release
@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use sealroom_matching::clk::{self, Filters};
 use sealroom_matching::exact::{Digest, IdentityGraph, join_digests};
 use sealroom_matching::fuzzy::{self, FuzzyError, Records, Settings};
+use sealroom_matching::graph::UnionFind;
 use sealroom_matching::normalize::{self, Profile};
 use sealroom_matching::{batch, normalize::Region};
 use sealroom_proto::room::v1::{IdentifierKind, NormalizationProfile, OverlapComputation, Table};
@@ -71,6 +72,36 @@ impl<'a> Side<'a> {
     /// The person key of every row: the user id, or the row id.
     pub(crate) fn person(&self) -> Result<ArrayRef> {
         person_column(self.table, &self.batch)
+    }
+
+    /// De-duplicates a table without user ids: rows that share a digest in any of `columns` become
+    /// one individual (connected components, so a shares an email with b and b a phone with c:
+    /// one person). A table with user ids keeps the individuals its owner declared.
+    pub(crate) fn merge_rows_sharing<'c>(&mut self, columns: impl Iterator<Item = &'c FixedSizeBinaryArray>) {
+        if self.table.user_id_column().is_some() {
+            return;
+        }
+        let mut keyed: Vec<(&[u8], u32)> = Vec::new();
+        for column in columns {
+            for row in 0..column.len().min(self.of_row.len()) {
+                if column.is_valid(row) {
+                    keyed.push((column.value(row), row as u32));
+                }
+            }
+        }
+        if keyed.is_empty() {
+            return;
+        }
+        keyed.sort_unstable();
+        let mut uf = UnionFind::new(self.of_row.len());
+        for w in keyed.windows(2) {
+            if w[0].0 == w[1].0 {
+                uf.union(w[0].1, w[1].1);
+            }
+        }
+        let (labels, count) = uf.labels();
+        self.of_row = labels;
+        self.individuals = count;
     }
 }
 
@@ -397,8 +428,8 @@ fn clk_side(side: &Side<'_>) -> Result<(Filters, Option<Vec<Vec<u64>>>)> {
 /// Runs every tier the overlap asks for.
 pub(crate) fn link(
     spec: &OverlapComputation,
-    advertiser: &Side<'_>,
-    publisher: &Side<'_>,
+    advertiser: &mut Side<'_>,
+    publisher: &mut Side<'_>,
     graphs: &[(&Table, RecordBatch)],
 ) -> Result<Pairs> {
     let profile = profile_of(spec);
@@ -406,12 +437,19 @@ pub(crate) fn link(
         .map_err(|e| Error::Contract(format!("overlap.phone_region: {e}")))?;
     let mut pairs = Pairs::default();
     let tiers = exact_tiers(spec, advertiser.table, publisher.table);
-    let mut a_digests = Vec::new();
-    let mut p_digests = Vec::new();
+    let mut by_tier = Vec::with_capacity(tiers.len());
     for kind in &tiers {
-        let tier = pairs.start_tier(kind.file_name());
         let a = digest_columns(advertiser.table, &advertiser.batch, *kind, profile, region)?;
         let p = digest_columns(publisher.table, &publisher.batch, *kind, profile, region)?;
+        by_tier.push((a, p));
+    }
+    // A side without user ids: rows sharing a key the overlap matches on are one person.
+    advertiser.merge_rows_sharing(by_tier.iter().flat_map(|(a, _)| a));
+    publisher.merge_rows_sharing(by_tier.iter().flat_map(|(_, p)| p));
+    let mut a_digests = Vec::new();
+    let mut p_digests = Vec::new();
+    for (kind, (a, p)) in tiers.iter().zip(by_tier) {
+        let tier = pairs.start_tier(kind.file_name());
         for ac in &a {
             for pc in &p {
                 for (ar, pr) in join_digests(ac, pc, threads()) {

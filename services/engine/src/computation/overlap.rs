@@ -103,13 +103,13 @@ pub(crate) async fn counts(
     let spec_owned = spec.clone();
     let (advertiser_t, publisher_t) = (advertiser.clone(), publisher.clone());
     let linked = tokio::task::spawn_blocking(move || -> Result<_> {
-        let a = linkage::Side::new(&advertiser_t, &a_input)?;
-        let p = linkage::Side::new(&publisher_t, &p_input)?;
+        let mut a = linkage::Side::new(&advertiser_t, &a_input)?;
+        let mut p = linkage::Side::new(&publisher_t, &p_input)?;
         let graphs: Vec<(&Table, RecordBatch)> = graph_tables
             .iter()
             .map(|(t, i)| Ok((t, arrow::compute::concat_batches(&i.schema, &i.batches)?)))
             .collect::<Result<_>>()?;
-        let pairs = linkage::link(&spec_owned, &a, &p, &graphs)?;
+        let pairs = linkage::link(&spec_owned, &mut a, &mut p, &graphs)?;
         Ok((pairs, a.individuals, p.individuals, p.person()?, p.of_row))
     })
     .await
