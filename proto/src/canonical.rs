@@ -111,6 +111,14 @@ impl RoomContract {
                         affinity.confidence = 0.0;
                     }
                 }
+                Some(computation::Kind::Measurement(measurement)) => {
+                    if let Some(matching) = &mut measurement.matching {
+                        canonicalize_overlap(matching);
+                    }
+                    if measurement.confidence == crate::DEFAULT_CONFIDENCE {
+                        measurement.confidence = 0.0;
+                    }
+                }
                 None => {}
             }
         }

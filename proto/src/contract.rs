@@ -63,6 +63,7 @@ impl Computation {
         match &self.kind {
             Some(computation::Kind::Overlap(_)) => "overlap",
             Some(computation::Kind::Affinity(_)) => "affinity",
+            Some(computation::Kind::Measurement(_)) => "measurement",
             None => "unspecified",
         }
     }
@@ -72,6 +73,7 @@ impl Computation {
         match &self.kind {
             Some(computation::Kind::Overlap(o)) => Some(o),
             Some(computation::Kind::Affinity(a)) => a.matching.as_ref(),
+            Some(computation::Kind::Measurement(m)) => m.matching.as_ref(),
             None => None,
         }
     }
@@ -85,6 +87,12 @@ impl Computation {
                     t.push(o.segment_table.as_str());
                 }
                 t.extend(o.identity_graphs.iter().map(String::as_str));
+                if let Some(computation::Kind::Measurement(m)) = &self.kind {
+                    t.push(m.exposure_table.as_str());
+                    if !m.conversion_table.is_empty() {
+                        t.push(m.conversion_table.as_str());
+                    }
+                }
                 t
             }
             None => Vec::new(),
@@ -123,6 +131,7 @@ impl IdentifierKind {
             Self::DateOfBirth => "date_of_birth",
             Self::Clk => "clk",
             Self::ClkBlockingKeys => "clk_blocking_keys",
+            Self::Campaign => "campaign",
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The file mirrors the protobuf contract field for field, with enums written in snake case
 //! (`type: sha256`, `identifier: hashed_email`, `roles: [data_owner, analyst]`) and a computation's kind
-//! given by the one key that is present (`overlap: {...}` or `affinity: {...}`). Unknown keys are errors. A file is parsed
+//! given by the one key that is present (`overlap:`, `affinity:` or `measurement:`). Unknown keys are errors. A file is parsed
 //! ([`RoomFile::parse`]), converted to a contract, and validated; every error names the field
 //! (`tables[1].columns[2].type`) and says what is wrong.
 
@@ -149,6 +149,7 @@ pub enum IdentifierFile {
     DateOfBirth,
     Clk,
     ClkBlockingKeys,
+    Campaign,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,22 +166,54 @@ pub struct ComputationFile {
     pub overlap: Option<OverlapFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<AffinityFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<CampaignMeasurementFile>,
 }
 
 impl ComputationFile {
     /// The computation's kind: the one key present. With none or several present the contract has
     /// no kind, and validation says which keys to choose from.
     fn kind(&self) -> Option<pb::computation::Kind> {
-        match (&self.overlap, &self.affinity) {
-            (Some(o), None) => Some(pb::computation::Kind::Overlap(o.to_proto())),
-            (None, Some(a)) => Some(pb::computation::Kind::Affinity(pb::AffinityComputation {
+        match (&self.overlap, &self.affinity, &self.measurement) {
+            (Some(o), None, None) => Some(pb::computation::Kind::Overlap(o.to_proto())),
+            (None, Some(a), None) => Some(pb::computation::Kind::Affinity(pb::AffinityComputation {
                 matching: Some(a.matching.to_proto()),
                 confidence: a.confidence.unwrap_or(0.0),
                 top: a.top.unwrap_or(0),
             })),
+            (None, None, Some(m)) => Some(pb::computation::Kind::Measurement(pb::MeasurementComputation {
+                matching: Some(m.matching.to_proto()),
+                exposure_table: m.exposure_table.clone(),
+                conversion_table: m.conversion_table.clone().unwrap_or_default(),
+                confidence: m.confidence.unwrap_or(0.0),
+            })),
             _ => None,
         }
     }
+
+    /// How many kinds the computation names (exactly one is valid).
+    fn kinds(&self) -> usize {
+        usize::from(self.overlap.is_some())
+            + usize::from(self.affinity.is_some())
+            + usize::from(self.measurement.is_some())
+    }
+}
+
+/// `measurement:` — reach, frequency and conversion lift over a match
+/// (docs/computations/measurement.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignMeasurementFile {
+    /// How the tables are matched: the options of an `overlap:` section.
+    pub matching: OverlapFile,
+    /// The publisher's impressions (user_id and campaign columns, a row per impression).
+    pub exposure_table: String,
+    /// The advertiser's conversions (a user_id column, a row per conversion); absent: no lift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion_table: Option<String>,
+    /// Confidence level of the lift intervals: 0.8, 0.9, 0.95 (when absent) or 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 /// `affinity:` — top-affinity segments over a match (docs/computations/affinity.md).
@@ -342,12 +375,12 @@ impl RoomFile {
         let file: RoomFile = serde_yaml_ng::from_str(text)
             .map_err(|e| RoomFileError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
         for (i, c) in file.computations.iter().enumerate() {
-            if c.overlap.is_some() && c.affinity.is_some() {
+            if c.kinds() > 1 {
                 return Err(RoomFileError::Syntax {
                     source_name: source_name.to_owned(),
                     message: format!(
-                        "computations[{i}] ('{}') has both `overlap:` and `affinity:`; a computation has exactly one \
-                         kind: split it into two computations",
+                        "computations[{i}] ('{}') has more than one of `overlap:`, `affinity:` and `measurement:`; a \
+                         computation has exactly one kind: split it into several computations",
                         c.name
                     ),
                 });
@@ -497,6 +530,15 @@ impl RoomFile {
                         }),
                         _ => None,
                     },
+                    measurement: match &c.kind {
+                        Some(pb::computation::Kind::Measurement(m)) => Some(CampaignMeasurementFile {
+                            matching: m.matching.as_ref().map(OverlapFile::from_proto).unwrap_or_default(),
+                            exposure_table: m.exposure_table.clone(),
+                            conversion_table: (!m.conversion_table.is_empty()).then(|| m.conversion_table.clone()),
+                            confidence: (m.confidence != 0.0).then_some(m.confidence),
+                        }),
+                        _ => None,
+                    },
                 })
                 .collect(),
             privacy: PrivacyFile {
@@ -594,6 +636,7 @@ impl IdentifierFile {
             Self::DateOfBirth => pb::IdentifierKind::DateOfBirth,
             Self::Clk => pb::IdentifierKind::Clk,
             Self::ClkBlockingKeys => pb::IdentifierKind::ClkBlockingKeys,
+            Self::Campaign => pb::IdentifierKind::Campaign,
         }
     }
 
@@ -615,6 +658,7 @@ impl IdentifierFile {
             pb::IdentifierKind::DateOfBirth => Some(Self::DateOfBirth),
             pb::IdentifierKind::Clk => Some(Self::Clk),
             pb::IdentifierKind::ClkBlockingKeys => Some(Self::ClkBlockingKeys),
+            pb::IdentifierKind::Campaign => Some(Self::Campaign),
         }
     }
 }

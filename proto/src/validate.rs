@@ -9,8 +9,8 @@ use std::fmt;
 
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
-    AffinityComputation, ColumnType, IdentifierKind, NormalizationProfile, OverlapComputation, Platform, Role,
-    RoomContract, Table, computation, credential,
+    AffinityComputation, ColumnType, IdentifierKind, MeasurementComputation, NormalizationProfile, OverlapComputation,
+    Platform, Role, RoomContract, Table, computation, credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -256,6 +256,7 @@ fn validate_columns(t: &Table, path: &str, c: &mut Collector) {
             IdentifierKind::DateOfBirth => &[ColumnType::String, ColumnType::Date],
             IdentifierKind::Clk => &[ColumnType::Bytes],
             IdentifierKind::ClkBlockingKeys => &[ColumnType::StringList],
+            IdentifierKind::Campaign => &[ColumnType::String],
         };
         match NormalizationProfile::try_from(col.normalization) {
             Err(_) => c.push(format!("{cpath}.normalization"), format!("unknown normalization {}", col.normalization)),
@@ -352,11 +353,74 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
         match &comp.kind {
             None => c.push(
                 path.clone(),
-                format!("computation '{}' needs a kind: add an `overlap:` or an `affinity:` section", comp.name),
+                format!(
+                    "computation '{}' needs a kind: add an `overlap:`, `affinity:` or `measurement:` section",
+                    comp.name
+                ),
             ),
             Some(computation::Kind::Overlap(o)) => validate_overlap(contract, o, &format!("{path}.overlap"), c),
             Some(computation::Kind::Affinity(a)) => validate_affinity(contract, a, &format!("{path}.affinity"), c),
+            Some(computation::Kind::Measurement(m)) => {
+                validate_measurement(contract, m, &format!("{path}.measurement"), c)
+            }
         }
+    }
+}
+
+fn validate_measurement(contract: &RoomContract, m: &MeasurementComputation, path: &str, c: &mut Collector) {
+    let Some(matching) = &m.matching else {
+        c.push(format!("{path}.matching"), "a measurement needs `matching:` (the tables and how they are matched)");
+        return;
+    };
+    validate_overlap(contract, matching, &format!("{path}.matching"), c);
+    // A side table: known, owned by the owner of the table it joins, with a user id; the main
+    // table must have one too.
+    let side = |field: &str, name: &str, main: &str, role: &str, c: &mut Collector| -> Option<Table> {
+        let Some(t) = contract.table(name) else {
+            c.push(format!("{path}.{field}"), format!("unknown table '{name}'"));
+            return None;
+        };
+        let main_table = contract.table(main)?;
+        if t.owner != main_table.owner {
+            c.push(
+                format!("{path}.{field}"),
+                format!(
+                    "table '{name}' is owned by '{}' but the {role} table '{main}' by '{}': the {role} supplies both",
+                    t.owner, main_table.owner
+                ),
+            );
+        }
+        for (table, what) in [(t, "its rows"), (main_table, "the rows they join")] {
+            if table.user_id_column().is_none() {
+                c.push(
+                    format!("{path}.{field}"),
+                    format!(
+                        "table '{}' has no user_id column: {what} must be joined on the {role}'s user id",
+                        table.name
+                    ),
+                );
+            }
+        }
+        Some(t.clone())
+    };
+    if m.exposure_table.is_empty() {
+        c.push(format!("{path}.exposure_table"), "name the publisher's exposure log (a row per impression)");
+    } else if let Some(t) = side("exposure_table", &m.exposure_table, &matching.publisher_table, "publisher", c)
+        && t.columns_of_kind(IdentifierKind::Campaign).count() != 1
+    {
+        c.push(
+            format!("{path}.exposure_table"),
+            format!("table '{}' needs exactly one column with `identifier: campaign`", t.name),
+        );
+    }
+    if !m.conversion_table.is_empty() {
+        side("conversion_table", &m.conversion_table, &matching.advertiser_table, "advertiser", c);
+    }
+    if m.confidence != 0.0 && !crate::CONFIDENCE_LEVELS.iter().any(|(level, _)| *level == m.confidence) {
+        c.push(
+            format!("{path}.confidence"),
+            format!("confidence {} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99", m.confidence),
+        );
     }
 }
 

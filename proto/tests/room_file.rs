@@ -123,7 +123,87 @@ fn affinity_is_a_kind_with_its_own_checks() {
         "    affinity:\n",
         "    overlap: { advertiser_table: crm, publisher_table: readers }\n    affinity:\n",
     ));
-    assert!(err.contains("has both `overlap:` and `affinity:`"), "{err}");
+    assert!(err.contains("has more than one of `overlap:`, `affinity:` and `measurement:`"), "{err}");
+}
+
+/// A room with a measurement; `tweak` edits its text.
+fn measurement_room(tweak: impl Fn(String) -> String) -> Result<RoomContract, RoomFileError> {
+    let (digest, other) = ("0".repeat(64), "1".repeat(64));
+    let text = format!(
+        r#"
+name: measurement
+participants:
+  - {{ id: adv, name: A, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {digest} }} }}
+  - {{ id: pub, name: P, roles: [data_owner], credential: {{ bearer_token_sha256: {other} }} }}
+tables:
+  - name: crm
+    owner: adv
+    columns:
+      - {{ name: customer_id, type: string, identifier: user_id }}
+      - {{ name: email, type: sha256, identifier: hashed_email }}
+  - name: conversions
+    owner: adv
+    columns:
+      - {{ name: customer_id, type: string, identifier: user_id }}
+  - name: users
+    owner: pub
+    columns:
+      - {{ name: user_id, type: string, identifier: user_id }}
+      - {{ name: email, type: sha256, identifier: hashed_email }}
+  - name: impressions
+    owner: pub
+    columns:
+      - {{ name: user_id, type: string, identifier: user_id }}
+      - {{ name: campaign, type: string, identifier: campaign }}
+computations:
+  - name: measurement
+    measurement:
+      matching: {{ advertiser_table: crm, publisher_table: users }}
+      exposure_table: impressions
+      conversion_table: conversions
+    run_by: [adv]
+    results_to: [adv]
+attestation: {{ allow_simulated: true }}
+"#
+    );
+    RoomFile::parse(&tweak(text), "m.yaml")
+}
+
+#[test]
+fn measurement_tables_must_belong_to_the_right_side_and_join() {
+    let contract = measurement_room(|t| t).unwrap();
+    let m = &contract.computations[0];
+    assert_eq!(m.kind_name(), "measurement");
+    assert_eq!(m.input_tables(), vec!["crm", "users", "impressions", "conversions"]);
+    let err = |tweak: &dyn Fn(String) -> String| match measurement_room(tweak) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error"),
+    };
+    // The advertiser cannot supply the exposure log.
+    let e = err(&|t| t.replace("exposure_table: impressions", "exposure_table: conversions"));
+    assert!(
+        e.contains(
+            "measurement.exposure_table: table 'conversions' is owned by 'adv' but the publisher table 'users' by 'pub'"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("needs exactly one column with `identifier: campaign`"), "{e}");
+    // A conversion table must join the advertiser's user ids.
+    let e = err(&|t| {
+        t.replace(
+            "      - { name: customer_id, type: string, identifier: user_id }\n      - { name: email",
+            "      - { name: email",
+        )
+    });
+    assert!(
+        e.contains("table 'crm' has no user_id column: the rows they join must be joined on the advertiser's user id"),
+        "{e}"
+    );
+    let e = err(&|t| t.replace("conversion_table: conversions", "conversion_table: nowhere\n      confidence: 0.5"));
+    assert!(e.contains("measurement.conversion_table: unknown table 'nowhere'"), "{e}");
+    assert!(e.contains("confidence 0.5 is not offered"), "{e}");
+    // Reach only: no conversion table.
+    assert!(measurement_room(|t| t.replace("      conversion_table: conversions\n", "")).is_ok());
 }
 
 fn shuffled(contract: &RoomContract, seed: u64) -> RoomContract {

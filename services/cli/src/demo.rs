@@ -137,6 +137,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 deliver_to: vec!["news".into()],
                 overlap: Some(matching.clone()),
                 affinity: None,
+                measurement: None,
             },
             ComputationFile {
                 name: "top_affinity".into(),
@@ -146,6 +147,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 deliver_to: vec![],
                 overlap: None,
                 affinity: Some(AffinityFile { matching, confidence: None, top: Some(10) }),
+                measurement: None,
             },
         ],
         privacy: PrivacyFile { k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }] },

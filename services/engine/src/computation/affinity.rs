@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use sealroom_proto::room::v1::{AffinityComputation, RoomContract};
 
 use super::InputTable;
-use super::overlap::{OverlapCounts, complementary_suppression_from, counts, metric};
+use super::overlap::{OverlapCounts, complementary_rows, counts, metric};
 use crate::error::{Error, Result};
 use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind};
 
@@ -68,16 +68,7 @@ pub(crate) fn rank(segments: &[SegmentAffinity], k: u64, top: usize) -> (Vec<usi
     let audience: Vec<(u64, u64)> = segments.iter().map(|s| (s.audience, s.audience.min(s.base))).collect();
     let base: Vec<(u64, u64)> = segments.iter().map(|s| (s.base, s.audience.min(s.base))).collect();
     // Complementary suppression on both columns until neither adds a row.
-    let mut hidden = below;
-    loop {
-        let a = complementary_suppression_from(&audience, k, hidden.clone());
-        let b = complementary_suppression_from(&base, k, hidden.clone());
-        let next: Vec<bool> = a.iter().zip(&b).map(|(x, y)| *x || *y).collect();
-        if next == hidden {
-            break;
-        }
-        hidden = next;
-    }
+    let hidden = complementary_rows(&[audience, base], k, below);
     let mut ranked: Vec<usize> = (0..segments.len()).filter(|i| !hidden[*i]).collect();
     ranked.sort_by(|x, y| {
         segments[*y].index.total_cmp(&segments[*x].index).then_with(|| segments[*x].segment.cmp(&segments[*y].segment))

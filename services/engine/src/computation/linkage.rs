@@ -118,8 +118,9 @@ fn person_column(table: &Table, batch: &RecordBatch) -> Result<ArrayRef> {
         .ok_or_else(|| Error::Computation(format!("table '{}' has no stored column '{name}'", table.name)))
 }
 
-/// The publisher individual of each row of another table, joined on the person key (`None` for a
-/// key the publisher table does not hold).
+/// The individual of each row of another table, joined on the person key (`None` for a key the
+/// side does not hold). Only for a side keyed by user ids, whose individuals are the dense codes of
+/// its keys (validation requires a user id wherever another table joins a side).
 pub(crate) fn individuals_by_key(
     publisher_keys: &dyn Array,
     keys: &dyn Array,

@@ -7,6 +7,7 @@
 
 pub(crate) mod affinity;
 pub(crate) mod linkage;
+pub(crate) mod measurement;
 pub(crate) mod overlap;
 pub(crate) mod segments;
 
@@ -35,6 +36,7 @@ pub(crate) async fn run(
     match &computation.kind {
         Some(computation::Kind::Overlap(spec)) => overlap::run(contract, spec, tables).await,
         Some(computation::Kind::Affinity(spec)) => affinity::run(contract, spec, tables).await,
+        Some(computation::Kind::Measurement(spec)) => measurement::run(contract, spec, tables).await,
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }
 }

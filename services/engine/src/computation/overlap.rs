@@ -79,42 +79,76 @@ fn tier_gains(pairs: &linkage::Pairs, advertiser_side: bool) -> Vec<(u64, u64)> 
     added.into_iter().zip(partners).map(|(n, p)| (n, p.len() as u64)).collect()
 }
 
+/// The match of the two tables: the pairs of individuals, and each side's individuals and person
+/// keys.
+pub(crate) struct Matched {
+    pub pairs: linkage::Pairs,
+    pub advertiser_individuals: usize,
+    pub publisher_individuals: usize,
+    /// Person key of each row per side, and the individual of each publisher row.
+    pub advertiser_person: ArrayRef,
+    pub publisher_person: ArrayRef,
+    pub publisher_of_row: Vec<u32>,
+}
+
+/// A table's data, or why it is missing.
+pub(crate) fn input<'t>(tables: &'t HashMap<String, InputTable>, name: &str) -> Result<&'t InputTable> {
+    tables.get(name).ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
+}
+
+/// A table of the contract, or why it is unknown.
+pub(crate) fn table<'c>(contract: &'c RoomContract, name: &str) -> Result<&'c Table> {
+    contract.table(name).ok_or_else(|| Error::Contract(format!("the computation names an unknown table '{name}'")))
+}
+
+/// Matches the advertiser and publisher tables in tiers, off the async runtime.
+pub(crate) async fn matched(
+    contract: &RoomContract,
+    spec: &OverlapComputation,
+    tables: &HashMap<String, InputTable>,
+) -> Result<Matched> {
+    let advertiser = table(contract, &spec.advertiser_table)?.clone();
+    let publisher = table(contract, &spec.publisher_table)?.clone();
+    let graph_tables: Vec<(Table, InputTable)> = spec
+        .identity_graphs
+        .iter()
+        .map(|g| Ok((table(contract, g)?.clone(), input(tables, g)?.clone())))
+        .collect::<Result<_>>()?;
+    let (a_input, p_input) = (input(tables, &advertiser.name)?.clone(), input(tables, &publisher.name)?.clone());
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || -> Result<Matched> {
+        let mut a = linkage::Side::new(&advertiser, &a_input)?;
+        let mut p = linkage::Side::new(&publisher, &p_input)?;
+        let graphs: Vec<(&Table, RecordBatch)> = graph_tables
+            .iter()
+            .map(|(t, i)| Ok((t, arrow::compute::concat_batches(&i.schema, &i.batches)?)))
+            .collect::<Result<_>>()?;
+        let pairs = linkage::link(&spec, &mut a, &mut p, &graphs)?;
+        Ok(Matched {
+            pairs,
+            advertiser_individuals: a.individuals,
+            publisher_individuals: p.individuals,
+            advertiser_person: a.person()?,
+            publisher_person: p.person()?,
+            publisher_of_row: p.of_row,
+        })
+    })
+    .await
+    .map_err(|e| Error::Computation(format!("matching stopped: {e}")))?
+}
+
 pub(crate) async fn counts(
     contract: &RoomContract,
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
     with_base: bool,
 ) -> Result<OverlapCounts> {
-    let table = |name: &str| {
-        contract.table(name).ok_or_else(|| Error::Contract(format!("overlap names an unknown table '{name}'")))
-    };
-    let advertiser = table(&spec.advertiser_table)?.clone();
-    let publisher = table(&spec.publisher_table)?.clone();
+    let publisher = table(contract, &spec.publisher_table)?.clone();
     let segment_table =
-        if spec.segment_table.is_empty() { publisher.clone() } else { table(&spec.segment_table)?.clone() };
-    let input = |name: &str| {
-        tables.get(name).cloned().ok_or_else(|| Error::FailedPrecondition(format!("table '{name}' is not loaded")))
-    };
-    let graph_tables: Vec<(Table, InputTable)> =
-        spec.identity_graphs.iter().map(|g| Ok((table(g)?.clone(), input(g)?))).collect::<Result<_>>()?;
-    let (a_input, p_input) = (input(&advertiser.name)?, input(&publisher.name)?);
-
-    // Matching is CPU-bound: off the async runtime.
-    let spec_owned = spec.clone();
-    let (advertiser_t, publisher_t) = (advertiser.clone(), publisher.clone());
-    let linked = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut a = linkage::Side::new(&advertiser_t, &a_input)?;
-        let mut p = linkage::Side::new(&publisher_t, &p_input)?;
-        let graphs: Vec<(&Table, RecordBatch)> = graph_tables
-            .iter()
-            .map(|(t, i)| Ok((t, arrow::compute::concat_batches(&i.schema, &i.batches)?)))
-            .collect::<Result<_>>()?;
-        let pairs = linkage::link(&spec_owned, &mut a, &mut p, &graphs)?;
-        Ok((pairs, a.individuals, p.individuals, p.person()?, p.of_row))
-    })
-    .await
-    .map_err(|e| Error::Computation(format!("matching stopped: {e}")))??;
-    let (pairs, a_individuals, p_individuals, p_person, p_of_row) = linked;
+        if spec.segment_table.is_empty() { publisher.clone() } else { table(contract, &spec.segment_table)?.clone() };
+    let m = matched(contract, spec, tables).await?;
+    let (pairs, a_individuals, p_individuals, p_person, p_of_row) =
+        (m.pairs, m.advertiser_individuals, m.publisher_individuals, m.publisher_person, m.publisher_of_row);
 
     let matched_a: HashSet<u32> = pairs.tier_of.keys().map(|(a, _)| *a).collect();
     let matched_p: HashSet<u32> = pairs.tier_of.keys().map(|(_, p)| *p).collect();
@@ -146,7 +180,7 @@ pub(crate) async fn counts(
         return Ok(counts);
     }
     counts.has_segments = true;
-    let segment_input = input(&segment_table.name)?;
+    let segment_input = input(tables, &segment_table.name)?.clone();
     let same_table = segment_table.name == publisher.name;
     let publisher_individuals = p_individuals;
     let partners = segments::Partners::new(pairs.tier_of.keys().copied(), publisher_individuals);
@@ -194,6 +228,24 @@ pub(crate) fn metric(name: &str, kind: MetricKind, description: &str) -> MetricS
 /// count at least `k`, or all are. `cells` are `(value, individuals)`.
 pub(crate) fn complementary_suppression(cells: &[(u64, u64)], k: u64) -> Vec<bool> {
     complementary_suppression_from(cells, k, vec![false; cells.len()])
+}
+
+/// Rows to hide so that no column's hidden cells can be worked out from its released total:
+/// [`complementary_suppression_from`] on every column, starting from `hidden`, until no column
+/// adds a row. `columns[c][row]` is `(value, individuals)`.
+pub(crate) fn complementary_rows(columns: &[Vec<(u64, u64)>], k: u64, mut hidden: Vec<bool>) -> Vec<bool> {
+    loop {
+        let mut next = hidden.clone();
+        for column in columns {
+            for (n, h) in next.iter_mut().zip(complementary_suppression_from(column, k, hidden.clone())) {
+                *n |= h;
+            }
+        }
+        if next == hidden {
+            return hidden;
+        }
+        hidden = next;
+    }
 }
 
 /// [`complementary_suppression`] starting from cells already suppressed for another reason.

@@ -50,7 +50,7 @@ impl Partners {
         Self { offsets, of: by_publisher.into_iter().map(|(_, a)| a).collect() }
     }
 
-    fn of(&self, p: u32) -> &[u32] {
+    pub(crate) fn of(&self, p: u32) -> &[u32] {
         let p = p as usize;
         match (self.offsets.get(p), self.offsets.get(p + 1)) {
             (Some(s), Some(e)) => &self.of[*s as usize..*e as usize],

@@ -1,0 +1,403 @@
+//! Campaign measurement on the matched audience: reach and frequency of the publisher's exposure
+//! log per campaign, and the conversion lift of exposed over unexposed matched customers.
+//!
+//! - **Reach** of a campaign: matched publisher individuals with at least one impression in it;
+//!   **impressions**: theirs; **average frequency**: impressions / reach; the **frequency
+//!   distribution** buckets the reached individuals by their impression count (1, 2, 3–5, 6–10,
+//!   11+).
+//! - **Lift**: matched advertiser individuals are *exposed* to a campaign when a publisher
+//!   individual they matched had an impression in it, *unexposed* otherwise; a *converter* has a
+//!   row in the advertiser's conversion table. Lift = (converters / exposed) / (unexposed converters
+//!   / unexposed) − 1, with the log-method interval of the ratio of the two rates (Katz).
+//!
+//! Privacy argument (docs/computations/measurement.md): every cell carries the individuals it is
+//! about and the release gate suppresses it under k. A conversion rate tells about the converters
+//! *and* the non-converters of its group (a rate of 100% says every one converted), so a lift row is
+//! about the smallest of the four groups (exposed and unexposed converters and non-converters).
+//! Impressions of all campaigns sum to the released total and campaigns may be exclusive, so
+//! campaign rows are suppressed complementarily against the "(all campaigns)" row, and frequency
+//! buckets, which partition a campaign's reach, within each campaign.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use arrow::array::{Array, ArrayRef};
+use sealroom_proto::room::v1::{IdentifierKind, MeasurementComputation, RoomContract};
+
+use super::overlap::{self, complementary_rows, metric};
+use super::{InputTable, linkage, segments};
+use crate::error::{Error, Result};
+use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind};
+
+/// The row of all campaigns together.
+pub(crate) const ALL: &str = "(all campaigns)";
+
+/// Frequency buckets: (label, smallest count, largest count).
+const BUCKETS: [(&str, u32, u32); 5] =
+    [("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6-10", 6, 10), ("11+", 11, u32::MAX)];
+
+/// What one campaign (or all of them) counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CampaignCounts {
+    pub reach: u64,
+    pub impressions: u64,
+    pub frequency: [u64; 5],
+    pub exposed: u64,
+    pub exposed_converters: u64,
+    pub unexposed: u64,
+    pub unexposed_converters: u64,
+}
+
+/// Everything measurement counts, before any suppression.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Measured {
+    pub matched_advertiser: u64,
+    pub matched_publisher: u64,
+    pub converters: u64,
+    pub has_conversions: bool,
+    /// Per campaign, and [`ALL`].
+    pub campaigns: BTreeMap<String, CampaignCounts>,
+}
+
+fn bucket(n: u32) -> usize {
+    BUCKETS.iter().position(|(_, lo, hi)| (*lo..=*hi).contains(&n)).unwrap_or(BUCKETS.len() - 1)
+}
+
+/// Counts a campaign from its reached publisher individuals and their impression counts.
+fn campaign_counts(
+    impressions: &HashMap<u32, u32>,
+    partners: &segments::Partners,
+    matched_advertiser: &HashSet<u32>,
+    converted: &HashSet<u32>,
+) -> CampaignCounts {
+    let mut c = CampaignCounts { reach: impressions.len() as u64, ..Default::default() };
+    let mut exposed: HashSet<u32> = HashSet::new();
+    for (p, n) in impressions {
+        c.impressions += u64::from(*n);
+        c.frequency[bucket(*n)] += 1;
+        exposed.extend(partners.of(*p));
+    }
+    let converters_matched = matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64;
+    c.exposed = exposed.len() as u64;
+    c.exposed_converters = exposed.iter().filter(|a| converted.contains(a)).count() as u64;
+    c.unexposed = matched_advertiser.len() as u64 - c.exposed;
+    c.unexposed_converters = converters_matched - c.exposed_converters;
+    c
+}
+
+/// Counts from the match, the exposure log's (person key, campaign) columns and the conversion
+/// table's person keys.
+pub(crate) fn measure(
+    m: &overlap::Matched,
+    exposure_keys: &dyn Array,
+    campaigns: &ArrayRef,
+    conversion_keys: Option<&dyn Array>,
+) -> Result<Measured> {
+    let exposed_individual =
+        linkage::individuals_by_key(m.publisher_person.as_ref(), exposure_keys, m.publisher_individuals)?;
+    let campaigns = campaigns
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .ok_or_else(|| Error::Computation("the campaign column is not stored as strings".to_owned()))?;
+    let partners = segments::Partners::new(m.pairs.tier_of.keys().copied(), m.publisher_individuals);
+    let matched_advertiser: HashSet<u32> = m.pairs.tier_of.keys().map(|(a, _)| *a).collect();
+    let matched_publisher: HashSet<u32> = m.pairs.tier_of.keys().map(|(_, p)| *p).collect();
+    let converted: HashSet<u32> = match conversion_keys {
+        Some(keys) => linkage::individuals_by_key(m.advertiser_person.as_ref(), keys, m.advertiser_individuals)?
+            .into_iter()
+            .flatten()
+            .collect(),
+        None => HashSet::new(),
+    };
+
+    // Impressions of matched publisher individuals, per campaign and over all campaigns.
+    let mut per_campaign: HashMap<&str, HashMap<u32, u32>> = HashMap::new();
+    let mut all: HashMap<u32, u32> = HashMap::new();
+    for (row, individual) in exposed_individual.iter().enumerate() {
+        let Some(p) = individual else { continue };
+        if !matched_publisher.contains(p) || campaigns.is_null(row) {
+            continue;
+        }
+        *per_campaign.entry(campaigns.value(row)).or_default().entry(*p).or_default() += 1;
+        *all.entry(*p).or_default() += 1;
+    }
+    let mut out = Measured {
+        matched_advertiser: matched_advertiser.len() as u64,
+        matched_publisher: matched_publisher.len() as u64,
+        converters: matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64,
+        has_conversions: conversion_keys.is_some(),
+        campaigns: BTreeMap::new(),
+    };
+    // Every campaign of the log is listed, even one that reached no matched individual.
+    for row in 0..campaigns.len() {
+        if campaigns.is_valid(row) {
+            out.campaigns.entry(campaigns.value(row).to_owned()).or_default();
+        }
+    }
+    for (name, impressions) in &per_campaign {
+        out.campaigns
+            .insert((*name).to_owned(), campaign_counts(impressions, &partners, &matched_advertiser, &converted));
+    }
+    out.campaigns.insert(ALL.to_owned(), campaign_counts(&all, &partners, &matched_advertiser, &converted));
+    Ok(out)
+}
+
+/// Lift and its interval from the four counts; zeros where a rate is undefined (such a row is
+/// about 0 individuals and never released).
+pub(crate) fn lift(c: &CampaignCounts, z: f64) -> (f64, f64, f64) {
+    let (ce, ne, cu, nu) =
+        (c.exposed_converters as f64, c.exposed as f64, c.unexposed_converters as f64, c.unexposed as f64);
+    if ce == 0.0 || ne == 0.0 || cu == 0.0 || nu == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let rr = (ce / ne) / (cu / nu);
+    let se = (1.0 / ce - 1.0 / ne + 1.0 / cu - 1.0 / nu).max(0.0).sqrt();
+    (rr - 1.0, rr * (-z * se).exp() - 1.0, rr * (z * se).exp() - 1.0)
+}
+
+/// The individuals a lift row is about: the smallest of its four groups.
+fn lift_individuals(c: &CampaignCounts) -> u64 {
+    [
+        c.exposed_converters,
+        c.exposed - c.exposed_converters,
+        c.unexposed_converters,
+        c.unexposed - c.unexposed_converters,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(0)
+}
+
+pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<ComputedSection> {
+    let overlap_individuals = m.matched_advertiser.min(m.matched_publisher);
+    let names: Vec<&String> = m.campaigns.keys().filter(|n| n.as_str() != ALL).collect();
+    let all = m.campaigns.get(ALL).cloned().unwrap_or_default();
+    let counts: Vec<&CampaignCounts> = names.iter().map(|n| &m.campaigns[*n]).collect();
+
+    // Campaign rows against the all-campaigns row: reach and impressions (impressions always sum
+    // to the total; reaches do when campaigns are exclusive).
+    let reach_hidden = complementary_rows(
+        &[
+            counts.iter().map(|c| (c.reach, c.reach)).collect(),
+            counts.iter().map(|c| (c.impressions, c.reach)).collect(),
+        ],
+        k,
+        vec![false; counts.len()],
+    );
+    let forced = |hidden: bool, individuals: u64| if hidden { 0 } else { individuals };
+    let reach_row = |name: &str, c: &CampaignCounts, hidden: bool| {
+        let n = forced(hidden, c.reach);
+        ComputedRow {
+            dimensions: vec![name.to_owned()],
+            cells: vec![
+                ComputedCell::count(c.reach, n),
+                ComputedCell::count(c.impressions, n),
+                ComputedCell::number(if c.reach == 0 { 0.0 } else { c.impressions as f64 / c.reach as f64 }, n),
+                ComputedCell::ratio(c.reach, m.matched_publisher, n.min(overlap_individuals)),
+            ],
+        }
+    };
+    let mut reach_rows: Vec<ComputedRow> =
+        names.iter().zip(&counts).zip(&reach_hidden).map(|((n, c), h)| reach_row(n, c, *h)).collect();
+    reach_rows.push(reach_row(ALL, &all, false));
+
+    // Frequency buckets partition each campaign's reach.
+    let mut frequency_rows = Vec::new();
+    for (name, c, campaign_hidden) in names
+        .iter()
+        .map(|n| n.as_str())
+        .zip(counts.iter().copied())
+        .zip(reach_hidden.iter().copied())
+        .map(|((n, c), h)| (n, c, h))
+        .chain(std::iter::once((ALL, &all, false)))
+    {
+        let cells: Vec<(u64, u64)> = c.frequency.iter().map(|n| (*n, *n)).collect();
+        let hidden = complementary_rows(&[cells], k, vec![campaign_hidden; BUCKETS.len()]);
+        for ((label, _, _), (n, h)) in BUCKETS.iter().zip(c.frequency.iter().zip(hidden)) {
+            frequency_rows.push(ComputedRow {
+                dimensions: vec![name.to_owned(), (*label).to_owned()],
+                cells: vec![ComputedCell::count(*n, forced(h, *n))],
+            });
+        }
+    }
+
+    let mut sections = vec![
+        ComputedSection {
+            name: "summary".into(),
+            description: "The matched audience the measurement is about".into(),
+            dimensions: vec![],
+            metrics: vec![
+                metric("matched_advertiser_individuals", MetricKind::Count, "advertiser individuals matched"),
+                metric("matched_publisher_individuals", MetricKind::Count, "publisher individuals matched"),
+            ],
+            rows: vec![ComputedRow {
+                dimensions: vec![],
+                cells: vec![
+                    ComputedCell::count(m.matched_advertiser, overlap_individuals),
+                    ComputedCell::count(m.matched_publisher, overlap_individuals),
+                ],
+            }],
+        },
+        ComputedSection {
+            name: "reach".into(),
+            description: format!(
+                "Reach and frequency of each campaign on the matched audience, in campaign-name order, then {ALL}"
+            ),
+            dimensions: vec!["campaign".into()],
+            metrics: vec![
+                metric("reach", MetricKind::Count, "matched publisher individuals with at least one impression"),
+                metric("impressions", MetricKind::Count, "impressions to the reached individuals"),
+                metric("average_frequency", MetricKind::Number, "impressions / reach"),
+                metric("reach_rate", MetricKind::Ratio, "reach / matched_publisher_individuals"),
+            ],
+            rows: reach_rows,
+        },
+        ComputedSection {
+            name: "frequency".into(),
+            description: "Reached individuals by their number of impressions".into(),
+            dimensions: vec!["campaign".into(), "impressions".into()],
+            metrics: vec![metric("individuals", MetricKind::Count, "reached individuals with this many impressions")],
+            rows: frequency_rows,
+        },
+    ];
+
+    if m.has_conversions {
+        let pct = (level * 100.0).round();
+        // Exposed groups sum to the total when campaigns are exclusive: complementary on the
+        // exposed converters and non-converters.
+        let lift_hidden = complementary_rows(
+            &[
+                counts.iter().map(|c| (c.exposed_converters, lift_individuals(c))).collect(),
+                counts.iter().map(|c| (c.exposed - c.exposed_converters, lift_individuals(c))).collect(),
+            ],
+            k,
+            vec![false; counts.len()],
+        );
+        let lift_row = |name: &str, c: &CampaignCounts, hidden: bool| {
+            let n = forced(hidden, lift_individuals(c).min(overlap_individuals));
+            let (l, low, high) = lift(c, z);
+            ComputedRow {
+                dimensions: vec![name.to_owned()],
+                cells: vec![
+                    ComputedCell::count(c.exposed, n),
+                    ComputedCell::count(c.exposed_converters, n),
+                    ComputedCell::count(c.unexposed, n),
+                    ComputedCell::count(c.unexposed_converters, n),
+                    ComputedCell::ratio(c.exposed_converters, c.exposed, n),
+                    ComputedCell::ratio(c.unexposed_converters, c.unexposed, n),
+                    ComputedCell::number(l, n),
+                    ComputedCell::number(low, n),
+                    ComputedCell::number(high, n),
+                ],
+            }
+        };
+        let mut rows: Vec<ComputedRow> =
+            names.iter().zip(&counts).zip(&lift_hidden).map(|((n, c), h)| lift_row(n, c, *h)).collect();
+        rows.push(lift_row(ALL, &all, false));
+        sections.push(ComputedSection {
+            name: "conversion_lift".into(),
+            description: format!(
+                "Conversion of matched customers exposed to each campaign against the unexposed; lift intervals at \
+                 {pct}% confidence (log method). A row is shown only when the exposed and unexposed converters and \
+                 non-converters each reach k"
+            ),
+            dimensions: vec!["campaign".into()],
+            metrics: vec![
+                metric(
+                    "exposed",
+                    MetricKind::Count,
+                    "matched advertiser individuals matched to a reached publisher individual",
+                ),
+                metric("exposed_converters", MetricKind::Count, "exposed individuals with a conversion"),
+                metric("unexposed", MetricKind::Count, "matched advertiser individuals not exposed"),
+                metric("unexposed_converters", MetricKind::Count, "unexposed individuals with a conversion"),
+                metric("conversion_rate_exposed", MetricKind::Ratio, "exposed_converters / exposed"),
+                metric("conversion_rate_unexposed", MetricKind::Ratio, "unexposed_converters / unexposed"),
+                metric("lift", MetricKind::Number, "conversion_rate_exposed / conversion_rate_unexposed − 1"),
+                metric("lift_low", MetricKind::Number, "lower bound of the lift's confidence interval"),
+                metric("lift_high", MetricKind::Number, "upper bound of the lift's confidence interval"),
+            ],
+            rows,
+        });
+    }
+    sections
+}
+
+pub(crate) async fn run(
+    contract: &RoomContract,
+    spec: &MeasurementComputation,
+    tables: &HashMap<String, InputTable>,
+) -> Result<Vec<ComputedSection>> {
+    let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("measurement needs `matching:`".to_owned()))?;
+    let level = if spec.confidence == 0.0 { sealroom_proto::DEFAULT_CONFIDENCE } else { spec.confidence };
+    let z = sealroom_proto::CONFIDENCE_LEVELS
+        .iter()
+        .find(|(l, _)| *l == level)
+        .map(|(_, z)| *z)
+        .ok_or_else(|| Error::Contract(format!("measurement.confidence {level} is not offered")))?;
+    let m = overlap::matched(contract, matching, tables).await?;
+    let exposure_table = overlap::table(contract, &spec.exposure_table)?.clone();
+    let exposure = overlap::input(tables, &spec.exposure_table)?.clone();
+    let conversions = if spec.conversion_table.is_empty() {
+        None
+    } else {
+        Some((
+            overlap::table(contract, &spec.conversion_table)?.clone(),
+            overlap::input(tables, &spec.conversion_table)?.clone(),
+        ))
+    };
+    let measured = tokio::task::spawn_blocking(move || -> Result<Measured> {
+        let column = |input: &InputTable, name: &str| -> Result<ArrayRef> {
+            let i =
+                input.schema.index_of(name).map_err(|_| Error::Computation(format!("no stored column '{name}'")))?;
+            let parts: Vec<&dyn Array> = input.batches.iter().map(|b| b.column(i).as_ref()).collect();
+            Ok(arrow::compute::concat(&parts)?)
+        };
+        let campaign = exposure_table
+            .columns_of_kind(IdentifierKind::Campaign)
+            .next()
+            .ok_or_else(|| Error::Contract(format!("table '{}' has no campaign column", exposure_table.name)))?;
+        let keys = column(&exposure, linkage::person_column_name(&exposure_table))?;
+        let campaigns = column(&exposure, &campaign.name)?;
+        let conversion_keys = match &conversions {
+            Some((t, input)) => Some(column(input, linkage::person_column_name(t))?),
+            None => None,
+        };
+        measure(&m, keys.as_ref(), &campaigns, conversion_keys.as_deref())
+    })
+    .await
+    .map_err(|e| Error::Computation(format!("measurement stopped: {e}")))??;
+    Ok(sections(&measured, z, level, u64::from(contract.effective_k())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_every_count() {
+        assert_eq!([1, 2, 3, 5, 6, 10, 11, 500].map(bucket), [0, 1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn lift_matches_a_hand_computation() {
+        // 60 of 300 exposed converted (20%), 100 of 1,000 unexposed (10%): lift 1.0.
+        let c = CampaignCounts {
+            exposed: 300,
+            exposed_converters: 60,
+            unexposed: 1000,
+            unexposed_converters: 100,
+            ..Default::default()
+        };
+        let (l, low, high) = lift(&c, 1.959_963_984_540);
+        assert!((l - 1.0).abs() < 1e-12);
+        let se = (1.0f64 / 60.0 - 1.0 / 300.0 + 1.0 / 100.0 - 1.0 / 1000.0).sqrt();
+        assert!((low - (2.0 * (-1.959_963_984_540 * se).exp() - 1.0)).abs() < 1e-12);
+        assert!((high - (2.0 * (1.959_963_984_540 * se).exp() - 1.0)).abs() < 1e-12);
+        assert!(low > 0.0, "a doubling on these numbers is significant: {low}");
+        assert_eq!(lift_individuals(&c), 60);
+        // A group where everyone converted is about its non-converters: 0.
+        let all =
+            CampaignCounts { exposed: 300, exposed_converters: 300, unexposed: 1000, unexposed_converters: 100, ..c };
+        assert_eq!(lift_individuals(&all), 0);
+    }
+}
