@@ -271,7 +271,21 @@ impl Room {
         })
         .await
         .map_err(|e| Error::Computation(format!("loading inputs failed: {e}")))??;
-        let sections = computation::run(&self.contract, computation, &loaded).await?;
+        let state_path = self.storage.state_path(&computation.name);
+        let state: computation::State = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&state_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => computation::State::new(),
+            Err(e) => return Err(Error::storage(&state_path, e)),
+        };
+        let (sections, state) = computation::run(&self.contract, computation, &loaded, state).await?;
+        // Kept before the run is recorded: a crash in between leaves state that includes a run
+        // with no record, which a re-run on the same data merges into without change.
+        if let Some(state) = state {
+            let dir = state_path.parent().ok_or_else(|| Error::storage(&state_path, "no parent directory"))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
+            let bytes = serde_json::to_vec(&state).map_err(|e| Error::storage(&state_path, e))?;
+            write_atomically(&state_path, &bytes)?;
+        }
         Ok((sections, inputs))
     }
 

@@ -207,4 +207,9 @@ impl RoomStorage {
     pub(crate) fn runs_dir(&self, computation: &str) -> PathBuf {
         self.root.join("runs").join(computation)
     }
+
+    /// State a computation keeps between runs (measurement's reach sketches), never released.
+    pub(crate) fn state_path(&self, computation: &str) -> PathBuf {
+        self.root.join("state").join(format!("{computation}.json"))
+    }
 }

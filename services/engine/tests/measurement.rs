@@ -340,3 +340,64 @@ proptest! {
         rt.block_on(check(d, k))?;
     }
 }
+
+/// Reach sketches carry reach across runs and restarts: week 1 reaches users 0..40, week 2 (a new
+/// exposure log) users 20..60; the second run's cumulative reach is the union, 60.
+#[tokio::test]
+async fn cumulative_reach_merges_runs_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let config = EngineConfig {
+            data_dir: dir.path().to_owned(),
+            tee: TeeMode::Simulated,
+            limits: UploadLimits::default(),
+            sinks: vec![],
+        };
+        Engine::open(config, vec![RoomFile::parse(&room(2), "m").unwrap()], Arc::new(EngineMetrics::unregistered()))
+            .await
+            .unwrap()
+    };
+    let key = |i: usize| Some(digest(&format!("e{i}")));
+    let week = |engine: Engine, users: std::ops::Range<usize>| async move {
+        upload(
+            &engine,
+            PUB,
+            "impressions",
+            vec![
+                strings("user_id", users.clone().map(|u| Some(format!("u{u}")))),
+                strings("campaign", users.map(|_| Some("c0".to_owned()))),
+            ],
+        )
+        .await;
+        let room = engine.room_ids()[0].clone();
+        let analyst = engine.authenticate(room.as_str(), ADV).unwrap();
+        engine.run(&analyst, "measurement").await.unwrap();
+        let released = engine.release(&analyst, "measurement", None, Channel::Rest).unwrap();
+        let row = released.section("reach").unwrap().rows()[0].clone();
+        assert_eq!(row.dimensions()[0], "c0");
+        (engine, value(&row.cells()[0]).unwrap() as u64, value(&row.cells()[4]).unwrap() as u64)
+    };
+    let engine = open().await;
+    upload(
+        &engine,
+        ADV,
+        "crm",
+        vec![strings("customer_id", (0..60).map(|i| Some(format!("c{i}")))), strings("email", (0..60).map(key))],
+    )
+    .await;
+    upload(&engine, ADV, "conversions", vec![strings("customer_id", (0..10).map(|i| Some(format!("c{i}"))))]).await;
+    upload(
+        &engine,
+        PUB,
+        "users",
+        vec![strings("user_id", (0..60).map(|i| Some(format!("u{i}")))), strings("email", (0..60).map(key))],
+    )
+    .await;
+    let (engine, reach, cumulative) = week(engine, 0..40).await;
+    assert_eq!((reach, cumulative), (40, 40));
+    engine.close().await;
+    drop(engine);
+    let (_engine, reach, cumulative) = week(open().await, 20..60).await;
+    assert_eq!(reach, 40, "this week's reach");
+    assert_eq!(cumulative, 60, "both weeks' reach, from the sketch kept across the restart");
+}

@@ -27,16 +27,26 @@ pub(crate) struct InputTable {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Runs a computation over its input tables.
+/// State a computation keeps inside the engine between its runs: measurement's reach sketch per
+/// campaign (`matching::sketch`, as bytes). It is never released; only estimates made from it are,
+/// through the gate.
+pub(crate) type State = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// Runs a computation over its input tables, with the state its previous runs left; returns its
+/// sections and its new state (`None`: the computation keeps none).
 pub(crate) async fn run(
     contract: &RoomContract,
     computation: &Computation,
     tables: &HashMap<String, InputTable>,
-) -> Result<Vec<ComputedSection>> {
+    state: State,
+) -> Result<(Vec<ComputedSection>, Option<State>)> {
     match &computation.kind {
-        Some(computation::Kind::Overlap(spec)) => overlap::run(contract, spec, tables).await,
-        Some(computation::Kind::Affinity(spec)) => affinity::run(contract, spec, tables).await,
-        Some(computation::Kind::Measurement(spec)) => measurement::run(contract, spec, tables).await,
+        Some(computation::Kind::Overlap(spec)) => Ok((overlap::run(contract, spec, tables).await?, None)),
+        Some(computation::Kind::Affinity(spec)) => Ok((affinity::run(contract, spec, tables).await?, None)),
+        Some(computation::Kind::Measurement(spec)) => {
+            let (sections, state) = measurement::run(contract, spec, tables, state).await?;
+            Ok((sections, Some(state)))
+        }
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }
 }
