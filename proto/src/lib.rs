@@ -43,9 +43,10 @@ pub const DEFAULT_FUZZY_THRESHOLD: f64 = 0.9;
 /// The Dice coefficient of CLK matching when the contract gives none.
 pub const DEFAULT_CLK_THRESHOLD: f64 = 0.8;
 
-/// The confidence level of affinity intervals when the contract gives none.
+/// The confidence level of affinity and measurement intervals when the contract gives none.
 pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 
-/// The confidence levels an affinity computation may ask for, with their two-sided normal quantiles.
+/// The confidence levels an affinity or measurement computation may ask for, with their two-sided
+/// normal quantiles.
 pub const CONFIDENCE_LEVELS: [(f64, f64); 4] =
     [(0.8, 1.281_551_565_545), (0.9, 1.644_853_626_951), (0.95, 1.959_963_984_540), (0.99, 2.575_829_303_549)];

@@ -73,6 +73,9 @@ pub(crate) struct Room {
     datasets: Mutex<HashMap<String, Arc<DatasetFile>>>,
     runs: Mutex<HashMap<String, Vec<RunRecord>>>,
     sinks: HashMap<String, tokio::sync::Mutex<Box<dyn Sink>>>,
+    /// Held from loading a computation's state to saving it, so two runs that keep state cannot
+    /// overwrite each other's additions.
+    state_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Room {
@@ -139,6 +142,7 @@ impl Room {
             datasets: Mutex::new(datasets),
             runs: Mutex::new(runs),
             sinks: sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect(),
+            state_lock: tokio::sync::Mutex::new(()),
             contract,
         })
     }
@@ -272,6 +276,8 @@ impl Room {
         .await
         .map_err(|e| Error::Computation(format!("loading inputs failed: {e}")))??;
         let state_path = self.storage.state_path(&computation.name);
+        let keeps_state = matches!(computation.kind, Some(sealroom_proto::room::v1::computation::Kind::Measurement(_)));
+        let _state_guard = if keeps_state { Some(self.state_lock.lock().await) } else { None };
         let state: computation::State = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&state_path, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => computation::State::new(),

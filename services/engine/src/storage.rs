@@ -8,6 +8,7 @@
 //!     tables/<table>/current.json    manifest of the committed version
 //!     tables/<table>/<version>.arrow the committed version (Arrow IPC file)
 //!     runs/<computation>/<run>.json  computed (unreleased) results and run records
+//!     state/<computation>.json       state a computation keeps between runs (reach sketches)
 //! ```
 //!
 //! A version becomes visible only when `current.json` is atomically replaced (write to a temporary

@@ -259,7 +259,13 @@ async fn check(d: Data, k: u32) -> Result<(), TestCaseError> {
         let o = &exp[*i];
         match value(&row.cells()[0]) {
             Some(r) => {
-                prop_assert!(o.reach >= k, "reach {} released under k = {}", o.reach, k);
+                prop_assert!(
+                    o.reach.min(o.exposed) >= k,
+                    "reach {} / customers {} released under k = {}",
+                    o.reach,
+                    o.exposed,
+                    k
+                );
                 prop_assert_eq!(r as u64, o.reach);
                 prop_assert_eq!(value(&row.cells()[1]).map(|v| v as u64), Some(o.impressions));
                 let f = value(&row.cells()[2]).unwrap();

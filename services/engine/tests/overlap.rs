@@ -368,7 +368,16 @@ async fn affinity_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<(
             continue;
         }
         prop_assert!(!withheld_started, "ranked rows come before withheld ones");
-        prop_assert!(a >= k && b >= k, "segment {} ranked with audience {} / base {} under k = {}", segment, a, b, k);
+        let partners = exp.by_segment.get(segment).map_or(0, |(_, na)| *na);
+        prop_assert!(
+            a >= k && b >= k && partners >= k,
+            "segment {} ranked with audience {} / partners {} / base {} under k = {}",
+            segment,
+            a,
+            partners,
+            b,
+            k
+        );
         prop_assert_eq!(count(&row.cells()[0]), Some(a));
         prop_assert_eq!(count(&row.cells()[1]), Some(b));
         let index = real(&row.cells()[4]).unwrap();

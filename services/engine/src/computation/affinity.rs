@@ -11,8 +11,9 @@
 //!   samples; the audience is part of the base, so the two shares are positively correlated and
 //!   the true interval is narrower: this one is conservative.
 //!
-//! Privacy argument (docs/computations/affinity.md): a segment is ranked only when both `a` and `b`
-//! reach k, and every cell of its row is about `min(a, b)` individuals, so the release gate
+//! Privacy argument (docs/computations/affinity.md): a segment is ranked only when `a`, `b` and the
+//! advertiser individuals paired with its audience all reach k, and every cell of its row is about
+//! the smallest of them, so the release gate
 //! suppresses the whole row otherwise. Because a publisher's segments may partition its base (age
 //! brackets), the audience and base counts of the segments can sum to the released totals; so the
 //! withheld rows are suppressed complementarily (never one alone, never totalling under k) for both
@@ -34,11 +35,22 @@ pub(crate) struct SegmentAffinity {
     pub segment: String,
     /// Matched publisher individuals in the segment.
     pub audience: u64,
+    /// Advertiser individuals paired with the audience (fewer when several customers share one
+    /// publisher user's key, more when one customer matches several users).
+    pub partners: u64,
     /// Publisher individuals in the segment.
     pub base: u64,
     pub index: f64,
     pub low: f64,
     pub high: f64,
+}
+
+impl SegmentAffinity {
+    /// The individuals the segment's numbers are about: its audience, their partners on the
+    /// advertiser's side, and its base; the smallest group decides.
+    fn individuals(&self) -> u64 {
+        self.audience.min(self.partners).min(self.base)
+    }
 }
 
 /// The two-sided normal quantile of a confidence level the contract may name.
@@ -64,9 +76,9 @@ pub(crate) fn affinity(audience: u64, matched: u64, base: u64, publisher: u64, z
 
 /// Which segments are ranked and which withheld, and the ranked ones' order.
 pub(crate) fn rank(segments: &[SegmentAffinity], k: u64, top: usize) -> (Vec<usize>, Vec<usize>) {
-    let below: Vec<bool> = segments.iter().map(|s| s.audience < k || s.base < k).collect();
-    let audience: Vec<(u64, u64)> = segments.iter().map(|s| (s.audience, s.audience.min(s.base))).collect();
-    let base: Vec<(u64, u64)> = segments.iter().map(|s| (s.base, s.audience.min(s.base))).collect();
+    let below: Vec<bool> = segments.iter().map(|s| s.individuals() < k).collect();
+    let audience: Vec<(u64, u64)> = segments.iter().map(|s| (s.audience, s.individuals())).collect();
+    let base: Vec<(u64, u64)> = segments.iter().map(|s| (s.base, s.individuals())).collect();
     // Complementary suppression on both columns until neither adds a row.
     let hidden = complementary_rows(&[audience, base], k, below);
     let mut ranked: Vec<usize> = (0..segments.len()).filter(|i| !hidden[*i]).collect();
@@ -89,9 +101,9 @@ pub(crate) fn sections(c: &OverlapCounts, spec: &AffinityComputation, k: u64) ->
         .base_by_segment
         .iter()
         .map(|(segment, base)| {
-            let audience = c.by_segment.get(segment).map_or(0, |(np, _)| *np);
+            let (audience, partners) = c.by_segment.get(segment).copied().unwrap_or((0, 0));
             let (index, low, high) = affinity(audience, c.matched_publisher, *base, c.publisher_individuals, z);
-            SegmentAffinity { segment: segment.clone(), audience, base: *base, index, low, high }
+            SegmentAffinity { segment: segment.clone(), audience, partners, base: *base, index, low, high }
         })
         .collect();
     let (ranked, withheld) = rank(&segments, k, spec.top as usize);
@@ -121,7 +133,7 @@ pub(crate) fn sections(c: &OverlapCounts, spec: &AffinityComputation, k: u64) ->
         // Every number of the row is about the segment's audience and its base: the smaller decides.
         // A withheld row may be withheld only to protect another (complementary suppression): it is
         // about 0 individuals, so the gate suppresses it whatever its counts.
-        let n = if rank.is_some() { s.audience.min(s.base).min(overlap_individuals) } else { 0 };
+        let n = if rank.is_some() { s.individuals().min(overlap_individuals) } else { 0 };
         let rank = rank.map_or_else(|| "withheld".to_owned(), |r| r.to_string());
         ComputedRow {
             dimensions: vec![rank, s.segment.clone()],
@@ -188,7 +200,7 @@ mod tests {
 
     fn seg(name: &str, audience: u64, base: u64) -> SegmentAffinity {
         let (index, low, high) = affinity(audience, 1000, base, 100_000, 1.96);
-        SegmentAffinity { segment: name.into(), audience, base, index, low, high }
+        SegmentAffinity { segment: name.into(), audience, partners: audience, base, index, low, high }
     }
 
     #[test]

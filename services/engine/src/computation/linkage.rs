@@ -198,7 +198,9 @@ fn dense(column: &dyn Array) -> Result<(Vec<u32>, usize)> {
         }
         other => {
             return Err(Error::Computation(format!(
-                "a person column of type {other} with nulls cannot identify individuals"
+                "a person column of type {other}{} cannot identify individuals (user ids are strings or int64, \
+                 never null)",
+                if column.null_count() > 0 { " with nulls" } else { "" }
             )));
         }
     })

@@ -43,6 +43,8 @@ pub(crate) struct CampaignCounts {
     pub reach: u64,
     pub impressions: u64,
     pub frequency: [u64; 5],
+    /// Advertiser individuals paired with each bucket's individuals.
+    pub frequency_partners: [u64; 5],
     pub exposed: u64,
     pub exposed_converters: u64,
     pub unexposed: u64,
@@ -78,11 +80,14 @@ fn campaign_counts(
 ) -> CampaignCounts {
     let mut c = CampaignCounts { reach: impressions.len() as u64, ..Default::default() };
     let mut exposed: HashSet<u32> = HashSet::new();
+    let mut bucket_partners: [HashSet<u32>; 5] = Default::default();
     for (p, n) in impressions {
         c.impressions += u64::from(*n);
         c.frequency[bucket(*n)] += 1;
         exposed.extend(partners.of(*p));
+        bucket_partners[bucket(*n)].extend(partners.of(*p));
     }
+    c.frequency_partners = bucket_partners.map(|s| s.len() as u64);
     let converters_matched = matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64;
     c.exposed = exposed.len() as u64;
     c.exposed_converters = exposed.iter().filter(|a| converted.contains(a)).count() as u64;
@@ -119,6 +124,12 @@ pub(crate) fn measure(
     // Impressions of matched publisher individuals, per campaign and over all campaigns.
     let mut per_campaign: HashMap<&str, HashMap<u32, u32>> = HashMap::new();
     let mut all: HashMap<u32, u32> = HashMap::new();
+    if (0..campaigns.len()).any(|row| campaigns.is_valid(row) && campaigns.value(row) == ALL) {
+        return Err(Error::InvalidData(format!(
+            "the exposure log has a campaign named '{ALL}', which measurement reserves for the row of all campaigns; \
+             rename it in the exposure table and upload it again"
+        )));
+    }
     for (row, individual) in exposed_individual.iter().enumerate() {
         let Some(p) = individual else { continue };
         if !matched_publisher.contains(p) || campaigns.is_null(row) {
@@ -232,15 +243,16 @@ pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<Computed
     // to the total; reaches do when campaigns are exclusive).
     let reach_hidden = complementary_rows(
         &[
-            counts.iter().map(|c| (c.reach, c.reach)).collect(),
-            counts.iter().map(|c| (c.impressions, c.reach)).collect(),
+            counts.iter().map(|c| (c.reach, c.reach.min(c.exposed))).collect(),
+            counts.iter().map(|c| (c.impressions, c.reach.min(c.exposed))).collect(),
         ],
         k,
         vec![false; counts.len()],
     );
     let forced = |hidden: bool, individuals: u64| if hidden { 0 } else { individuals };
     let reach_row = |name: &str, c: &CampaignCounts, hidden: bool| {
-        let n = forced(hidden, c.reach);
+        // About the reached publisher individuals and the customers they matched: the fewer.
+        let n = forced(hidden, c.reach.min(c.exposed));
         ComputedRow {
             dimensions: vec![name.to_owned()],
             cells: vec![
@@ -267,12 +279,13 @@ pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<Computed
         .map(|((n, c), h)| (n, c, h))
         .chain(std::iter::once((ALL, &all, false)))
     {
-        let cells: Vec<(u64, u64)> = c.frequency.iter().map(|n| (*n, *n)).collect();
+        let individuals: Vec<u64> = c.frequency.iter().zip(&c.frequency_partners).map(|(n, p)| (*n).min(*p)).collect();
+        let cells: Vec<(u64, u64)> = c.frequency.iter().zip(&individuals).map(|(n, i)| (*n, *i)).collect();
         let hidden = complementary_rows(&[cells], k, vec![campaign_hidden; BUCKETS.len()]);
-        for ((label, _, _), (n, h)) in BUCKETS.iter().zip(c.frequency.iter().zip(hidden)) {
+        for (((label, _, _), (n, i)), h) in BUCKETS.iter().zip(c.frequency.iter().zip(&individuals)).zip(hidden) {
             frequency_rows.push(ComputedRow {
                 dimensions: vec![name.to_owned(), (*label).to_owned()],
-                cells: vec![ComputedCell::count(*n, forced(h, *n))],
+                cells: vec![ComputedCell::count(*n, forced(h, *i))],
             });
         }
     }

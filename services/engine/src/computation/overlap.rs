@@ -221,7 +221,6 @@ pub(crate) fn metric(name: &str, kind: MetricKind, description: &str) -> MetricS
     MetricSpec { name: name.into(), kind, description: description.into() }
 }
 
-/// The report sections of an overlap.
 /// Which cells of a column that sums to a released total must be suppressed: those about fewer than
 /// `k` individuals, and then — because the suppressed cells' total can be worked out from the
 /// released ones — more cells, smallest first, until at least two are suppressed and together they
@@ -265,6 +264,7 @@ pub(crate) fn complementary_suppression_from(cells: &[(u64, u64)], k: u64, alrea
     }
 }
 
+/// The report sections of an overlap.
 pub(crate) fn sections(c: &OverlapCounts, k: u64) -> Vec<ComputedSection> {
     // The overlap is about the matched individuals of both sides; a cell about it is as small as the
     // smaller side.
