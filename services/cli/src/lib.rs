@@ -18,6 +18,7 @@ pub mod demo;
 pub mod hash;
 pub mod link;
 pub mod link_clk;
+pub mod lookalike;
 pub mod report_table;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub enum Command {
     Result(ResultArgs),
     /// Link two CSV files (or deduplicate one) locally and measure quality against a truth file.
     Link(LinkArgs),
+    /// Train a lookalike model on a CSV and evaluate it (ROC AUC, recall at the top 10%).
+    Lookalike(LookalikeArgs),
     /// Room files: validate, print the room id.
     #[command(subcommand)]
     Room(RoomCommand),
@@ -223,6 +226,39 @@ pub struct ResultArgs {
     pub token: String,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LookalikeArgs {
+    /// Training data: a CSV with a header row (categorical columns are detected and encoded).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Evaluate on this CSV instead of holding out part of --data (train on all of --data).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// The column that marks seed users.
+    #[arg(long)]
+    pub label: String,
+    /// The label value of a seed user.
+    #[arg(long, default_value = "1")]
+    pub positive: String,
+    /// A column to leave out (repeatable), e.g. one the label was derived from.
+    #[arg(long = "exclude-column")]
+    pub exclude_column: Vec<String>,
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub model: ModelArg,
+    /// Share of rows held out for evaluation (stratified), without --test.
+    #[arg(long, default_value_t = 0.3)]
+    pub test_fraction: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The models `sealroom lookalike` trains.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModelArg {
+    /// L2-regularized logistic regression (linfa-logistic).
+    Logistic,
 }
 
 #[derive(Debug, Args)]
@@ -392,6 +428,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let result =
                 rest.get(&format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.room, a.computation, a.run)).await?;
             print_result(&result, a.json);
+        }
+        Command::Lookalike(a) => {
+            let summary = lookalike::run(&lookalike::LookalikeOptions {
+                data: a.data,
+                test: a.test,
+                label: a.label,
+                positive: a.positive,
+                exclude: a.exclude_column,
+                model: match a.model {
+                    ModelArg::Logistic => sealroom_models::model::ModelKind::Logistic,
+                },
+                test_fraction: a.test_fraction,
+                seed: a.seed,
+            })?;
+            println!("{summary}");
         }
         Command::Link(a) => {
             let (left, right) = match (a.dedupe, a.left) {
