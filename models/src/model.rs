@@ -100,9 +100,13 @@ pub fn train(x: &Array2<f64>, y: &[bool], options: &TrainOptions) -> Result<Box<
     match options.kind {
         ModelKind::Logistic => {
             let dataset = Dataset::new(x.clone(), Array1::from(y.to_vec()));
+            // linfa minimizes the *summed* log loss; scikit-learn's tolerance (1e-4) applies to the
+            // gradient of the *mean* loss, so the same stopping rule here is 1e-4 × rows.
+            let tolerance = 1e-4 * x.nrows().max(1) as f64;
             let fitted = LogisticRegression::default()
                 .alpha(options.alpha)
                 .max_iterations(options.max_iterations)
+                .gradient_tolerance(tolerance)
                 .fit(&dataset)
                 .map_err(|e| ModelError::Training(e.to_string()))?;
             Ok(Box::new(Logistic { fitted }))
