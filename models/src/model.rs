@@ -99,10 +99,14 @@ pub fn train(x: &Array2<f64>, y: &[bool], options: &TrainOptions) -> Result<Box<
     check_labels(y)?;
     match options.kind {
         ModelKind::Logistic => {
-            let dataset = Dataset::new(x.clone(), Array1::from(y.to_vec()));
-            // linfa minimizes the *summed* log loss; scikit-learn's tolerance (1e-4) applies to the
-            // gradient of the *mean* loss, so the same stopping rule here is 1e-4 × rows.
-            let tolerance = 1e-4 * x.nrows().max(1) as f64;
+            // Column-major: linfa's gradient multiplies by xᵀ, whose rows are then contiguous (with
+            // a row-major x they are strided columns, and the gradient dominates training time).
+            let column_major = x.t().as_standard_layout().reversed_axes().to_owned();
+            let dataset = Dataset::new(column_major, Array1::from(y.to_vec()));
+            // scikit-learn stops when the largest component of the *mean* loss's gradient is under
+            // 1e-4; linfa minimizes the *summed* loss and tests the gradient's Euclidean norm, which
+            // is at most √features times the largest component: the same rule is 1e-4 × rows × √features.
+            let tolerance = 1e-4 * x.nrows().max(1) as f64 * (x.ncols().max(1) as f64).sqrt();
             let fitted = LogisticRegression::default()
                 .alpha(options.alpha)
                 .max_iterations(options.max_iterations)
