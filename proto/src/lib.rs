@@ -50,3 +50,10 @@ pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 /// normal quantiles.
 pub const CONFIDENCE_LEVELS: [(f64, f64); 4] =
     [(0.8, 1.281_551_565_545), (0.9, 1.644_853_626_951), (0.95, 1.959_963_984_540), (0.99, 2.575_829_303_549)];
+
+/// A contract's confidence field (0: the default) as `(level, two-sided normal quantile)`, or
+/// `None` for a level not offered.
+pub fn confidence(field: f64) -> Option<(f64, f64)> {
+    let level = if field == 0.0 { DEFAULT_CONFIDENCE } else { field };
+    CONFIDENCE_LEVELS.iter().find(|(l, _)| *l == level).copied()
+}

@@ -368,11 +368,7 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
 }
 
 fn validate_measurement(contract: &RoomContract, m: &MeasurementComputation, path: &str, c: &mut Collector) {
-    let Some(matching) = &m.matching else {
-        c.push(format!("{path}.matching"), "a measurement needs `matching:` (the tables and how they are matched)");
-        return;
-    };
-    validate_overlap(contract, matching, &format!("{path}.matching"), c);
+    let Some(matching) = validate_matching(contract, m.matching.as_ref(), "a measurement", path, c) else { return };
     // A side table: known, owned by the owner of the table it joins, with a user id; the main
     // table must have one too.
     let side = |field: &str, name: &str, main: &str, role: &str, c: &mut Collector| -> Option<Table> {
@@ -416,20 +412,36 @@ fn validate_measurement(contract: &RoomContract, m: &MeasurementComputation, pat
     if !m.conversion_table.is_empty() {
         side("conversion_table", &m.conversion_table, &matching.advertiser_table, "advertiser", c);
     }
-    if m.confidence != 0.0 && !crate::CONFIDENCE_LEVELS.iter().any(|(level, _)| *level == m.confidence) {
+    validate_confidence(m.confidence, path, c);
+}
+
+/// The overlap options of an affinity or a measurement, validated; `None` when absent.
+fn validate_matching<'a>(
+    contract: &RoomContract,
+    matching: Option<&'a OverlapComputation>,
+    kind: &str,
+    path: &str,
+    c: &mut Collector,
+) -> Option<&'a OverlapComputation> {
+    let Some(matching) = matching else {
+        c.push(format!("{path}.matching"), format!("{kind} needs `matching:` (the tables and how they are matched)"));
+        return None;
+    };
+    validate_overlap(contract, matching, &format!("{path}.matching"), c);
+    Some(matching)
+}
+
+fn validate_confidence(field: f64, path: &str, c: &mut Collector) {
+    if crate::confidence(field).is_none() {
         c.push(
             format!("{path}.confidence"),
-            format!("confidence {} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99", m.confidence),
+            format!("confidence {field} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99"),
         );
     }
 }
 
 fn validate_affinity(contract: &RoomContract, a: &AffinityComputation, path: &str, c: &mut Collector) {
-    let Some(matching) = &a.matching else {
-        c.push(format!("{path}.matching"), "an affinity needs `matching:` (the tables and how they are matched)");
-        return;
-    };
-    validate_overlap(contract, matching, &format!("{path}.matching"), c);
+    let Some(matching) = validate_matching(contract, a.matching.as_ref(), "an affinity", path, c) else { return };
     let segments_in =
         if matching.segment_table.is_empty() { &matching.publisher_table } else { &matching.segment_table };
     if let Some(t) = contract.table(segments_in)
@@ -444,12 +456,7 @@ fn validate_affinity(contract: &RoomContract, a: &AffinityComputation, path: &st
             ),
         );
     }
-    if a.confidence != 0.0 && !crate::CONFIDENCE_LEVELS.iter().any(|(level, _)| *level == a.confidence) {
-        c.push(
-            format!("{path}.confidence"),
-            format!("confidence {} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99", a.confidence),
-        );
-    }
+    validate_confidence(a.confidence, path, c);
     if a.top > 10_000 {
         c.push(format!("{path}.top"), format!("top {} is more than 10000 segments; use 0 for all of them", a.top));
     }

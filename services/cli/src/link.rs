@@ -26,9 +26,18 @@ pub struct CsvTable {
     pub columns: Vec<(String, Vec<Option<String>>)>,
 }
 
-/// Reads a CSV with a header row. The id column is `id_column`, or the first column. Every failure
-/// names the file, the line and the column.
-pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Result<CsvTable, CliError> {
+/// A CSV file read as columns of strings (empty cells are `None`), with each record's line.
+#[derive(Debug, Clone)]
+pub struct CsvColumns {
+    pub columns: Vec<(String, Vec<Option<String>>)>,
+    /// The line each record starts on (a quoted field may span lines).
+    pub lines: Vec<u64>,
+}
+
+/// Reads a CSV with a header row into columns. Every failure names the file, the line and the
+/// column: an empty file, a repeated header, a field longer than [`MAX_FIELD_BYTES`], a record of
+/// the wrong length or not UTF-8, no records, and an `exclude` name the header does not have.
+pub fn read_columns(path: &Path, exclude: &[String]) -> Result<CsvColumns, CliError> {
     let file = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
     let where_ = |line: u64| format!("{} line {line}", path.display());
@@ -51,12 +60,6 @@ pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Res
             return Err(CliError::Input(format!("{}: column '{n}' appears twice in the header", path.display())));
         }
     }
-    let id_at = match id_column {
-        Some(c) => names.iter().position(|n| n == c).ok_or_else(|| {
-            CliError::Input(format!("{}: no id column '{c}' (columns: {})", path.display(), names.join(", ")))
-        })?,
-        None => 0,
-    };
     for e in exclude {
         if !names.contains(e) {
             return Err(CliError::Input(format!(
@@ -66,11 +69,8 @@ pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Res
             )));
         }
     }
-    let keep: Vec<usize> = (0..names.len()).filter(|i| *i != id_at && !exclude.contains(&names[*i])).collect();
-    let mut ids = Vec::new();
-    let mut columns: Vec<(String, Vec<Option<String>>)> =
-        keep.iter().map(|i| (names[*i].clone(), Vec::new())).collect();
-    let mut first_line_of: HashMap<String, u64> = HashMap::new();
+    let mut columns: Vec<(String, Vec<Option<String>>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let mut lines = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -92,27 +92,51 @@ pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Res
                 )));
             }
         }
-        let id = record.get(id_at).unwrap_or_default().trim().to_owned();
-        if id.is_empty() {
-            return Err(CliError::Input(format!("{} column '{}': the record id is empty", where_(line), names[id_at])));
-        }
-        if let Some(first) = first_line_of.insert(id.clone(), line) {
-            return Err(CliError::Input(format!(
-                "{} column '{}': duplicate record id '{id}' (first on line {first}); ids must be unique",
-                where_(line),
-                names[id_at]
-            )));
-        }
-        ids.push(id);
-        for (slot, i) in columns.iter_mut().zip(&keep) {
-            let v = record.get(*i).unwrap_or_default().trim();
+        for (slot, value) in columns.iter_mut().zip(record.iter()) {
+            let v = value.trim();
             slot.1.push((!v.is_empty()).then(|| v.to_owned()));
         }
+        lines.push(line);
     }
-    if ids.is_empty() {
+    if lines.is_empty() {
         return Err(CliError::Input(format!("{} has a header but no records", path.display())));
     }
-    Ok(CsvTable { path: path.to_owned(), ids, id_column: names[id_at].clone(), columns })
+    Ok(CsvColumns { columns, lines })
+}
+
+/// Reads a CSV with a header row. The id column is `id_column`, or the first column; ids must be
+/// present and unique. Every failure names the file, the line and the column.
+pub fn read_csv(path: &Path, id_column: Option<&str>, exclude: &[String]) -> Result<CsvTable, CliError> {
+    let CsvColumns { columns, lines } = read_columns(path, exclude)?;
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    let id_at = match id_column {
+        Some(c) => names.iter().position(|n| *n == c).ok_or_else(|| {
+            CliError::Input(format!("{}: no id column '{c}' (columns: {})", path.display(), names.join(", ")))
+        })?,
+        None => 0,
+    };
+    let id_name = names[id_at].to_owned();
+    let mut ids = Vec::with_capacity(lines.len());
+    let mut first_line_of: HashMap<&str, u64> = HashMap::new();
+    for (id, line) in columns[id_at].1.iter().zip(&lines) {
+        let where_ = format!("{} line {line} column '{id_name}'", path.display());
+        let Some(id) = id else {
+            return Err(CliError::Input(format!("{where_}: the record id is empty")));
+        };
+        if let Some(first) = first_line_of.insert(id, *line) {
+            return Err(CliError::Input(format!(
+                "{where_}: duplicate record id '{id}' (first on line {first}); ids must be unique"
+            )));
+        }
+        ids.push(id.clone());
+    }
+    let columns = columns
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (n, _))| *i != id_at && !exclude.contains(n))
+        .map(|(_, c)| c)
+        .collect();
+    Ok(CsvTable { path: path.to_owned(), ids, id_column: id_name, columns })
 }
 
 fn csv_error(e: &csv::Error) -> String {

@@ -14,6 +14,7 @@ use sealroom_models::split::stratified;
 use serde_json::json;
 
 use crate::CliError;
+use crate::link::read_columns;
 
 /// What to train and evaluate.
 #[derive(Debug, Clone)]
@@ -26,40 +27,6 @@ pub struct LookalikeOptions {
     pub model: ModelKind,
     pub test_fraction: f64,
     pub seed: u64,
-}
-
-/// A CSV read as columns of strings (empty cells are missing), every error naming the file and line.
-fn read(path: &Path) -> Result<Vec<Column>, CliError> {
-    let file = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
-    let headers = reader
-        .headers()
-        .map_err(|e| CliError::Input(format!("{}: cannot read the header row: {e}", path.display())))?
-        .clone();
-    let names: Vec<String> = headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_owned()).collect();
-    if names.is_empty() || names.iter().all(String::is_empty) {
-        return Err(CliError::Input(format!("{} is empty: it needs a header row and records", path.display())));
-    }
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(CliError::Input(format!("{}: column '{n}' appears twice in the header", path.display())));
-        }
-    }
-    let mut columns: Vec<Column> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(i as u64 + 2, |p| p.line());
-            CliError::Input(format!("{} line {line}: {e}", path.display()))
-        })?;
-        for (c, value) in columns.iter_mut().zip(record.iter()) {
-            let v = value.trim();
-            c.1.push((!v.is_empty()).then(|| v.to_owned()));
-        }
-    }
-    if columns[0].1.is_empty() {
-        return Err(CliError::Input(format!("{} has a header but no records", path.display())));
-    }
-    Ok(columns)
 }
 
 /// Splits off the label column: `true` where it equals `positive`. A missing label is an error.
@@ -90,12 +57,7 @@ fn select(columns: &[Column], rows: &[usize]) -> Vec<Column> {
 
 /// Trains, evaluates, prints the report; the JSON summary is returned and printed last.
 pub fn run(o: &LookalikeOptions) -> Result<serde_json::Value, CliError> {
-    let mut data = read(&o.data)?;
-    for e in &o.exclude {
-        if !data.iter().any(|(n, _)| n == e) {
-            return Err(CliError::Input(format!("{}: --exclude-column {e}: no such column", o.data.display())));
-        }
-    }
+    let mut data = read_columns(&o.data, &o.exclude)?.columns;
     data.retain(|(n, _)| !o.exclude.contains(n));
     let y = labels(&o.data, &mut data, &o.label, &o.positive)?;
     let positives = y.iter().filter(|v| **v).count();
@@ -109,7 +71,7 @@ pub fn run(o: &LookalikeOptions) -> Result<serde_json::Value, CliError> {
     }
     let (train_cols, train_y, test_cols, test_y) = match &o.test {
         Some(path) => {
-            let mut test = read(path)?;
+            let mut test = read_columns(path, &[])?.columns;
             test.retain(|(n, _)| !o.exclude.contains(n));
             let test_y = labels(path, &mut test, &o.label, &o.positive)?;
             (data, y, test, test_y)

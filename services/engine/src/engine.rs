@@ -133,10 +133,14 @@ impl Engine {
                     && !f.settings_yaml.is_empty()
                     && let Err(e) = sealroom_matching::fuzzy::Settings::from_yaml(&f.settings_yaml)
                 {
+                    // An overlap's options sit at `overlap`, other kinds' at `<kind>.matching`.
+                    let at = match c.kind_name() {
+                        "overlap" => "overlap".to_owned(),
+                        kind => format!("{kind}.matching"),
+                    };
                     return Err(Error::Contract(format!(
-                        "room '{}' has an invalid contract:\ncomputations[{i}].{}.fuzzy.settings: {e}",
-                        contract.name,
-                        if c.kind_name() == "affinity" { "affinity.matching" } else { "overlap" }
+                        "room '{}' has an invalid contract:\ncomputations[{i}].{at}.fuzzy.settings: {e}",
+                        contract.name
                     )));
                 }
             }

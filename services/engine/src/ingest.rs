@@ -88,6 +88,8 @@ pub struct UploadSession {
     bad: BTreeMap<String, BadRows>,
     /// Plaintext email / phone columns: values that do not normalize (count, first row).
     unusable: BTreeMap<String, (u64, u64)>,
+    /// The rules those columns are matched under ([`matching_rules`]).
+    rules: (Profile, Region),
     finished: bool,
 }
 
@@ -168,6 +170,7 @@ impl UploadSession {
     pub(crate) fn new(room: Arc<Room>, participant: String, table: Table, limits: UploadLimits) -> Self {
         let stored = stored_schema(&table);
         let staging = room.storage.staging_path(&table.name);
+        let rules = matching_rules(&room.contract, &table.name);
         Self {
             room,
             participant,
@@ -182,6 +185,7 @@ impl UploadSession {
             bytes: 0,
             bad: BTreeMap::new(),
             unusable: BTreeMap::new(),
+            rules,
             finished: false,
         }
     }
@@ -288,7 +292,7 @@ impl UploadSession {
             return;
         }
         let Some(strings) = array.as_any().downcast_ref::<StringArray>() else { return };
-        let (profile, region) = matching_rules(&self.room.contract, &self.table.name);
+        let (profile, region) = self.rules;
         let hashed = if kind == IdentifierKind::Email {
             batch::hash_emails(strings, profile, 1)
         } else {

@@ -8,19 +8,15 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
 use arrow::record_batch::RecordBatch;
-use sealroom_engine::{
-    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Released, ReleasedCell, TeeMode, UploadLimits,
-};
+use sealroom_engine::{Channel, Engine, Released, ReleasedCell};
 use sealroom_proto::RoomFile;
-use sha2::{Digest, Sha256};
+
+mod common;
+use common::{count, digest};
 
 const ADV: &str = "attacker-advertiser-token-000001";
 const PUB: &str = "honest-publisher-token-00000002";
 const K: u64 = 10;
-
-fn digest(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
 
 fn room() -> String {
     format!(
@@ -90,19 +86,7 @@ impl World {
     /// Customers c0..c{n} match users u0..u{n} one to one; unmatched users get their own emails.
     async fn new(users: &[User], impressions: &[(usize, &str)], converters: &[usize]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = EngineConfig {
-            data_dir: dir.path().to_owned(),
-            tee: TeeMode::Simulated,
-            limits: UploadLimits::default(),
-            sinks: vec![],
-        };
-        let engine = Engine::open(
-            config,
-            vec![RoomFile::parse(&room(), "attacks").unwrap()],
-            Arc::new(EngineMetrics::unregistered()),
-        )
-        .await
-        .unwrap();
+        let engine = common::open(dir.path(), vec![RoomFile::parse(&room(), "attacks").unwrap()], vec![]).await;
         let customers: Vec<usize> = (0..users.len()).filter(|i| users[*i].matched).collect();
         let col = |v: Vec<Option<String>>| Arc::new(v.into_iter().collect::<StringArray>()) as ArrayRef;
         let world = Self { engine, _dir: dir };
@@ -154,25 +138,12 @@ impl World {
     }
 
     async fn upload(&self, token: &str, table: &str, columns: Vec<(&str, ArrayRef)>) {
-        let room = self.engine.room_ids()[0].clone();
-        let caller = self.engine.authenticate(room.as_str(), token).unwrap();
-        let mut session = self.engine.begin_upload(&caller, table).unwrap();
-        session.push(RecordBatch::try_from_iter(columns).unwrap()).await.unwrap();
-        session.commit().await.unwrap();
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        common::upload(&self.engine, token, table, vec![batch]).await.unwrap();
     }
 
     async fn run(&self, computation: &str) -> Released {
-        let room = self.engine.room_ids()[0].clone();
-        let analyst = self.engine.authenticate(room.as_str(), ADV).unwrap();
-        self.engine.run(&analyst, computation).await.unwrap();
-        self.engine.release(&analyst, computation, None, Channel::Rest).unwrap()
-    }
-}
-
-fn count(cell: &ReleasedCell) -> Option<u64> {
-    match cell {
-        ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
-        _ => None,
+        common::run(&self.engine, ADV, computation).await
     }
 }
 

@@ -6,20 +6,16 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
-use sealroom_engine::{
-    CellValue, Channel, Engine, EngineConfig, EngineMetrics, ReleasedCell, ReleasedSection, TeeMode, UploadLimits,
-};
+use sealroom_engine::{CellValue, Engine, ReleasedCell, ReleasedSection};
 use sealroom_proto::RoomFile;
-use sha2::{Digest, Sha256};
+
+mod common;
+use common::digest;
 
 const ADV: &str = "advertiser-token-for-measurement-1";
 const PUB: &str = "publisher-token-for-measurement-02";
 const CAMPAIGNS: [&str; 3] = ["c0", "c1", "c2"];
 const BUCKETS: [(u64, u64); 5] = [(1, 1), (2, 2), (3, 5), (6, 10), (11, u64::MAX)];
-
-fn digest(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
 
 fn room(k: u32) -> String {
     format!(
@@ -102,11 +98,7 @@ fn strings(name: &str, values: impl Iterator<Item = Option<String>>) -> (String,
 }
 
 async fn upload(engine: &Engine, token: &str, table: &str, columns: Vec<(String, ArrayRef)>) {
-    let room = engine.room_ids()[0].clone();
-    let caller = engine.authenticate(room.as_str(), token).unwrap();
-    let mut session = engine.begin_upload(&caller, table).unwrap();
-    session.push(RecordBatch::try_from_iter(columns).unwrap()).await.unwrap();
-    session.commit().await.unwrap();
+    common::upload(engine, token, table, vec![RecordBatch::try_from_iter(columns).unwrap()]).await.unwrap();
 }
 
 /// The oracle's numbers per campaign (index 3: all campaigns).
@@ -188,14 +180,7 @@ fn check_complementary(
 
 async fn check(d: Data, k: u32) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let contract = RoomFile::parse(&room(k), "m").unwrap();
-    let engine = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.unwrap();
+    let engine = common::open(dir.path(), vec![RoomFile::parse(&room(k), "m").unwrap()], vec![]).await;
     let key = |k: &Option<u8>| k.map(|k| digest(&format!("e{k}")));
     upload(
         &engine,
@@ -241,10 +226,7 @@ async fn check(d: Data, k: u32) -> Result<(), TestCaseError> {
         )],
     )
     .await;
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV).unwrap();
-    engine.run(&analyst, "measurement").await.unwrap();
-    let released = engine.release(&analyst, "measurement", None, Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV, "measurement").await;
     let (matched_c, matched_u, exp) = oracle(&d);
     let k = u64::from(k);
     // Campaigns listed: those in the log (plus the all row), in name order.
@@ -352,17 +334,7 @@ proptest! {
 #[tokio::test]
 async fn cumulative_reach_merges_runs_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || async {
-        let config = EngineConfig {
-            data_dir: dir.path().to_owned(),
-            tee: TeeMode::Simulated,
-            limits: UploadLimits::default(),
-            sinks: vec![],
-        };
-        Engine::open(config, vec![RoomFile::parse(&room(2), "m").unwrap()], Arc::new(EngineMetrics::unregistered()))
-            .await
-            .unwrap()
-    };
+    let open = || common::open(dir.path(), vec![RoomFile::parse(&room(2), "m").unwrap()], vec![]);
     let key = |i: usize| Some(digest(&format!("e{i}")));
     let week = |engine: Engine, users: std::ops::Range<usize>| async move {
         upload(
@@ -375,10 +347,7 @@ async fn cumulative_reach_merges_runs_and_survives_a_restart() {
             ],
         )
         .await;
-        let room = engine.room_ids()[0].clone();
-        let analyst = engine.authenticate(room.as_str(), ADV).unwrap();
-        engine.run(&analyst, "measurement").await.unwrap();
-        let released = engine.release(&analyst, "measurement", None, Channel::Rest).unwrap();
+        let released = common::run(&engine, ADV, "measurement").await;
         let row = released.section("reach").unwrap().rows()[0].clone();
         assert_eq!(row.dimensions()[0], "c0");
         (engine, value(&row.cells()[0]).unwrap() as u64, value(&row.cells()[4]).unwrap() as u64)

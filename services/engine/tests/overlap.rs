@@ -13,14 +13,12 @@ use sealroom_engine::{
 };
 use sealroom_proto::RoomFile;
 use sealroom_proto::room::v1::RoomContract;
-use sha2::{Digest, Sha256};
+
+mod common;
+use common::{count, digest, upload};
 
 const ADV_TOKEN: &str = "advertiser-token-for-tests-0001";
 const PUB_TOKEN: &str = "publisher-token-for-tests-0002";
-
-fn digest(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
 
 fn contract(k: u32) -> RoomContract {
     let yaml = format!(
@@ -63,9 +61,7 @@ attestation: {{ allow_simulated: true }}
 }
 
 async fn engine(dir: &std::path::Path, k: u32, sinks: Vec<SinkBinding>) -> Engine {
-    let config =
-        EngineConfig { data_dir: dir.to_owned(), tee: TeeMode::Simulated, limits: UploadLimits::default(), sinks };
-    Engine::open(config, vec![contract(k)], Arc::new(EngineMetrics::unregistered())).await.unwrap()
+    common::open(dir, vec![contract(k)], sinks).await
 }
 
 /// An advertiser row: (email key, phone key), keys are small integers hashed as strings.
@@ -106,16 +102,6 @@ fn users_batch(rows: &[PubRow], offset: usize) -> RecordBatch {
     }
     let columns: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(email), Arc::new(phone), Arc::new(segments.finish())];
     RecordBatch::try_new(schema, columns).unwrap()
-}
-
-async fn upload(engine: &Engine, token: &str, table: &str, batches: Vec<RecordBatch>) -> Result<u64, Error> {
-    let room = engine.room_ids()[0].clone();
-    let caller = engine.authenticate(room.as_str(), token)?;
-    let mut session = engine.begin_upload(&caller, table)?;
-    for b in batches {
-        session.push(b).await?;
-    }
-    Ok(session.commit().await?.rows)
 }
 
 /// Independent computation: (advertiser individuals, publisher individuals, matched advertiser,
@@ -211,13 +197,6 @@ fn expected(adv: &[AdvRow], publ: &[PubRow]) -> Expected {
     }
 }
 
-fn count(cell: &ReleasedCell) -> Option<u64> {
-    match cell {
-        ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
-        _ => None,
-    }
-}
-
 async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), k, vec![]).await;
@@ -226,10 +205,7 @@ async fn run_and_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<()
     upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ[..half], 0), users_batch(&publ[half..], half)])
         .await
         .unwrap();
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
-    engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine.release(&analyst, "overlap", None, Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV_TOKEN, "overlap").await;
     let exp = expected(&adv, &publ);
     let k = u64::from(k);
     let overlap_individuals = exp.matched_adv.min(exp.matched_pub);
@@ -332,10 +308,7 @@ async fn affinity_check(adv: Vec<AdvRow>, publ: Vec<PubRow>, k: u32) -> Result<(
     let engine = engine(dir.path(), k, vec![]).await;
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
     upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
-    engine.run(&analyst, "affinity").await.unwrap();
-    let released = engine.release(&analyst, "affinity", None, Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV_TOKEN, "affinity").await;
     let exp = expected(&adv, &publ);
     let k = u64::from(k);
     let (n1, n2) = (exp.matched_pub, exp.publ);
@@ -451,10 +424,7 @@ async fn a_segment_at_k_minus_one_is_suppressed_and_at_k_released() {
     let engine = engine(dir.path(), k, vec![]).await;
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
     upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
-    engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine.release(&analyst, "overlap", Some("latest"), Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV_TOKEN, "overlap").await;
     let rows = released.section("by_segment").unwrap().rows();
     assert_eq!(rows[0].dimensions(), ["seg1"]);
     assert_eq!(rows[0].cells()[0], ReleasedCell::Suppressed);
@@ -479,10 +449,7 @@ async fn a_lone_small_segment_takes_the_next_smallest_with_it() {
     let engine = engine(dir.path(), k, vec![]).await;
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
     upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
-    engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine.release(&analyst, "overlap", Some("latest"), Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV_TOKEN, "overlap").await;
     let rows = released.section("by_segment").unwrap().rows();
     let cells: Vec<Option<u64>> = rows.iter().map(|r| count(&r.cells()[0])).collect();
     assert_eq!(cells, vec![None, None, Some(40)], "seg2 is withheld to protect seg1");
@@ -721,16 +688,7 @@ attestation: {{ allow_simulated: true }}
         p = digest(PUB_TOKEN)
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let engine =
-        Engine::open(config, vec![RoomFile::parse(&yaml, "t").unwrap()], Arc::new(EngineMetrics::unregistered()))
-            .await
-            .unwrap();
+    let engine = common::open(dir.path(), vec![RoomFile::parse(&yaml, "t").unwrap()], vec![]).await;
     // Advertiser: e0..e5. Publisher users u0..u9 with emails e0..e9: u0..u5 match.
     let adv: Vec<AdvRow> = (0..6).map(|i| (Some(i), None)).collect();
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
@@ -763,10 +721,7 @@ attestation: {{ allow_simulated: true }}
     let s: StringArray = memberships.iter().map(|m| Some(m.1)).collect();
     let audiences = RecordBatch::try_new(schema, vec![Arc::new(u), Arc::new(s)]).unwrap();
     upload(&engine, PUB_TOKEN, "audiences", vec![audiences]).await.unwrap();
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
-    engine.run(&analyst, "overlap").await.unwrap();
-    let released = engine.release(&analyst, "overlap", None, Channel::Rest).unwrap();
+    let released = common::run(&engine, ADV_TOKEN, "overlap").await;
     let rows = released.section("by_segment").unwrap().rows();
     let got: Vec<(&str, Option<u64>)> =
         rows.iter().map(|r| (r.dimensions()[0].as_str(), count(&r.cells()[0]))).collect();

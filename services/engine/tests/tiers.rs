@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BinaryArray, ListBuilder, StringArray, StringBuilder};
 use arrow::record_batch::RecordBatch;
-use sealroom_engine::{CellValue, Channel, Engine, EngineConfig, EngineMetrics, ReleasedCell, TeeMode, UploadLimits};
+use sealroom_engine::{Engine, EngineConfig, EngineMetrics, TeeMode, UploadLimits};
 use sealroom_matching::clk::{self, ClkSchema, Encoder};
 use sealroom_matching::hash::sha256;
 use sealroom_proto::RoomFile;
 use sha2::{Digest, Sha256};
+
+mod common;
+use common::count;
 
 const ADV: &str = "advertiser-token-for-tier-tests-01";
 const PUB: &str = "publisher-token-for-tier-tests-002";
@@ -240,33 +243,14 @@ fn population() -> (Vec<Row>, Vec<Row>, RecordBatch) {
 async fn run(overlap: &str) -> (sealroom_engine::Released, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let contract = RoomFile::parse(&room(overlap), "tiers").unwrap_or_else(|e| panic!("{e}"));
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let engine = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.unwrap();
-    let room = engine.room_ids()[0].clone();
+    let engine = common::open(dir.path(), vec![contract], vec![]).await;
     let (adv, publ, graph) = population();
     for (token, table, b) in
         [(ADV, "crm", batch(&adv, false)), (PUB, "users", batch(&publ, true)), (PUB, "graph", graph)]
     {
-        let caller = engine.authenticate(room.as_str(), token).unwrap();
-        let mut session = engine.begin_upload(&caller, table).unwrap();
-        session.push(b).await.unwrap();
-        session.commit().await.unwrap();
+        common::upload(&engine, token, table, vec![b]).await.unwrap();
     }
-    let analyst = engine.authenticate(room.as_str(), ADV).unwrap();
-    engine.run(&analyst, "overlap").await.unwrap_or_else(|e| panic!("{e}"));
-    (engine.release(&analyst, "overlap", None, Channel::Rest).unwrap(), dir)
-}
-
-fn count(cell: &ReleasedCell) -> Option<u64> {
-    match cell {
-        ReleasedCell::Value(CellValue::Count(n)) => Some(*n),
-        _ => None,
-    }
+    (common::run(&engine, ADV, "overlap").await, dir)
 }
 
 /// `(tier, added advertiser individuals)` rows of the by_tier section (`None` when suppressed).
@@ -343,13 +327,7 @@ async fn fuzzy_matching_finds_the_people_no_key_links() {
 async fn plaintext_identifiers_that_cannot_match_are_reported_to_the_uploader() {
     let dir = tempfile::tempdir().unwrap();
     let contract = RoomFile::parse(&room("{ advertiser_table: crm, publisher_table: users }"), "t").unwrap();
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let engine = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.unwrap();
+    let engine = common::open(dir.path(), vec![contract], vec![]).await;
     let room_id = engine.room_ids()[0].clone();
     let (mut adv, _, _) = population();
     // Rows 80 and 82 are not emails (the advertiser's phones are uploaded hashed here).

@@ -53,16 +53,6 @@ impl SegmentAffinity {
     }
 }
 
-/// The two-sided normal quantile of a confidence level the contract may name.
-fn quantile(confidence: f64) -> Result<f64> {
-    let level = if confidence == 0.0 { sealroom_proto::DEFAULT_CONFIDENCE } else { confidence };
-    sealroom_proto::CONFIDENCE_LEVELS
-        .iter()
-        .find(|(l, _)| *l == level)
-        .map(|(_, z)| *z)
-        .ok_or_else(|| Error::Contract(format!("affinity.confidence {confidence} is not offered")))
-}
-
 /// Index and interval of one segment; 0 when a count is 0 (such a row is never released).
 pub(crate) fn affinity(audience: u64, matched: u64, base: u64, publisher: u64, z: f64) -> (f64, f64, f64) {
     if audience == 0 || matched == 0 || base == 0 || publisher == 0 {
@@ -94,8 +84,8 @@ pub(crate) fn rank(segments: &[SegmentAffinity], k: u64, top: usize) -> (Vec<usi
 }
 
 pub(crate) fn sections(c: &OverlapCounts, spec: &AffinityComputation, k: u64) -> Result<Vec<ComputedSection>> {
-    let z = quantile(spec.confidence)?;
-    let level = if spec.confidence == 0.0 { sealroom_proto::DEFAULT_CONFIDENCE } else { spec.confidence };
+    let (level, z) = sealroom_proto::confidence(spec.confidence)
+        .ok_or_else(|| Error::Contract(format!("affinity.confidence {} is not offered", spec.confidence)))?;
     let overlap_individuals = c.matched_advertiser.min(c.matched_publisher);
     let segments: Vec<SegmentAffinity> = c
         .base_by_segment

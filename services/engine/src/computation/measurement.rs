@@ -56,7 +56,6 @@ pub(crate) struct CampaignCounts {
 pub(crate) struct Measured {
     pub matched_advertiser: u64,
     pub matched_publisher: u64,
-    pub converters: u64,
     pub has_conversions: bool,
     /// Per campaign, and [`ALL`].
     pub campaigns: BTreeMap<String, CampaignCounts>,
@@ -72,27 +71,34 @@ fn bucket(n: u32) -> usize {
 }
 
 /// Counts a campaign from its reached publisher individuals and their impression counts.
+/// The matched advertiser individuals, and which converted: what every campaign is measured against.
+struct Customers<'a> {
+    matched: u64,
+    matched_converters: u64,
+    converted: &'a HashSet<u32>,
+}
+
 fn campaign_counts(
     impressions: &HashMap<u32, u32>,
     partners: &segments::Partners,
-    matched_advertiser: &HashSet<u32>,
-    converted: &HashSet<u32>,
+    customers: &Customers<'_>,
 ) -> CampaignCounts {
     let mut c = CampaignCounts { reach: impressions.len() as u64, ..Default::default() };
     let mut exposed: HashSet<u32> = HashSet::new();
     let mut bucket_partners: [HashSet<u32>; 5] = Default::default();
     for (p, n) in impressions {
+        let b = bucket(*n);
         c.impressions += u64::from(*n);
-        c.frequency[bucket(*n)] += 1;
+        c.frequency[b] += 1;
         exposed.extend(partners.of(*p));
-        bucket_partners[bucket(*n)].extend(partners.of(*p));
+        bucket_partners[b].extend(partners.of(*p));
     }
     c.frequency_partners = bucket_partners.map(|s| s.len() as u64);
-    let converters_matched = matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64;
+    // The exposed are matched customers (partners of matched publisher individuals).
     c.exposed = exposed.len() as u64;
-    c.exposed_converters = exposed.iter().filter(|a| converted.contains(a)).count() as u64;
-    c.unexposed = matched_advertiser.len() as u64 - c.exposed;
-    c.unexposed_converters = converters_matched - c.exposed_converters;
+    c.exposed_converters = exposed.iter().filter(|a| customers.converted.contains(a)).count() as u64;
+    c.unexposed = customers.matched - c.exposed;
+    c.unexposed_converters = customers.matched_converters - c.exposed_converters;
     c
 }
 
@@ -138,10 +144,14 @@ pub(crate) fn measure(
         *per_campaign.entry(campaigns.value(row)).or_default().entry(*p).or_default() += 1;
         *all.entry(*p).or_default() += 1;
     }
+    let customers = Customers {
+        matched: matched_advertiser.len() as u64,
+        matched_converters: matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64,
+        converted: &converted,
+    };
     let mut out = Measured {
         matched_advertiser: matched_advertiser.len() as u64,
         matched_publisher: matched_publisher.len() as u64,
-        converters: matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64,
         has_conversions: conversion_keys.is_some(),
         campaigns: BTreeMap::new(),
         reached: BTreeMap::new(),
@@ -154,11 +164,10 @@ pub(crate) fn measure(
         }
     }
     for (name, impressions) in &per_campaign {
-        out.campaigns
-            .insert((*name).to_owned(), campaign_counts(impressions, &partners, &matched_advertiser, &converted));
+        out.campaigns.insert((*name).to_owned(), campaign_counts(impressions, &partners, &customers));
         out.reached.insert((*name).to_owned(), impressions.keys().copied().collect());
     }
-    out.campaigns.insert(ALL.to_owned(), campaign_counts(&all, &partners, &matched_advertiser, &converted));
+    out.campaigns.insert(ALL.to_owned(), campaign_counts(&all, &partners, &customers));
     out.reached.insert(ALL.to_owned(), all.keys().copied().collect());
     Ok(out)
 }
@@ -405,12 +414,8 @@ pub(crate) async fn run(
     state: super::State,
 ) -> Result<(Vec<ComputedSection>, super::State)> {
     let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("measurement needs `matching:`".to_owned()))?;
-    let level = if spec.confidence == 0.0 { sealroom_proto::DEFAULT_CONFIDENCE } else { spec.confidence };
-    let z = sealroom_proto::CONFIDENCE_LEVELS
-        .iter()
-        .find(|(l, _)| *l == level)
-        .map(|(_, z)| *z)
-        .ok_or_else(|| Error::Contract(format!("measurement.confidence {level} is not offered")))?;
+    let (level, z) = sealroom_proto::confidence(spec.confidence)
+        .ok_or_else(|| Error::Contract(format!("measurement.confidence {} is not offered", spec.confidence)))?;
     let m = overlap::matched(contract, matching, tables).await?;
     let exposure_table = overlap::table(contract, &spec.exposure_table)?.clone();
     let exposure = overlap::input(tables, &spec.exposure_table)?.clone();
@@ -423,20 +428,14 @@ pub(crate) async fn run(
         ))
     };
     let (measured, state) = tokio::task::spawn_blocking(move || -> Result<(Measured, super::State)> {
-        let column = |input: &InputTable, name: &str| -> Result<ArrayRef> {
-            let i =
-                input.schema.index_of(name).map_err(|_| Error::Computation(format!("no stored column '{name}'")))?;
-            let parts: Vec<&dyn Array> = input.batches.iter().map(|b| b.column(i).as_ref()).collect();
-            Ok(arrow::compute::concat(&parts)?)
-        };
         let campaign = exposure_table
             .columns_of_kind(IdentifierKind::Campaign)
             .next()
             .ok_or_else(|| Error::Contract(format!("table '{}' has no campaign column", exposure_table.name)))?;
-        let keys = column(&exposure, linkage::person_column_name(&exposure_table))?;
-        let campaigns = column(&exposure, &campaign.name)?;
+        let keys = exposure.column(&exposure_table.name, linkage::person_column_name(&exposure_table))?;
+        let campaigns = exposure.column(&exposure_table.name, &campaign.name)?;
         let conversion_keys = match &conversions {
-            Some((t, input)) => Some(column(input, linkage::person_column_name(t))?),
+            Some((t, input)) => Some(input.column(&t.name, linkage::person_column_name(t))?),
             None => None,
         };
         let mut measured = measure(&m, keys.as_ref(), &campaigns, conversion_keys.as_deref())?;

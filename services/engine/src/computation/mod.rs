@@ -27,6 +27,18 @@ pub(crate) struct InputTable {
     pub batches: Vec<RecordBatch>,
 }
 
+impl InputTable {
+    /// One column over all batches, concatenated (the other columns are not copied).
+    pub(crate) fn column(&self, table: &str, name: &str) -> Result<arrow::array::ArrayRef> {
+        let i = self
+            .schema
+            .index_of(name)
+            .map_err(|_| Error::Computation(format!("table '{table}' has no stored column '{name}'")))?;
+        let parts: Vec<&dyn arrow::array::Array> = self.batches.iter().map(|b| b.column(i).as_ref()).collect();
+        Ok(arrow::compute::concat(&parts)?)
+    }
+}
+
 /// State a computation keeps inside the engine between its runs: measurement's reach sketch per
 /// campaign (`matching::sketch`, as bytes). It is never released; only estimates made from it are,
 /// through the gate.

@@ -187,14 +187,7 @@ pub(crate) async fn counts(
     // Counting reads every membership: off the async runtime too.
     let per_segment = tokio::task::spawn_blocking(move || -> Result<_> {
         // Only the columns counted (and the person key) are concatenated, not the whole table.
-        let column = |name: &str| -> Result<ArrayRef> {
-            let i = segment_input.schema.index_of(name).map_err(|_| {
-                Error::Computation(format!("table '{}' has no stored column '{name}'", segment_table.name))
-            })?;
-            let parts: Vec<&dyn arrow::array::Array> =
-                segment_input.batches.iter().map(|b| b.column(i).as_ref()).collect();
-            Ok(arrow::compute::concat(&parts)?)
-        };
+        let column = |name: &str| segment_input.column(&segment_table.name, name);
         let columns: Vec<ArrayRef> = segment_columns.iter().map(|c| column(c)).collect::<Result<_>>()?;
         let (of_row, unique_rows) = if same_table {
             let unique = p_of_row.len() == publisher_individuals;

@@ -1,0 +1,55 @@
+//! Helpers the engine's integration tests share: an engine in the simulated TEE on a temporary
+//! directory, uploads as a participant, and running and releasing a computation.
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use sealroom_engine::{
+    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, Released, ReleasedCell, SinkBinding, TeeMode,
+    UploadLimits,
+};
+use sealroom_proto::room::v1::RoomContract;
+use sha2::{Digest, Sha256};
+
+/// Lowercase hex SHA-256 (bearer-token digests in room files, hashed identifiers).
+pub(crate) fn digest(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// An engine in the simulated TEE on `dir`, with default limits, hosting `contracts`.
+pub(crate) async fn open(dir: &Path, contracts: Vec<RoomContract>, sinks: Vec<SinkBinding>) -> Engine {
+    let config =
+        EngineConfig { data_dir: dir.to_owned(), tee: TeeMode::Simulated, limits: UploadLimits::default(), sinks };
+    Engine::open(config, contracts, Arc::new(EngineMetrics::unregistered())).await.unwrap()
+}
+
+/// Uploads `batches` to `table` of the engine's first room as the holder of `token`.
+pub(crate) async fn upload(engine: &Engine, token: &str, table: &str, batches: Vec<RecordBatch>) -> Result<u64, Error> {
+    let room = engine.room_ids()[0].clone();
+    let caller = engine.authenticate(room.as_str(), token)?;
+    let mut session = engine.begin_upload(&caller, table)?;
+    for b in batches {
+        session.push(b).await?;
+    }
+    Ok(session.commit().await?.rows)
+}
+
+/// Runs `computation` in the engine's first room as the holder of `token` and releases the run to
+/// them over REST.
+pub(crate) async fn run(engine: &Engine, token: &str, computation: &str) -> Released {
+    let room = engine.room_ids()[0].clone();
+    let analyst = engine.authenticate(room.as_str(), token).unwrap();
+    engine.run(&analyst, computation).await.unwrap_or_else(|e| panic!("{e}"));
+    engine.release(&analyst, computation, None, Channel::Rest).unwrap()
+}
+
+/// A released count, or `None` when suppressed.
+pub(crate) fn count(cell: &ReleasedCell) -> Option<u64> {
+    match cell {
+        ReleasedCell::Value(CellValue::Count(v)) => Some(*v),
+        _ => None,
+    }
+}
