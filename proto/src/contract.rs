@@ -3,7 +3,8 @@
 
 use crate::DEFAULT_K;
 use crate::room::v1::{
-    Column, Computation, IdentifierKind, OverlapComputation, Participant, Role, RoomContract, Table, computation,
+    Column, Computation, DifferentialPrivacy, IdentifierKind, OverlapComputation, Participant, Role, RoomContract,
+    Table, computation,
 };
 
 impl RoomContract {
@@ -11,6 +12,11 @@ impl RoomContract {
     /// [`DEFAULT_K`] when none is set.
     pub fn effective_k(&self) -> u32 {
         self.privacy.iter().flat_map(|p| &p.k_thresholds).map(|t| t.k).max().unwrap_or(DEFAULT_K)
+    }
+
+    /// The room's differential-privacy settings, when it has them.
+    pub fn differential_privacy(&self) -> Option<&DifferentialPrivacy> {
+        self.privacy.as_ref().and_then(|p| p.differential_privacy.as_ref())
     }
 
     pub fn allows_simulated_tee(&self) -> bool {
@@ -32,6 +38,17 @@ impl RoomContract {
     /// Tables owned by a participant.
     pub fn tables_owned_by<'a>(&'a self, participant: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
         self.tables.iter().filter(move |t| t.owner == participant)
+    }
+}
+
+impl DifferentialPrivacy {
+    /// The contribution bound on segments per person (the default when unset).
+    pub fn segments_per_person(&self) -> usize {
+        if self.max_segments_per_person == 0 {
+            crate::DEFAULT_MAX_SEGMENTS_PER_PERSON as usize
+        } else {
+            self.max_segments_per_person as usize
+        }
     }
 }
 

@@ -37,6 +37,15 @@ pub use validate::{ValidationError, ValidationErrors};
 /// The k-anonymity threshold of a room whose participants set none.
 pub const DEFAULT_K: u32 = 100;
 
+/// Segments one person counts in under differential privacy, unless the contract says otherwise.
+pub const DEFAULT_MAX_SEGMENTS_PER_PERSON: u32 = 10;
+
+/// Largest ε one run may spend: beyond it the noise protects next to nothing (e^10 ≈ 22,000).
+pub const MAX_EPSILON_PER_RUN_MICRO: u64 = 10_000_000;
+
+/// Largest total ε budget a participant may have.
+pub const MAX_EPSILON_BUDGET_MICRO: u64 = 100_000_000;
+
 /// The match probability of fuzzy matching when the contract gives none.
 pub const DEFAULT_FUZZY_THRESHOLD: f64 = 0.9;
 

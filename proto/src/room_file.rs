@@ -331,6 +331,26 @@ pub struct PrivacyFile {
     /// k-anonymity thresholds; the strictest (largest) wins; none means 100.
     #[serde(default)]
     pub k_thresholds: Vec<KThresholdFile>,
+    /// Differential privacy (noise on every released count, a per-participant ε budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_privacy: Option<DifferentialPrivacyFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DifferentialPrivacyFile {
+    /// ε one run spends (at most 6 decimals are kept).
+    pub epsilon_per_run: f64,
+    /// Total ε each participant receiving results may spend.
+    pub budget_per_participant: f64,
+    /// Most segments one person counts in (10 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_segments_per_person: Option<u32>,
+}
+
+/// ε in millionths; NaN, negative and zero give 0 and huge values saturate, which validation refuses.
+fn to_micro(epsilon: f64) -> u64 {
+    if epsilon.is_nan() || epsilon <= 0.0 { 0 } else { (epsilon * 1e6).round() as u64 }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -454,6 +474,11 @@ impl RoomFile {
                     .iter()
                     .map(|k| pb::KThreshold { set_by: k.set_by.clone(), k: k.k })
                     .collect(),
+                differential_privacy: self.privacy.differential_privacy.as_ref().map(|d| pb::DifferentialPrivacy {
+                    epsilon_per_run_micro: to_micro(d.epsilon_per_run),
+                    budget_per_participant_micro: to_micro(d.budget_per_participant),
+                    max_segments_per_person: d.max_segments_per_person.unwrap_or(0),
+                }),
             }),
             attestation: Some(pb::AttestationPolicy {
                 allow_simulated: self.attestation.allow_simulated,
@@ -548,6 +573,11 @@ impl RoomFile {
                     .flat_map(|p| &p.k_thresholds)
                     .map(|k| KThresholdFile { set_by: k.set_by.clone(), k: k.k })
                     .collect(),
+                differential_privacy: contract.differential_privacy().map(|d| DifferentialPrivacyFile {
+                    epsilon_per_run: d.epsilon_per_run_micro as f64 / 1e6,
+                    budget_per_participant: d.budget_per_participant_micro as f64 / 1e6,
+                    max_segments_per_person: (d.max_segments_per_person != 0).then_some(d.max_segments_per_person),
+                }),
             },
             attestation: AttestationFile {
                 allow_simulated: contract.attestation.as_ref().is_some_and(|a| a.allow_simulated),

@@ -84,6 +84,7 @@ pub fn validate(contract: &RoomContract) -> Result<(), ValidationErrors> {
     validate_tables(contract, &mut c);
     validate_computations(contract, &mut c);
     validate_privacy(contract, &mut c);
+    validate_differential_privacy(contract, &mut c);
     validate_attestation(contract, &mut c);
     if c.0.is_empty() { Ok(()) } else { Err(ValidationErrors(c.0)) }
 }
@@ -703,6 +704,91 @@ fn validate_privacy(contract: &RoomContract, c: &mut Collector) {
         }
         if !(MIN_K..=MAX_K).contains(&t.k) {
             c.push(format!("{path}.k"), format!("k = {} is out of range: k must be between {MIN_K} and {MAX_K}", t.k));
+        }
+    }
+}
+
+fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
+    let Some(dp) = contract.differential_privacy() else {
+        return;
+    };
+    let path = "privacy.differential_privacy";
+    let max_run = crate::MAX_EPSILON_PER_RUN_MICRO as f64 / 1e6;
+    let max_budget = crate::MAX_EPSILON_BUDGET_MICRO as f64 / 1e6;
+    if dp.epsilon_per_run_micro == 0 {
+        c.push(
+            format!("{path}.epsilon_per_run"),
+            "ε must be greater than 0 (and at least 0.000001); 0.1 to 1 per run is usual",
+        );
+    } else if dp.epsilon_per_run_micro > crate::MAX_EPSILON_PER_RUN_MICRO {
+        c.push(
+            format!("{path}.epsilon_per_run"),
+            format!(
+                "ε = {} per run is too large to protect anyone (at most {max_run}); 0.1 to 1 per run is usual",
+                dp.epsilon_per_run_micro as f64 / 1e6
+            ),
+        );
+    }
+    if dp.budget_per_participant_micro == 0 {
+        c.push(format!("{path}.budget_per_participant"), "the budget must be greater than 0");
+    } else if dp.budget_per_participant_micro > crate::MAX_EPSILON_BUDGET_MICRO {
+        c.push(
+            format!("{path}.budget_per_participant"),
+            format!(
+                "a total ε of {} protects next to nothing (at most {max_budget})",
+                dp.budget_per_participant_micro as f64 / 1e6
+            ),
+        );
+    } else if dp.budget_per_participant_micro < dp.epsilon_per_run_micro {
+        c.push(
+            format!("{path}.budget_per_participant"),
+            "the budget is smaller than one run's ε, so no computation could ever run; raise it or lower \
+             epsilon_per_run",
+        );
+    }
+    if dp.max_segments_per_person > 1000 {
+        c.push(
+            format!("{path}.max_segments_per_person"),
+            "at most 1000: the noise grows with this bound (10 is the default)",
+        );
+    }
+    // Each computation must bound what one person can change; say which ones cannot.
+    for (i, comp) in contract.computations.iter().enumerate() {
+        let at = format!("computations[{i}]");
+        if let Some(computation::Kind::Measurement(_)) = &comp.kind {
+            c.push(
+                format!("{at}.measurement"),
+                "measurement does not support differential privacy yet; remove it from this room or remove \
+                 privacy.differential_privacy",
+            );
+        }
+        let (section, matching) = match &comp.kind {
+            Some(computation::Kind::Overlap(o)) => ("overlap", Some(o)),
+            Some(computation::Kind::Affinity(a)) => ("affinity.matching", a.matching.as_ref()),
+            _ => continue,
+        };
+        let Some(m) = matching else { continue };
+        if !m.identity_graphs.is_empty() {
+            c.push(
+                format!("{at}.{section}.identity_graphs"),
+                "identity graphs cannot be used under differential privacy: one graph edge can join many people, \
+                 so no bound on one person's effect holds",
+            );
+        }
+        if m.fuzzy.is_some() {
+            c.push(
+                format!("{at}.{section}.fuzzy"),
+                "fuzzy matching cannot be used under differential privacy: it fits its blocking to the data and \
+                 resolves competing candidates, so one person can change other people's matches; use exact \
+                 keys or clk with many_to_many: true",
+            );
+        }
+        if m.clk.as_ref().is_some_and(|clk| !clk.many_to_many) {
+            c.push(
+                format!("{at}.{section}.clk"),
+                "under differential privacy CLK matching must be many_to_many: true (pairwise decisions; the \
+                 engine then bounds every person to one partner itself)",
+            );
         }
     }
 }

@@ -249,3 +249,67 @@ proptest! {
         prop_assert_ne!(changed.room_id(), base.room_id());
     }
 }
+
+/// The example with `privacy.differential_privacy` set to `dp` (YAML flow mapping).
+fn with_dp(dp: &str) -> String {
+    let text = example().replace("privacy:\n", &format!("privacy:\n  differential_privacy: {dp}\n"));
+    assert_ne!(text, example());
+    text
+}
+
+#[test]
+fn differential_privacy_settings_round_trip_and_absurd_epsilon_is_refused() {
+    let contract = RoomFile::parse(
+        &with_dp("{ epsilon_per_run: 0.5, budget_per_participant: 5, max_segments_per_person: 4 }"),
+        "r",
+    )
+    .unwrap();
+    let dp = contract.differential_privacy().unwrap();
+    assert_eq!(
+        (dp.epsilon_per_run_micro, dp.budget_per_participant_micro, dp.segments_per_person()),
+        (500_000, 5_000_000, 4)
+    );
+    let again = RoomFile::parse(&RoomFile::from_contract(&contract).to_yaml(), "r").unwrap();
+    assert_eq!(contract.room_id(), again.room_id());
+    assert_ne!(contract.room_id(), RoomFile::parse(&example(), "r").unwrap().room_id(), "ε is part of the contract");
+    let default_cap = RoomFile::parse(&with_dp("{ epsilon_per_run: 1, budget_per_participant: 1 }"), "r").unwrap();
+    assert_eq!(default_cap.differential_privacy().unwrap().segments_per_person(), 10);
+
+    for (dp, expected) in [
+        ("{ epsilon_per_run: -1, budget_per_participant: 5 }", "epsilon_per_run: ε must be greater than 0"),
+        ("{ epsilon_per_run: 0, budget_per_participant: 5 }", "epsilon_per_run: ε must be greater than 0"),
+        ("{ epsilon_per_run: .nan, budget_per_participant: 5 }", "epsilon_per_run: ε must be greater than 0"),
+        ("{ epsilon_per_run: 50, budget_per_participant: 60 }", "ε = 50 per run is too large"),
+        ("{ epsilon_per_run: 1e300, budget_per_participant: 60 }", "per run is too large"),
+        ("{ epsilon_per_run: 1, budget_per_participant: 5000 }", "a total ε of 5000 protects next to nothing"),
+        ("{ epsilon_per_run: 1, budget_per_participant: 0.5 }", "smaller than one run's ε"),
+        ("{ epsilon_per_run: 1, budget_per_participant: 2, max_segments_per_person: 5000 }", "at most 1000"),
+        ("{ epsilon_per_run: 1 }", "missing field `budget_per_participant`"),
+        ("{ epsilon: 1, budget_per_participant: 2 }", "unknown field `epsilon`"),
+    ] {
+        let err = invalid(&with_dp(dp));
+        assert!(err.contains(expected), "{dp}: {err}");
+    }
+}
+
+#[test]
+fn differential_privacy_refuses_computations_that_cannot_bound_one_person() {
+    let dp = "  differential_privacy: { epsilon_per_run: 1, budget_per_participant: 10 }\n";
+    let err = measurement_room(|t| t.replace("attestation:", &format!("privacy:\n{dp}attestation:")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("computations[0].measurement: measurement does not support differential privacy yet"),
+        "{err}"
+    );
+    let fuzzy = with_dp("{ epsilon_per_run: 1, budget_per_participant: 10 }").replacen(
+        "      match_on: [hashed_email, hashed_phone]\n",
+        "      match_on: [hashed_email, hashed_phone]\n      fuzzy: {}\n",
+        1,
+    );
+    let err = invalid(&fuzzy);
+    assert!(
+        err.contains("computations[0].overlap.fuzzy: fuzzy matching cannot be used under differential privacy"),
+        "{err}"
+    );
+}

@@ -150,7 +150,10 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 measurement: None,
             },
         ],
-        privacy: PrivacyFile { k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }] },
+        privacy: PrivacyFile {
+            k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }],
+            differential_privacy: None,
+        },
         attestation: AttestationFile { allow_simulated: true, accepted_measurements: vec![] },
     }
 }

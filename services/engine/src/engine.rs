@@ -268,6 +268,8 @@ impl Engine {
             "effective_k": room.k,
             "tee": room.tee.describe(),
             "participants": participants,
+            // The caller's own ε budget (rooms with differential privacy; null otherwise).
+            "privacy_budget": room.budget(&caller.participant)?,
             "contract": RoomFile::from_contract(c),
         }))
     }

@@ -24,6 +24,9 @@ pub enum Error {
     /// The request is valid but the room is not ready for it (an input table not uploaded yet).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The room's differential-privacy budget does not allow the run.
+    #[error("{0}")]
+    BudgetExhausted(String),
     /// An upload over the configured limits.
     #[error("{0}")]
     TooLarge(String),

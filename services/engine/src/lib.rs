@@ -1,12 +1,14 @@
 //! The sealroom engine: what runs inside the enclave.
 //!
 //! It hosts rooms (each governed by its contract), takes uploads ([`ingest`]), keeps them in sealed
-//! local storage, runs computations over DataFusion, and lets results out only through the
-//! [`release_gate`], which applies the room's k-anonymity threshold and writes an [`audit`] entry
-//! for every release. No public function of this crate returns rows of uploaded data.
+//! local storage, runs computations with the matching library's kernels, and lets results out only
+//! through the [`release_gate`], which applies the room's k-anonymity threshold and writes an
+//! [`audit`] entry for every release. Rooms with differential privacy also noise every count and
+//! charge each run to a per-participant ε budget (`dp`). No public function of this crate returns rows of uploaded data.
 
 pub mod audit;
 mod computation;
+mod dp;
 mod engine;
 pub mod error;
 pub mod ingest;
@@ -18,6 +20,7 @@ pub mod schema;
 mod storage;
 pub mod tee;
 
+pub use dp::BudgetView;
 pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, SinkBinding};
 pub use error::{Error, Result};
 pub use ingest::{UploadLimits, UploadSession};

@@ -300,6 +300,21 @@ impl ReleaseGate<'_> {
             "tee": self.tee.describe(),
             "sections": sections.iter().map(|s| s.to_json(self.k)).collect::<Vec<_>>(),
         });
+        if let (Some(noise), Value::Object(obj)) = (&report.noise, &mut json) {
+            obj.insert(
+                "privacy".into(),
+                Value::String(format!(
+                    "ε-differentially private with ε = {} for this run (discrete Laplace noise of scale {:.3} on every \
+                     count; ratios and indices are computed from the noisy counts); cells whose noisy count of \
+                     individuals is under k = {} are suppressed and segments under it are not listed",
+                    noise.epsilon, noise.scale, self.k
+                )),
+            );
+            obj.insert(
+                "differential_privacy".into(),
+                serde_json::to_value(noise).map_err(|e| Error::Computation(e.to_string()))?,
+            );
+        }
         let bytes = serde_json::to_vec(&json).map_err(|e| Error::Computation(e.to_string()))?;
         let digest = hex::encode(Sha256::digest(&bytes));
         if let Value::Object(obj) = &mut json {
@@ -351,6 +366,7 @@ mod tests {
             kind: "overlap".into(),
             run_id: "r".into(),
             computed_at: "t".into(),
+            noise: None,
             sections: vec![ComputedSection {
                 name: "by_segment".into(),
                 description: String::new(),

@@ -66,6 +66,9 @@ pub(crate) struct ComputedReport {
     pub run_id: String,
     pub computed_at: String,
     pub sections: Vec<ComputedSection>,
+    /// The differential-privacy noise every count carries (rooms with `differential_privacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<crate::dp::NoiseInfo>,
 }
 
 impl ComputedCell {

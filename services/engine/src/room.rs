@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLog, InputVersion};
 use crate::computation::{self, InputTable};
+use crate::dp::BudgetLedger;
 use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, ReleaseGate, Released};
@@ -76,7 +77,13 @@ pub(crate) struct Room {
     /// Held from loading a computation's state to saving it, so two runs that keep state cannot
     /// overwrite each other's additions.
     state_lock: tokio::sync::Mutex<()>,
+    /// Held while the privacy budget ledger is read and rewritten.
+    budget_lock: Mutex<()>,
 }
+
+/// The name of the privacy budget ledger among the room's state files (no computation may take it:
+/// computation names cannot start with '_').
+const PRIVACY_BUDGET: &str = "_privacy_budget";
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +150,7 @@ impl Room {
             runs: Mutex::new(runs),
             sinks: sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect(),
             state_lock: tokio::sync::Mutex::new(()),
+            budget_lock: Mutex::new(()),
             contract,
         })
     }
@@ -183,11 +191,8 @@ impl Room {
     pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let outcome = self.compute(computation).await;
-        let seconds = started.elapsed().as_secs_f64();
-        self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
-        let (sections, inputs) = match outcome {
-            Ok(v) => v,
+        let charged = match self.charge_budget(computation) {
+            Ok(charged) => charged,
             Err(e) => {
                 self.audit.append(AuditEvent::ComputationFailed {
                     participant: participant.to_owned(),
@@ -197,6 +202,25 @@ impl Room {
                 return Err(e);
             }
         };
+        let outcome = self.compute(computation).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
+        let (computed, inputs) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing was kept or released: the charge is given back.
+                if let Some(cost) = charged {
+                    self.refund_budget(computation, cost)?;
+                }
+                self.audit.append(AuditEvent::ComputationFailed {
+                    participant: participant.to_owned(),
+                    computation: computation.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                return Err(e);
+            }
+        };
+        let (sections, noise) = (computed.sections, computed.noise);
         let run_id = new_id("r");
         let report = ComputedReport {
             computation: computation.name.clone(),
@@ -204,6 +228,7 @@ impl Room {
             run_id: run_id.clone(),
             computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             sections,
+            noise,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut record = RunRecord {
@@ -243,10 +268,60 @@ impl Room {
         Ok(record)
     }
 
-    async fn compute(
-        &self,
-        computation: &Computation,
-    ) -> Result<(Vec<crate::report::ComputedSection>, Vec<InputVersion>)> {
+    /// The budget ledger of a differentially private room.
+    fn ledger(&self) -> Option<(BudgetLedger, u64)> {
+        self.contract.differential_privacy().map(|dp| {
+            (
+                BudgetLedger::new(self.storage.state_path(PRIVACY_BUDGET), dp.budget_per_participant_micro),
+                dp.epsilon_per_run_micro,
+            )
+        })
+    }
+
+    /// Charges one run's ε to every recipient of the computation's results, before it runs;
+    /// returns the cost charged (`None` in rooms without differential privacy).
+    fn charge_budget(&self, computation: &Computation) -> Result<Option<u64>> {
+        let Some((ledger, cost)) = self.ledger() else {
+            return Ok(None);
+        };
+        let _guard = lock(&self.budget_lock);
+        let spent = ledger.charge(&computation.results_to, cost, &computation.name)?;
+        self.audit.append(AuditEvent::PrivacyBudgetCharged {
+            computation: computation.name.clone(),
+            participants: computation.results_to.clone(),
+            epsilon_micro: cost,
+            spent_micro: computation
+                .results_to
+                .iter()
+                .map(|p| (p.clone(), spent.spent_micro.get(p).copied().unwrap_or(0)))
+                .collect(),
+        })?;
+        Ok(Some(cost))
+    }
+
+    fn refund_budget(&self, computation: &Computation, cost: u64) -> Result<()> {
+        let Some((ledger, _)) = self.ledger() else {
+            return Ok(());
+        };
+        let _guard = lock(&self.budget_lock);
+        ledger.refund(&computation.results_to, cost)?;
+        self.audit.append(AuditEvent::PrivacyBudgetRefunded {
+            computation: computation.name.clone(),
+            participants: computation.results_to.clone(),
+            epsilon_micro: cost,
+        })?;
+        Ok(())
+    }
+
+    /// A participant's privacy budget (`None` in rooms without differential privacy).
+    pub(crate) fn budget(&self, participant: &str) -> Result<Option<crate::dp::BudgetView>> {
+        match self.ledger() {
+            None => Ok(None),
+            Some((ledger, per_run)) => ledger.view(participant, per_run).map(Some),
+        }
+    }
+
+    async fn compute(&self, computation: &Computation) -> Result<(computation::Computed, Vec<InputVersion>)> {
         let mut files = Vec::new();
         for table in computation.input_tables() {
             let file = self.dataset(table).ok_or_else(|| {
@@ -283,16 +358,16 @@ impl Room {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => computation::State::new(),
             Err(e) => return Err(Error::storage(&state_path, e)),
         };
-        let (sections, state) = computation::run(&self.contract, computation, &loaded, state).await?;
+        let computed = computation::run(&self.contract, computation, &loaded, state).await?;
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
-        if let Some(state) = state {
+        if let Some(state) = &computed.state {
             let dir = state_path.parent().ok_or_else(|| Error::storage(&state_path, "no parent directory"))?;
             std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
-            let bytes = serde_json::to_vec(&state).map_err(|e| Error::storage(&state_path, e))?;
+            let bytes = serde_json::to_vec(state).map_err(|e| Error::storage(&state_path, e))?;
             write_atomically(&state_path, &bytes)?;
         }
-        Ok((sections, inputs))
+        Ok((computed, inputs))
     }
 
     fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {

@@ -1,14 +1,15 @@
 //! The attack suite: an analyst who may run every computation tries to learn something about fewer
 //! than k people from what the engine releases. Each test mounts one attack against the running
-//! engine and asserts that the defence documented in docs/attacks.md stops it. Attacks that only
-//! differential privacy stops (differencing across runs, averaging, match-rate probing) are listed
-//! there as open until the budget lands.
+//! engine and asserts that the defence documented in docs/attacks.md stops it. The attacks that k
+//! cannot stop (differencing by one person, insert-one-record probing, averaging repeated runs) are
+//! mounted twice: against a k-only room, where they succeed (documenting why such rooms need
+//! differential privacy), and against a room with `differential_privacy`, where they must not.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
 use arrow::record_batch::RecordBatch;
-use sealroom_engine::{Channel, Engine, Released, ReleasedCell};
+use sealroom_engine::{CellValue, Channel, Engine, Error, Released, ReleasedCell};
 use sealroom_proto::RoomFile;
 
 mod common;
@@ -19,7 +20,13 @@ const PUB: &str = "honest-publisher-token-00000002";
 const K: u64 = 10;
 
 fn room() -> String {
-    format!(
+    room_with(None)
+}
+
+/// The attack room; with `dp` (a YAML flow mapping), a differentially private room without the
+/// measurement (which does not support differential privacy yet).
+fn room_with(dp: Option<&str>) -> String {
+    let text = format!(
         r#"
 name: attack room
 participants:
@@ -68,10 +75,19 @@ attestation: {{ allow_simulated: true }}
 "#,
         a = digest(ADV),
         p = digest(PUB)
-    )
+    );
+    match dp {
+        None => text,
+        Some(dp) => {
+            let start = text.find("  - name: measurement\n").unwrap();
+            let end = text.find("privacy:\n").unwrap();
+            format!("{}privacy:\n  differential_privacy: {dp}\n{}", &text[..start], &text[end + "privacy:\n".len()..])
+        }
+    }
 }
 
 /// A publisher user: matched (shares an email with a customer) or not, and its segments.
+#[derive(Clone)]
 struct User {
     matched: bool,
     segments: Vec<&'static str>,
@@ -83,23 +99,17 @@ struct World {
 }
 
 impl World {
-    /// Customers c0..c{n} match users u0..u{n} one to one; unmatched users get their own emails.
+    /// Customers c0..c{n} match users u0..u{n} one to one; unmatched users get their own emails
+    /// (`other{i}`).
     async fn new(users: &[User], impressions: &[(usize, &str)], converters: &[usize]) -> Self {
+        Self::in_room(&room(), users, impressions, converters).await
+    }
+
+    async fn in_room(room: &str, users: &[User], impressions: &[(usize, &str)], converters: &[usize]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let engine = common::open(dir.path(), vec![RoomFile::parse(&room(), "attacks").unwrap()], vec![]).await;
-        let customers: Vec<usize> = (0..users.len()).filter(|i| users[*i].matched).collect();
-        let col = |v: Vec<Option<String>>| Arc::new(v.into_iter().collect::<StringArray>()) as ArrayRef;
+        let engine = common::open(dir.path(), vec![RoomFile::parse(room, "attacks").unwrap()], vec![]).await;
         let world = Self { engine, _dir: dir };
-        world
-            .upload(
-                ADV,
-                "crm",
-                vec![
-                    ("customer_id", col(customers.iter().map(|i| Some(format!("c{i}"))).collect())),
-                    ("email", col(customers.iter().map(|i| Some(digest(&format!("e{i}")))).collect())),
-                ],
-            )
-            .await;
+        world.crm(users, &[]).await;
         if !converters.is_empty() {
             let ids = col(converters.iter().map(|i| Some(format!("c{i}"))).collect());
             world.upload(ADV, "conversions", vec![("customer_id", ids)]).await;
@@ -137,6 +147,18 @@ impl World {
         world
     }
 
+    /// Uploads the CRM: a customer per matched user, plus customers with the given extra emails.
+    async fn crm(&self, users: &[User], extra: &[String]) {
+        let customers: Vec<usize> = (0..users.len()).filter(|i| users[*i].matched).collect();
+        let mut ids: Vec<Option<String>> = customers.iter().map(|i| Some(format!("c{i}"))).collect();
+        let mut emails: Vec<Option<String>> = customers.iter().map(|i| Some(digest(&format!("e{i}")))).collect();
+        for (j, e) in extra.iter().enumerate() {
+            ids.push(Some(format!("extra{j}")));
+            emails.push(Some(digest(e)));
+        }
+        self.upload(ADV, "crm", vec![("customer_id", col(ids)), ("email", col(emails))]).await;
+    }
+
     async fn upload(&self, token: &str, table: &str, columns: Vec<(&str, ArrayRef)>) {
         let batch = RecordBatch::try_from_iter(columns).unwrap();
         common::upload(&self.engine, token, table, vec![batch]).await.unwrap();
@@ -145,6 +167,10 @@ impl World {
     async fn run(&self, computation: &str) -> Released {
         common::run(&self.engine, ADV, computation).await
     }
+}
+
+fn col(values: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(values.into_iter().collect::<StringArray>()) as ArrayRef
 }
 
 fn users(groups: &[(usize, bool, &[&'static str])]) -> Vec<User> {
@@ -260,4 +286,196 @@ async fn re_reading_a_run_releases_identical_numbers() {
     let again = world.engine.release(&analyst, "overlap", Some(first.run_id()), Channel::Rest).unwrap();
     assert_eq!(first.sections(), again.sections());
     assert_ne!(first.audit_seq(), again.audit_seq(), "every release is audited");
+}
+
+/// ε = 0.25 per run and one segment per person: noise of scale (2 + 2·1) / 0.25 = 16 on every count.
+const DP: &str = "{ epsilon_per_run: 0.25, budget_per_participant: 100, max_segments_per_person: 1 }";
+
+/// The overlap's matched advertiser individuals, when released.
+fn matched(released: &Released) -> Option<f64> {
+    count(&released.section("summary").unwrap().rows()[0].cells()[2]).map(|v| v as f64)
+}
+
+/// The advertiser's match rate, when released.
+fn match_rate(released: &Released) -> Option<f64> {
+    match released.section("summary").unwrap().rows()[0].cells()[4] {
+        ReleasedCell::Value(CellValue::Real(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// The differencing attack, `trials` times: the attacker runs the overlap on its CRM, re-uploads it
+/// with one more record (the probe: one email), runs again, and guesses that the probe is a
+/// publisher user when `observe` went up. The probe is the publisher's last user in even trials and
+/// absent in odd ones. Returns how many guesses were right.
+async fn differencing(dp: Option<&str>, trials: usize, observe: fn(&Released) -> Option<f64>) -> usize {
+    let absent = users(&[(60, true, &["a"]), (60, false, &["b"])]);
+    let mut present = absent.clone();
+    present.push(User { matched: false, segments: vec!["b"] });
+    let probe = format!("other{}", present.len() - 1);
+    let room = room_with(dp);
+    let worlds = [
+        (World::in_room(&room, &present, &[], &[]).await, &present, true),
+        (World::in_room(&room, &absent, &[], &[]).await, &absent, false),
+    ];
+    // 40 customers who match no one, so that the match rate is not 100%.
+    let mut crm: Vec<String> = (0..40).map(|i| format!("nobody{i}")).collect();
+    let mut right = 0;
+    for trial in 0..trials {
+        let (world, users, is_present) = &worlds[trial % 2];
+        world.crm(users, &crm).await;
+        let before = observe(&world.run("overlap").await);
+        crm.push(probe.clone());
+        world.crm(users, &crm).await;
+        crm.pop();
+        let after = observe(&world.run("overlap").await);
+        let guess = matches!((before, after), (Some(b), Some(a)) if a > b);
+        right += usize::from(guess == *is_present);
+    }
+    right
+}
+
+/// Differencing by one person: two runs whose inputs differ by one record. k alone cannot stop it
+/// (both runs release counts far above k that differ by 1). Under differential privacy the two runs
+/// spend ε = 0.5, which bounds any guess at e^0.5 / (1 + e^0.5) ≈ 62% right; noise of scale 16
+/// against a difference of 1 makes the attacker's rule about 51% right (so 140 of 200 is more than
+/// five standard deviations away from what the noise allows).
+#[tokio::test]
+async fn differencing_by_one_person_succeeds_on_k_alone_and_fails_under_differential_privacy() {
+    assert_eq!(differencing(None, 10, matched).await, 10, "k alone: the attacker is always right");
+    let right = differencing(Some(DP), 200, matched).await;
+    assert!(right <= 140, "{right} of 200 right: more than ε = 0.5 allows");
+}
+
+/// Insert-one-record match-rate probing: the same, watching the match rate instead of the count.
+/// Under differential privacy the rate is computed from noisy counts, so it is as noisy.
+#[tokio::test]
+async fn match_rate_probing_succeeds_on_k_alone_and_fails_under_differential_privacy() {
+    assert_eq!(differencing(None, 10, match_rate).await, 10, "k alone: the attacker is always right");
+    let right = differencing(Some(DP), 200, match_rate).await;
+    assert!(right <= 140, "{right} of 200 right: more than ε = 0.5 allows");
+}
+
+/// Averaging repeated noisy runs: each run draws fresh noise, so averaging n runs would shrink it
+/// by √n. Defence: every run is charged to the budget of each recipient before it runs, the ledger
+/// is on disk, and once spent the room refuses — across restarts. A run that fails before
+/// computing anything is refunded.
+#[tokio::test]
+async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
+    let room = room_with(Some("{ epsilon_per_run: 0.25, budget_per_participant: 1, max_segments_per_person: 1 }"));
+    let dir = tempfile::tempdir().unwrap();
+    let contract = RoomFile::parse(&room, "attacks").unwrap();
+    let engine = common::open(dir.path(), vec![contract.clone()], vec![]).await;
+    let id = engine.room_ids()[0].clone();
+    let analyst = engine.authenticate(id.as_str(), ADV).unwrap();
+    // Nothing uploaded: the run fails before computing, and costs nothing.
+    let err = engine.run(&analyst, "overlap").await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+    let world = World { engine, _dir: dir };
+    let people = users(&[(200, true, &["a"]), (100, false, &["b"])]);
+    world.crm(&people, &[]).await;
+    let mut segments = ListBuilder::new(StringBuilder::new());
+    for u in &people {
+        for s in &u.segments {
+            segments.values().append_value(s);
+        }
+        segments.append(true);
+    }
+    let emails = (0..people.len())
+        .map(|i| Some(digest(&if people[i].matched { format!("e{i}") } else { format!("other{i}") })))
+        .collect();
+    world
+        .upload(
+            PUB,
+            "users",
+            vec![
+                ("user_id", col((0..people.len()).map(|i| Some(format!("u{i}"))).collect())),
+                ("email", col(emails)),
+                ("segments", Arc::new(segments.finish()) as ArrayRef),
+            ],
+        )
+        .await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let released = world.run("overlap").await;
+        assert_eq!(released.json()["differential_privacy"]["epsilon"], 0.25);
+        assert!(released.section("by_tier").is_none(), "tier gains are not released under differential privacy");
+        answers.push(matched(&released));
+    }
+    assert!(answers.windows(2).any(|w| w[0] != w[1]), "every run draws fresh noise: {answers:?}");
+    async fn refused(engine: &Engine) -> Error {
+        let analyst = engine.authenticate(engine.room_ids()[0].as_str(), ADV).unwrap();
+        engine.run(&analyst, "overlap").await.unwrap_err()
+    }
+    let err = refused(&world.engine).await;
+    assert!(matches!(err, Error::BudgetExhausted(_)), "{err}");
+    assert!(err.to_string().contains("'adv', who receives its results, has spent ε = 1 of 1"), "{err}");
+    // A restart does not give the budget back.
+    let World { engine, _dir: dir } = world;
+    drop(engine);
+    let engine = common::open(dir.path(), vec![contract], vec![]).await;
+    assert!(matches!(refused(&engine).await, Error::BudgetExhausted(_)));
+    let view = engine.room_view(&engine.authenticate(id.as_str(), ADV).unwrap()).unwrap();
+    assert_eq!(view["privacy_budget"]["remaining"], 0.0);
+    assert_eq!(view["privacy_budget"]["runs_left"], 0);
+    let audit = std::fs::read_to_string(dir.path().join("rooms").join(id.as_str()).join("audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"privacy_budget_charged\"").count(), 5, "four runs and the refunded one");
+    assert_eq!(audit.matches("\"privacy_budget_refunded\"").count(), 1);
+}
+
+/// One publisher user shared by 30 customers (a household email) and 100 one-to-one matches. Under
+/// differential privacy each person has at most one partner, so both sides count 101 pairs; with
+/// ε = 10 (noise of scale 0.4) the released counts are within a few of the truth, the 3-person
+/// segment is not listed at all, and tier gains are not released.
+#[tokio::test]
+async fn under_differential_privacy_each_person_counts_once_and_small_segments_are_not_listed() {
+    let room = room_with(Some("{ epsilon_per_run: 10, budget_per_participant: 100, max_segments_per_person: 1 }"));
+    let people = users(&[(101, true, &["big"]), (3, false, &["tiny"])]);
+    let world = World::in_room(&room, &people, &[], &[]).await;
+    // Customers c0..c100 as usual, and 30 more sharing user 0's email.
+    let ids = (0..101).map(|i| format!("c{i}")).chain((0..30).map(|i| format!("h{i}"))).map(Some).collect();
+    let emails = (0..101).map(|i| digest(&format!("e{i}"))).chain((0..30).map(|_| digest("e0"))).map(Some).collect();
+    let household = vec![("customer_id", col(ids)), ("email", col(emails))];
+    world.upload(ADV, "crm", household.clone()).await;
+    let released = world.run("overlap").await;
+    let summary = &released.section("summary").unwrap().rows()[0];
+    let near = |cell: &ReleasedCell, truth: u64| {
+        let v = count(cell).unwrap();
+        assert!(v.abs_diff(truth) <= 6, "{v} vs {truth}");
+    };
+    near(&summary.cells()[0], 131);
+    near(&summary.cells()[1], 104);
+    near(&summary.cells()[2], 101);
+    near(&summary.cells()[3], 101);
+    assert_eq!(count(&summary.cells()[2]), count(&summary.cells()[3]), "one count of pairs for both sides");
+    let segments: Vec<&str> =
+        released.section("by_segment").unwrap().rows().iter().map(|r| r.dimensions()[0].as_str()).collect();
+    assert_eq!(segments, ["big"]);
+    assert!(released.section("by_tier").is_none());
+    // The same data without differential privacy: 131 customers matched, to 101 users.
+    let plain = World::new(&people, &[], &[]).await;
+    plain.upload(ADV, "crm", household).await;
+    let exact = plain.run("overlap").await;
+    assert_eq!(matched(&exact), Some(131.0));
+}
+
+/// Affinity under differential privacy: audiences, bases and totals are noisy (scale (2 + 3·1) /
+/// 10 = 0.5 here), segments whose noisy audience or base is under k are not listed at all, and the
+/// release says what noise it carries.
+#[tokio::test]
+async fn affinity_under_differential_privacy_lists_only_segments_that_reach_k() {
+    let room = room_with(Some("{ epsilon_per_run: 10, budget_per_participant: 100, max_segments_per_person: 1 }"));
+    let people =
+        users(&[(80, true, &["a"]), (100, false, &["a"]), (40, true, &["b"]), (400, false, &["b"]), (2, true, &["c"])]);
+    let world = World::in_room(&room, &people, &[], &[]).await;
+    let released = world.run("affinity").await;
+    let dp = &released.json()["differential_privacy"];
+    assert_eq!(dp["sensitivity"], 5);
+    assert_eq!(dp["scale"], 0.5);
+    let rows = released.section("affinity").unwrap().rows();
+    let listed: Vec<(&str, &str)> =
+        rows.iter().map(|r| (r.dimensions()[0].as_str(), r.dimensions()[1].as_str())).collect();
+    assert_eq!(listed, [("1", "a"), ("2", "b")], "a is over-represented; c (2 people) is not listed");
+    let audience_a = count(&rows[0].cells()[0]).unwrap();
+    assert!(audience_a.abs_diff(80) <= 8, "{audience_a}");
 }

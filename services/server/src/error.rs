@@ -15,7 +15,7 @@ pub fn to_status(error: &Error) -> tonic::Status {
         Error::NotFound(_) => tonic::Status::not_found(message),
         Error::InvalidRequest(_) | Error::InvalidData(_) => tonic::Status::invalid_argument(message),
         Error::FailedPrecondition(_) | Error::Contract(_) => tonic::Status::failed_precondition(message),
-        Error::TooLarge(_) => tonic::Status::resource_exhausted(message),
+        Error::TooLarge(_) | Error::BudgetExhausted(_) => tonic::Status::resource_exhausted(message),
         Error::Storage { .. } | Error::Computation(_) => tonic::Status::internal(message),
         Error::Delivery(_) => tonic::Status::unavailable(message),
     }
@@ -32,6 +32,7 @@ pub fn to_http(error: &Error) -> (StatusCode, &'static str) {
         Error::FailedPrecondition(_) => (StatusCode::CONFLICT, "failed_precondition"),
         Error::Contract(_) => (StatusCode::CONFLICT, "contract"),
         Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        Error::BudgetExhausted(_) => (StatusCode::FORBIDDEN, "privacy_budget_exhausted"),
         Error::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
         Error::Computation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "computation"),
         Error::Delivery(_) => (StatusCode::BAD_GATEWAY, "delivery"),

@@ -24,8 +24,9 @@ use std::collections::HashMap;
 
 use sealroom_proto::room::v1::{AffinityComputation, RoomContract};
 
-use super::InputTable;
-use super::overlap::{OverlapCounts, complementary_rows, counts, metric};
+use super::overlap::{OverlapCounts, complementary_rows, counts, metric, noisy, sensitivity};
+use super::{InputTable, NoiseSource};
+use crate::dp::NoiseInfo;
 use crate::error::{Error, Result};
 use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind};
 
@@ -54,13 +55,24 @@ impl SegmentAffinity {
 }
 
 /// Index and interval of one segment; 0 when a count is 0 (such a row is never released).
-pub(crate) fn affinity(audience: u64, matched: u64, base: u64, publisher: u64, z: f64) -> (f64, f64, f64) {
+/// `noise_variance` is the variance of the differential-privacy noise on each of the four counts
+/// (0 without it): by the delta method it adds `v / x²` to the variance of each `ln x`.
+pub(crate) fn affinity(
+    audience: u64,
+    matched: u64,
+    base: u64,
+    publisher: u64,
+    z: f64,
+    noise_variance: f64,
+) -> (f64, f64, f64) {
     if audience == 0 || matched == 0 || base == 0 || publisher == 0 {
         return (0.0, 0.0, 0.0);
     }
     let (a, n1, b, n2) = (audience as f64, matched as f64, base as f64, publisher as f64);
     let index = 100.0 * (a / n1) / (b / n2);
-    let se = (1.0 / a - 1.0 / n1 + 1.0 / b - 1.0 / n2).max(0.0).sqrt();
+    let sampling = (1.0 / a - 1.0 / n1 + 1.0 / b - 1.0 / n2).max(0.0);
+    let noise = noise_variance * (1.0 / (a * a) + 1.0 / (n1 * n1) + 1.0 / (b * b) + 1.0 / (n2 * n2));
+    let se = (sampling + noise).sqrt();
     (index, index * (-z * se).exp(), index * (z * se).exp())
 }
 
@@ -83,7 +95,12 @@ pub(crate) fn rank(segments: &[SegmentAffinity], k: u64, top: usize) -> (Vec<usi
     (ranked, withheld)
 }
 
-pub(crate) fn sections(c: &OverlapCounts, spec: &AffinityComputation, k: u64) -> Result<Vec<ComputedSection>> {
+pub(crate) fn sections(
+    c: &OverlapCounts,
+    spec: &AffinityComputation,
+    k: u64,
+    noise_variance: f64,
+) -> Result<Vec<ComputedSection>> {
     let (level, z) = sealroom_proto::confidence(spec.confidence)
         .ok_or_else(|| Error::Contract(format!("affinity.confidence {} is not offered", spec.confidence)))?;
     let overlap_individuals = c.matched_advertiser.min(c.matched_publisher);
@@ -92,7 +109,8 @@ pub(crate) fn sections(c: &OverlapCounts, spec: &AffinityComputation, k: u64) ->
         .iter()
         .map(|(segment, base)| {
             let (audience, partners) = c.by_segment.get(segment).copied().unwrap_or((0, 0));
-            let (index, low, high) = affinity(audience, c.matched_publisher, *base, c.publisher_individuals, z);
+            let (index, low, high) =
+                affinity(audience, c.matched_publisher, *base, c.publisher_individuals, z, noise_variance);
             SegmentAffinity { segment: segment.clone(), audience, partners, base: *base, index, low, high }
         })
         .collect();
@@ -172,15 +190,24 @@ pub(crate) async fn run(
     contract: &RoomContract,
     spec: &AffinityComputation,
     tables: &HashMap<String, InputTable>,
-) -> Result<Vec<ComputedSection>> {
+    noise: Option<NoiseSource>,
+) -> Result<(Vec<ComputedSection>, Option<NoiseInfo>)> {
     let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("affinity needs `matching:`".to_owned()))?;
-    let counts = counts(contract, matching, tables, true).await?;
+    let k = u64::from(contract.effective_k());
+    let counts = counts(contract, matching, tables, true, noise.as_ref().map(|n| n.cap)).await?;
     if !counts.has_segments {
         return Err(Error::Contract(
             "affinity: the publisher table (or segment_table) has no segment column to rank".to_owned(),
         ));
     }
-    sections(&counts, spec, u64::from(contract.effective_k()))
+    match noise {
+        None => Ok((sections(&counts, spec, k, 0.0)?, None)),
+        Some(source) => {
+            let mut noise = source.noise(sensitivity(&counts, true, source.cap));
+            let noisy = noisy(&counts, &mut noise, true, k);
+            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, source.cap))))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,20 +216,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(name: &str, audience: u64, base: u64) -> SegmentAffinity {
-        let (index, low, high) = affinity(audience, 1000, base, 100_000, 1.96);
+        let (index, low, high) = affinity(audience, 1000, base, 100_000, 1.96, 0.0);
         SegmentAffinity { segment: name.into(), audience, partners: audience, base, index, low, high }
     }
 
     #[test]
     fn index_and_interval_match_a_hand_computation() {
         // 200 of 1,000 matched are in a segment that holds 10,000 of 100,000: twice as common.
-        let (index, low, high) = affinity(200, 1000, 10_000, 100_000, 1.959_963_984_540);
+        let (index, low, high) = affinity(200, 1000, 10_000, 100_000, 1.959_963_984_540, 0.0);
         assert!((index - 200.0).abs() < 1e-9);
         let se = (1.0f64 / 200.0 - 1.0 / 1000.0 + 1.0 / 10_000.0 - 1.0 / 100_000.0).sqrt();
         assert!((low - 200.0 * (-1.959_963_984_540 * se).exp()).abs() < 1e-9);
         assert!((high - 200.0 * (1.959_963_984_540 * se).exp()).abs() < 1e-9);
         assert!(low < index && index < high);
-        assert_eq!(affinity(0, 1000, 10, 100, 1.96), (0.0, 0.0, 0.0));
+        assert_eq!(affinity(0, 1000, 10, 100, 1.96, 0.0), (0.0, 0.0, 0.0));
+        // Noise on the counts widens the interval around the same index.
+        let (noisy_index, noisy_low, noisy_high) = affinity(200, 1000, 10_000, 100_000, 1.959_963_984_540, 800.0);
+        assert!((noisy_index - index).abs() < 1e-9 && noisy_low < low && noisy_high > high);
     }
 
     #[test]

@@ -224,6 +224,27 @@ impl Pairs {
     fn add(&mut self, a: u32, p: u32, tier: u8) {
         self.tier_of.entry((a, p)).or_insert(tier);
     }
+
+    /// Keeps at most one partner per individual on each side: the greedy matching over the pairs in
+    /// the fixed order (tier, advertiser individual, publisher individual), a pair kept when neither
+    /// of its individuals has one yet. This is the contribution bound of differential privacy:
+    /// adding one person to either table changes this matching by one alternating path starting at
+    /// that person, so the matched individuals of each side change by at most two (the person and
+    /// the path's other end) and the number of pairs by at most one (docs/privacy.md).
+    pub(crate) fn one_to_one(&mut self) {
+        let mut all: Vec<(u8, u32, u32)> = self.tier_of.iter().map(|(&(a, p), &t)| (t, a, p)).collect();
+        all.sort_unstable();
+        let mut taken_a = std::collections::HashSet::new();
+        let mut taken_p = std::collections::HashSet::new();
+        self.tier_of.clear();
+        for (t, a, p) in all {
+            if !taken_a.contains(&a) && !taken_p.contains(&p) {
+                taken_a.insert(a);
+                taken_p.insert(p);
+                self.tier_of.insert((a, p), t);
+            }
+        }
+    }
 }
 
 fn profile_of(spec: &OverlapComputation) -> Profile {

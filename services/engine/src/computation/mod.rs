@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sealroom_proto::room::v1::{Computation, RoomContract, computation};
 
+use crate::dp::{Noise, NoiseInfo, Randomness};
 use crate::error::{Error, Result};
 use crate::report::ComputedSection;
 
@@ -44,20 +45,62 @@ impl InputTable {
 /// through the gate.
 pub(crate) type State = std::collections::BTreeMap<String, Vec<u8>>;
 
-/// Runs a computation over its input tables, with the state its previous runs left; returns its
-/// sections and its new state (`None`: the computation keeps none).
+/// Where a differentially private run gets its noise: the room's ε per run and contribution bound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoiseSource {
+    pub epsilon_micro: u64,
+    /// Most segments one person counts in.
+    pub cap: usize,
+}
+
+impl NoiseSource {
+    pub(crate) fn of(contract: &RoomContract) -> Option<Self> {
+        contract
+            .differential_privacy()
+            .map(|dp| Self { epsilon_micro: dp.epsilon_per_run_micro, cap: dp.segments_per_person() })
+    }
+
+    /// Noise for counts whose total L1 sensitivity is `sensitivity`, from fresh OS randomness.
+    pub(crate) fn noise(&self, sensitivity: u64) -> Noise {
+        Noise::new(Randomness::from_os(), self.epsilon_micro, sensitivity)
+    }
+}
+
+/// What a run computed.
+pub(crate) struct Computed {
+    pub sections: Vec<ComputedSection>,
+    /// The new state (`None`: the computation keeps none).
+    pub state: Option<State>,
+    /// The noise the counts carry, in differentially private rooms.
+    pub noise: Option<NoiseInfo>,
+}
+
+/// Runs a computation over its input tables, with the state its previous runs left.
 pub(crate) async fn run(
     contract: &RoomContract,
     computation: &Computation,
     tables: &HashMap<String, InputTable>,
     state: State,
-) -> Result<(Vec<ComputedSection>, Option<State>)> {
+) -> Result<Computed> {
+    let source = NoiseSource::of(contract);
     match &computation.kind {
-        Some(computation::Kind::Overlap(spec)) => Ok((overlap::run(contract, spec, tables).await?, None)),
-        Some(computation::Kind::Affinity(spec)) => Ok((affinity::run(contract, spec, tables).await?, None)),
+        Some(computation::Kind::Overlap(spec)) => {
+            let (sections, noise) = overlap::run(contract, spec, tables, source).await?;
+            Ok(Computed { sections, state: None, noise })
+        }
+        Some(computation::Kind::Affinity(spec)) => {
+            let (sections, noise) = affinity::run(contract, spec, tables, source).await?;
+            Ok(Computed { sections, state: None, noise })
+        }
         Some(computation::Kind::Measurement(spec)) => {
+            if source.is_some() {
+                // Validation refuses this; checked again so that no path releases exact counts.
+                return Err(Error::Contract(
+                    "measurement does not support differential privacy yet; this room cannot run it".to_owned(),
+                ));
+            }
             let (sections, state) = measurement::run(contract, spec, tables, state).await?;
-            Ok((sections, Some(state)))
+            Ok(Computed { sections, state: Some(state), noise: None })
         }
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }

@@ -21,7 +21,8 @@ use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use sealroom_proto::room::v1::{IdentifierKind, OverlapComputation, RoomContract, Table};
 
-use super::{InputTable, linkage, segments};
+use super::{InputTable, NoiseSource, linkage, segments};
+use crate::dp::NoiseInfo;
 use crate::error::{Error, Result};
 use crate::report::{ComputedCell, ComputedRow, ComputedSection, MetricKind, MetricSpec};
 
@@ -142,11 +143,15 @@ pub(crate) async fn counts(
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
     with_base: bool,
+    bound: Option<usize>,
 ) -> Result<OverlapCounts> {
     let publisher = table(contract, &spec.publisher_table)?.clone();
     let segment_table =
         if spec.segment_table.is_empty() { publisher.clone() } else { table(contract, &spec.segment_table)?.clone() };
-    let m = matched(contract, spec, tables).await?;
+    let mut m = matched(contract, spec, tables).await?;
+    if bound.is_some() {
+        m.pairs.one_to_one();
+    }
     let (pairs, a_individuals, p_individuals, p_person, p_of_row) =
         (m.pairs, m.advertiser_individuals, m.publisher_individuals, m.publisher_person, m.publisher_of_row);
 
@@ -197,7 +202,7 @@ pub(crate) async fn counts(
             let keys = column(linkage::person_column_name(&segment_table))?;
             (linkage::individuals_by_key(p_person.as_ref(), keys.as_ref(), publisher_individuals)?, false)
         };
-        segments::count(&columns, &of_row, unique_rows, &partners, linkage::threads())
+        segments::count(&columns, &of_row, unique_rows, &partners, linkage::threads(), bound)
     })
     .await
     .map_err(|e| Error::Computation(format!("counting segments stopped: {e}")))??;
@@ -208,6 +213,47 @@ pub(crate) async fn counts(
         }
     }
     Ok(counts)
+}
+
+/// The total L1 sensitivity of the counts [`noisy`] releases, under the contribution bounds (one
+/// partner per individual, at most `cap` segments each): one person changes their side's
+/// individual count by 1, the matched pairs by 1, the segment audiences by at most `2·cap` (the
+/// person and the other end of the matching's alternating path), and the segment bases by `cap`.
+pub(crate) fn sensitivity(c: &OverlapCounts, with_base: bool, cap: usize) -> u64 {
+    let cap = cap as u64;
+    let segments = if c.has_segments { 2 * cap + if with_base { cap } else { 0 } } else { 0 };
+    2 + segments
+}
+
+/// The counts with discrete Laplace noise, as released under differential privacy: the two sides'
+/// individuals, the matched pairs (one count for both sides: the matching is one-to-one), and per
+/// segment its audience (and base). A segment whose noisy audience (or base) is under k is dropped
+/// altogether, so not even its name is listed. Tier gains are not released: one person can move
+/// every pair along the matching's alternating path to another tier.
+pub(crate) fn noisy(c: &OverlapCounts, noise: &mut crate::dp::Noise, with_base: bool, k: u64) -> OverlapCounts {
+    let matched = noise.count(c.matched_publisher);
+    let mut out = OverlapCounts {
+        advertiser_individuals: noise.count(c.advertiser_individuals),
+        publisher_individuals: noise.count(c.publisher_individuals),
+        matched_advertiser: matched,
+        matched_publisher: matched,
+        has_segments: c.has_segments,
+        ..Default::default()
+    };
+    // Every segment draws its noise (in name order) whether or not it is listed.
+    for (segment, (audience, _)) in &c.by_segment {
+        let audience = noise.count(*audience);
+        let base =
+            if with_base { Some(noise.count(c.base_by_segment.get(segment).copied().unwrap_or(0))) } else { None };
+        if audience < k || base.is_some_and(|b| b < k) {
+            continue;
+        }
+        out.by_segment.insert(segment.clone(), (audience, audience));
+        if let Some(base) = base {
+            out.base_by_segment.insert(segment.clone(), base);
+        }
+    }
+    out
 }
 
 pub(crate) fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
@@ -411,8 +457,18 @@ pub(crate) async fn run(
     contract: &RoomContract,
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
-) -> Result<Vec<ComputedSection>> {
-    Ok(sections(&counts(contract, spec, tables, false).await?, u64::from(contract.effective_k())))
+    noise: Option<NoiseSource>,
+) -> Result<(Vec<ComputedSection>, Option<NoiseInfo>)> {
+    let k = u64::from(contract.effective_k());
+    match noise {
+        None => Ok((sections(&counts(contract, spec, tables, false, None).await?, k), None)),
+        Some(source) => {
+            let c = counts(contract, spec, tables, false, Some(source.cap)).await?;
+            let mut noise = source.noise(sensitivity(&c, false, source.cap));
+            let noisy = noisy(&c, &mut noise, false, k);
+            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, source.cap))))
+        }
+    }
 }
 
 #[cfg(test)]

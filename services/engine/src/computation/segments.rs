@@ -112,15 +112,21 @@ struct Acc {
 }
 
 /// Counts every segment of `columns` (segment columns of one table, row-aligned with
-/// `individual_of_row`; `None` for a row that is no publisher individual).
+/// `individual_of_row`; `None` for a row that is no publisher individual). With a `cap`, an
+/// individual counts in at most that many of its segments, the first by name (the contribution
+/// bound of differential privacy).
 pub(crate) fn count(
     columns: &[ArrayRef],
     individual_of_row: &[Option<u32>],
     unique_rows: bool,
     partners: &Partners,
     threads: usize,
+    cap: Option<usize>,
 ) -> Result<BTreeMap<String, SegmentCounts>> {
     let columns: Vec<SegmentColumn<'_>> = columns.iter().map(SegmentColumn::new).collect::<Result<_>>()?;
+    if let (Some(cap), false) = (cap, unique_rows) {
+        return Ok(finish(count_grouped(&columns, individual_of_row, partners, cap), true, partners));
+    }
     let rows = individual_of_row.len();
     let chunk = rows.div_ceil(threads.max(1)).max(1);
     let parts: Vec<HashMap<&str, Acc>> = std::thread::scope(|s| {
@@ -140,6 +146,9 @@ pub(crate) fn count(
                         }
                         segments.sort_unstable();
                         segments.dedup();
+                        if let Some(cap) = cap {
+                            segments.truncate(cap);
+                        }
                         let matched = partners.of(p);
                         for s in &segments {
                             let a = acc.entry(s).or_default();
@@ -168,7 +177,45 @@ pub(crate) fn count(
             m.partners.extend(a.partners);
         }
     }
-    Ok(merged
+    Ok(finish(merged, unique_rows, partners))
+}
+
+/// Per individual, its first `cap` segments by name, each counted once: the individuals' rows are
+/// gathered first (an individual may have rows anywhere in the table).
+fn count_grouped<'a>(
+    columns: &[SegmentColumn<'a>],
+    individual_of_row: &[Option<u32>],
+    partners: &Partners,
+    cap: usize,
+) -> HashMap<&'a str, Acc> {
+    let mut memberships: Vec<(u32, &'a str)> = Vec::new();
+    let mut segments = Vec::new();
+    for (row, individual) in individual_of_row.iter().enumerate() {
+        let Some(p) = *individual else { continue };
+        segments.clear();
+        for c in columns {
+            c.push_row(row, &mut segments);
+        }
+        memberships.extend(segments.iter().map(|s| (p, *s)));
+    }
+    memberships.sort_unstable();
+    memberships.dedup();
+    let mut acc: HashMap<&'a str, Acc> = HashMap::new();
+    for group in memberships.chunk_by(|x, y| x.0 == y.0) {
+        for (p, segment) in group.iter().take(cap) {
+            let matched = partners.of(*p);
+            let a = acc.entry(segment).or_default();
+            a.base += 1;
+            a.audience += u64::from(!matched.is_empty());
+            a.partners.extend_from_slice(matched);
+        }
+    }
+    acc
+}
+
+/// The counts of the accumulated segments (`unique_rows`: base and audience are already sums).
+fn finish(merged: HashMap<&str, Acc>, unique_rows: bool, partners: &Partners) -> BTreeMap<String, SegmentCounts> {
+    merged
         .into_iter()
         .map(|(segment, mut a)| {
             if !unique_rows {
@@ -184,7 +231,7 @@ pub(crate) fn count(
                 SegmentCounts { base: a.base, audience: a.audience, partners: a.partners.len() as u64 },
             )
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,7 +261,7 @@ mod tests {
         let of_row = [Some(0), Some(1), Some(0), Some(2)];
         let partners = Partners::new([(10, 0), (11, 0), (10, 1)].into_iter(), 3);
         for threads in [1, 2, 3] {
-            let got = count(std::slice::from_ref(&segments), &of_row, false, &partners, threads).unwrap();
+            let got = count(std::slice::from_ref(&segments), &of_row, false, &partners, threads, None).unwrap();
             assert_eq!(got["a"], SegmentCounts { base: 2, audience: 2, partners: 2 });
             assert_eq!(got["b"], SegmentCounts { base: 1, audience: 1, partners: 2 });
             assert_eq!(got.len(), 2);
@@ -236,8 +283,8 @@ mod tests {
             let pairs: Vec<(u32, u32)> = pairs.into_iter().filter(|(_, p)| *p < n).collect();
             let partners = Partners::new(pairs.iter().copied(), rows.len());
             let of_row: Vec<Option<u32>> = (0..n).map(Some).collect();
-            let fast = count(std::slice::from_ref(&column), &of_row, true, &partners, threads).unwrap();
-            let general = count(&[column], &of_row, false, &partners, threads).unwrap();
+            let fast = count(std::slice::from_ref(&column), &of_row, true, &partners, threads, None).unwrap();
+            let general = count(&[column], &of_row, false, &partners, threads, None).unwrap();
             prop_assert_eq!(&fast, &general);
             for (segment, c) in &fast {
                 let members: Vec<u32> = (0..n).filter(|p| names[*p as usize].contains(segment)).collect();
@@ -249,6 +296,41 @@ mod tests {
                 prop_assert_eq!(c.base, members.len() as u64);
                 prop_assert_eq!(c.audience, matched.len() as u64);
                 prop_assert_eq!(c.partners, partner_set.len() as u64);
+            }
+        }
+
+        /// With a cap, each individual counts in its first `cap` segments by name only, whether its
+        /// memberships are on one row or spread over several.
+        #[test]
+        fn a_cap_bounds_each_individuals_segments(
+            rows in proptest::collection::vec(proptest::collection::vec(0u8..8, 0..6), 1..60),
+            cap in 1usize..4,
+            threads in 1usize..3,
+        ) {
+            let names: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|s| format!("s{s}")).collect()).collect();
+            let refs: Vec<Vec<&str>> = names.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+            let column = list(&refs);
+            let n = rows.len() as u32;
+            let partners = Partners::new((0..n).filter(|p| p % 3 == 0).map(|p| (p, p)), rows.len());
+            let of_row: Vec<Option<u32>> = (0..n).map(Some).collect();
+            let fast = count(std::slice::from_ref(&column), &of_row, true, &partners, threads, Some(cap)).unwrap();
+            let grouped = count(std::slice::from_ref(&column), &of_row, false, &partners, threads, Some(cap)).unwrap();
+            prop_assert_eq!(&fast, &grouped);
+            let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for (p, r) in names.iter().enumerate() {
+                let mut r = r.clone();
+                r.sort();
+                r.dedup();
+                for s in r.into_iter().take(cap) {
+                    let e = expected.entry(s).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(p % 3 == 0);
+                }
+            }
+            prop_assert_eq!(fast.len(), expected.len());
+            for (segment, (base, audience)) in expected {
+                prop_assert_eq!(fast[&segment].base, base);
+                prop_assert_eq!(fast[&segment].audience, audience);
             }
         }
     }
