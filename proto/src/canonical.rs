@@ -119,6 +119,12 @@ impl RoomContract {
                         measurement.confidence = 0.0;
                     }
                 }
+                Some(computation::Kind::Sql(sql)) => {
+                    sort_dedup(&mut sql.tables);
+                    if let Some(matching) = &mut sql.matching {
+                        canonicalize_overlap(matching);
+                    }
+                }
                 None => {}
             }
         }

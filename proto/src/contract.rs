@@ -81,6 +81,7 @@ impl Computation {
             Some(computation::Kind::Overlap(_)) => "overlap",
             Some(computation::Kind::Affinity(_)) => "affinity",
             Some(computation::Kind::Measurement(_)) => "measurement",
+            Some(computation::Kind::Sql(_)) => "sql",
             None => "unspecified",
         }
     }
@@ -91,6 +92,7 @@ impl Computation {
             Some(computation::Kind::Overlap(o)) => Some(o),
             Some(computation::Kind::Affinity(a)) => a.matching.as_ref(),
             Some(computation::Kind::Measurement(m)) => m.matching.as_ref(),
+            Some(computation::Kind::Sql(q)) => q.matching.as_ref(),
             None => None,
         }
     }
@@ -114,6 +116,9 @@ impl Computation {
             }
             None => Vec::new(),
         };
+        if let Some(computation::Kind::Sql(q)) = &self.kind {
+            tables.extend(q.tables.iter().map(String::as_str));
+        }
         let mut seen = std::collections::HashSet::new();
         tables.retain(|t| seen.insert(*t));
         tables

@@ -168,12 +168,36 @@ pub struct ComputationFile {
     pub affinity: Option<AffinityFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement: Option<CampaignMeasurementFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlFile>,
+}
+
+/// `sql:` — one aggregate query over declared tables (docs/computations/sql.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlFile {
+    pub query: String,
+    /// The room tables the query reads.
+    pub tables: Vec<String>,
+    /// When present, the match is readable as the table `matched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<OverlapFile>,
 }
 
 impl ComputationFile {
     /// The computation's kind: the one key present. With none or several present the contract has
     /// no kind, and validation says which keys to choose from.
     fn kind(&self) -> Option<pb::computation::Kind> {
+        if self.kinds() != 1 {
+            return None;
+        }
+        if let Some(q) = &self.sql {
+            return Some(pb::computation::Kind::Sql(pb::SqlComputation {
+                query: q.query.clone(),
+                tables: q.tables.clone(),
+                matching: q.matching.as_ref().map(OverlapFile::to_proto),
+            }));
+        }
         match (&self.overlap, &self.affinity, &self.measurement) {
             (Some(o), None, None) => Some(pb::computation::Kind::Overlap(o.to_proto())),
             (None, Some(a), None) => Some(pb::computation::Kind::Affinity(pb::AffinityComputation {
@@ -196,6 +220,7 @@ impl ComputationFile {
         usize::from(self.overlap.is_some())
             + usize::from(self.affinity.is_some())
             + usize::from(self.measurement.is_some())
+            + usize::from(self.sql.is_some())
     }
 }
 
@@ -399,8 +424,8 @@ impl RoomFile {
                 return Err(RoomFileError::Syntax {
                     source_name: source_name.to_owned(),
                     message: format!(
-                        "computations[{i}] ('{}') has more than one of `overlap:`, `affinity:` and `measurement:`; a \
-                         computation has exactly one kind: split it into several computations",
+                        "computations[{i}] ('{}') has more than one of `overlap:`, `affinity:`, `measurement:` and `sql:`; \
+                         a computation has exactly one kind: split it into several computations",
                         c.name
                     ),
                 });
@@ -561,6 +586,14 @@ impl RoomFile {
                             exposure_table: m.exposure_table.clone(),
                             conversion_table: (!m.conversion_table.is_empty()).then(|| m.conversion_table.clone()),
                             confidence: (m.confidence != 0.0).then_some(m.confidence),
+                        }),
+                        _ => None,
+                    },
+                    sql: match &c.kind {
+                        Some(pb::computation::Kind::Sql(q)) => Some(SqlFile {
+                            query: q.query.clone(),
+                            tables: q.tables.clone(),
+                            matching: q.matching.as_ref().map(OverlapFile::from_proto),
                         }),
                         _ => None,
                     },

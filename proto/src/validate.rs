@@ -10,7 +10,7 @@ use std::fmt;
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
     AffinityComputation, ColumnType, IdentifierKind, MeasurementComputation, NormalizationProfile, OverlapComputation,
-    Platform, Role, RoomContract, Table, computation, credential,
+    Platform, Role, RoomContract, SqlComputation, Table, computation, credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -355,7 +355,7 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             None => c.push(
                 path.clone(),
                 format!(
-                    "computation '{}' needs a kind: add an `overlap:`, `affinity:` or `measurement:` section",
+                    "computation '{}' needs a kind: add an `overlap:`, `affinity:`, `measurement:` or `sql:` section",
                     comp.name
                 ),
             ),
@@ -363,6 +363,54 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             Some(computation::Kind::Affinity(a)) => validate_affinity(contract, a, &format!("{path}.affinity"), c),
             Some(computation::Kind::Measurement(m)) => {
                 validate_measurement(contract, m, &format!("{path}.measurement"), c)
+            }
+            Some(computation::Kind::Sql(q)) => validate_sql(contract, q, &format!("{path}.sql"), c),
+        }
+    }
+}
+
+/// Longest SQL query a contract may hold.
+pub const MAX_SQL_LENGTH: usize = 65_536;
+
+/// What can be checked without planning the query: the engine parses and plans it against the
+/// tables' schemas when it hosts the room (and `sealroom room check` does the same).
+fn validate_sql(contract: &RoomContract, q: &SqlComputation, path: &str, c: &mut Collector) {
+    if q.query.trim().is_empty() {
+        c.push(
+            format!("{path}.query"),
+            "give one aggregate SELECT (for example: SELECT segment, COUNT(*) AS users FROM t GROUP BY segment)",
+        );
+    } else if q.query.len() > MAX_SQL_LENGTH {
+        c.push(format!("{path}.query"), format!("the query is longer than {MAX_SQL_LENGTH} bytes"));
+    }
+    if q.tables.is_empty() && q.matching.is_none() {
+        c.push(format!("{path}.tables"), "name the room tables the query reads");
+    }
+    for (i, name) in q.tables.iter().enumerate() {
+        match contract.table(name) {
+            None => c.push(format!("{path}.tables[{i}]"), format!("'{name}' is not a table of this room")),
+            Some(t) if t.user_id_column().is_none() => c.push(
+                format!("{path}.tables[{i}]"),
+                format!(
+                    "table '{name}' has no user_id column, so the engine cannot count the individuals behind each \
+                     output row; SQL reads only tables with one"
+                ),
+            ),
+            Some(_) if name == "matched" => c.push(
+                format!("{path}.tables[{i}]"),
+                "'matched' is the name of the match when `matching:` is set; rename the table",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(m) = &q.matching {
+        validate_overlap(contract, m, &format!("{path}.matching"), c);
+        for (side, name) in [("advertiser_table", &m.advertiser_table), ("publisher_table", &m.publisher_table)] {
+            if contract.table(name).is_some_and(|t| t.user_id_column().is_none()) {
+                c.push(
+                    format!("{path}.matching.{side}"),
+                    format!("table '{name}' needs a user_id column: `matched` lists the user ids of matched pairs"),
+                );
             }
         }
     }
@@ -759,6 +807,13 @@ fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
             c.push(
                 format!("{at}.measurement"),
                 "measurement does not support differential privacy yet; remove it from this room or remove \
+                 privacy.differential_privacy",
+            );
+        }
+        if let Some(computation::Kind::Sql(_)) = &comp.kind {
+            c.push(
+                format!("{at}.sql"),
+                "SQL computations do not support differential privacy yet; remove it from this room or remove \
                  privacy.differential_privacy",
             );
         }

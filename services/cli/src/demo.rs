@@ -138,6 +138,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 overlap: Some(matching.clone()),
                 affinity: None,
                 measurement: None,
+                sql: None,
             },
             ComputationFile {
                 name: "top_affinity".into(),
@@ -148,6 +149,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 overlap: None,
                 affinity: Some(AffinityFile { matching, confidence: None, top: Some(10) }),
                 measurement: None,
+                sql: None,
             },
         ],
         privacy: PrivacyFile {

@@ -483,6 +483,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Room(RoomCommand::Check { file }) => {
             let contract = load_room(&file)?;
+            // SQL queries are checked and planned the way the server does when it hosts the room.
+            sealroom_engine::check_sql(&contract)
+                .await
+                .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
             println!("{} is valid", file.display());
             println!("  room id        {}", contract.room_id());
             println!("  name           {}", contract.name);

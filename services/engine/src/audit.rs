@@ -50,15 +50,14 @@ pub enum AuditEvent {
         duration_ms: u64,
     },
     /// A differentially private run was charged to the privacy budget of every recipient of its
-    /// results (before it ran). `spent_micro`: each one's total afterwards.
+    /// results (before it ran; a run that then fails is not refunded, since its failure could depend
+    /// on the data). `spent_micro`: each one's total afterwards.
     PrivacyBudgetCharged {
         computation: String,
         participants: Vec<String>,
         epsilon_micro: u64,
         spent_micro: std::collections::BTreeMap<String, u64>,
     },
-    /// A charged run failed before anything was kept; its charge was given back.
-    PrivacyBudgetRefunded { computation: String, participants: Vec<String>, epsilon_micro: u64 },
     /// A computation failed; nothing was released.
     ComputationFailed { participant: String, computation: String, reason: String },
     /// A result passed the release gate and left the engine.

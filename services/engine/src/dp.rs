@@ -12,10 +12,16 @@
 //!
 //! **Budget.** Each run spends the room's `epsilon_per_run` for *every* participant the result goes
 //! to (a result read by two parties tells each of them the same thing; repeated reads of one run
-//! tell nothing new, so reads are free). The ledger (`state/privacy_budget.json`) is charged and
-//! written to disk *before* the computation runs, so a crash never gives a run back for free; a run
-//! that fails before anything is kept is refunded. A run that would take any recipient past
+//! tell nothing new, so reads are free). The ledger (`state/_privacy_budget.json`) is charged and
+//! written to disk *before* the computation runs, once its inputs are known to be uploaded, so a
+//! crash never gives a run back for free; a run that fails after that is not refunded (whether it
+//! fails could depend on the data). A run that would take any recipient past
 //! `budget_per_participant` is refused, naming who has spent what.
+//!
+//! **Listing.** Which segments exist is data too: a person can bring segments no one else has.
+//! A segment is listed only when its noisy count reaches [`Noise::listing_threshold`], `1 + b·ln(c/δ)`
+//! for a person who can bring `c` new segments, so that such a segment is listed with probability
+//! at most δ = 10⁻⁶ in all: the release is (ε, δ)-differentially private.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,9 @@ use crate::storage::write_atomically;
 
 /// Micro-ε per ε.
 pub(crate) const MICRO: u64 = 1_000_000;
+
+/// The δ of (ε, δ): the probability that the rows one person brings are listed at all.
+pub(crate) const DELTA: f64 = 1e-6;
 
 /// A source of uniform integers for the samplers.
 pub(crate) struct Randomness(rand_chacha::ChaCha20Rng);
@@ -125,6 +134,13 @@ impl Noise {
         self.sensitivity as f64 * MICRO as f64 / self.epsilon_micro as f64
     }
 
+    /// The smallest noisy count at which a row whose existence is itself data (a segment) is
+    /// listed, when one person can bring up to `new_rows` such rows: `1 + b·ln(new_rows / δ)`, so
+    /// that one person's rows are listed with probability at most [`DELTA`] in all.
+    pub(crate) fn listing_threshold(&self, new_rows: usize) -> u64 {
+        (1.0 + self.scale() * (new_rows.max(1) as f64 / DELTA).ln()).ceil() as u64
+    }
+
     /// The variance of one noise draw: `2·e^(−1/b) / (1 − e^(−1/b))²`.
     pub(crate) fn variance(&self) -> f64 {
         let q = (-1.0 / self.scale()).exp();
@@ -158,10 +174,14 @@ pub(crate) struct NoiseInfo {
     pub scale: f64,
     pub standard_deviation: f64,
     pub max_segments_per_person: u64,
+    /// δ of the (ε, δ) guarantee (from listing segments).
+    pub delta: f64,
+    /// Noisy count a segment needs to be listed.
+    pub listing_threshold: u64,
 }
 
 impl NoiseInfo {
-    pub(crate) fn of(noise: &Noise, max_segments_per_person: usize) -> Self {
+    pub(crate) fn of(noise: &Noise, max_segments_per_person: usize, listing_threshold: u64) -> Self {
         Self {
             mechanism: "discrete Laplace (two-sided geometric) on every count; ratios and indices are computed from \
                         the noisy counts"
@@ -171,6 +191,8 @@ impl NoiseInfo {
             scale: noise.scale(),
             standard_deviation: noise.variance().sqrt(),
             max_segments_per_person: max_segments_per_person as u64,
+            delta: DELTA,
+            listing_threshold,
         }
     }
 }
@@ -233,17 +255,6 @@ impl BudgetLedger {
         }
         self.save(&ledger)?;
         Ok(ledger)
-    }
-
-    /// Gives a charge back (the run failed before anything was kept).
-    pub(crate) fn refund(&self, participants: &[String], cost_micro: u64) -> Result<()> {
-        let mut ledger = self.load()?;
-        for p in participants {
-            if let Some(spent) = ledger.spent_micro.get_mut(p) {
-                *spent = spent.saturating_sub(cost_micro);
-            }
-        }
-        self.save(&ledger)
     }
 
     pub(crate) fn view(&self, participant: &str, per_run_micro: u64) -> Result<BudgetView> {
@@ -345,7 +356,7 @@ mod tests {
     #[test]
     fn the_ledger_charges_all_or_none_and_refuses_past_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = BudgetLedger::new(dir.path().join("state/privacy_budget.json"), 1_000_000);
+        let ledger = BudgetLedger::new(dir.path().join("state/_privacy_budget.json"), 1_000_000);
         let both = vec!["acme".to_owned(), "news".to_owned()];
         ledger.charge(&both, 400_000, "overlap").unwrap();
         ledger.charge(&["acme".to_owned()], 400_000, "overlap").unwrap();
@@ -355,10 +366,10 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("'acme'") && message.contains("ε = 0.8 of 1"), "{message}");
         assert_eq!(ledger.load().unwrap().spent_micro["news"], 400_000);
-        // Reopened from disk: same state; a refund gives the charge back.
-        let again = BudgetLedger::new(dir.path().join("state/privacy_budget.json"), 1_000_000);
+        // Reopened from disk: same state.
+        let again = BudgetLedger::new(dir.path().join("state/_privacy_budget.json"), 1_000_000);
         assert_eq!(again.load().unwrap().spent_micro["acme"], 800_000);
-        again.refund(&["acme".to_owned()], 400_000).unwrap();
-        assert_eq!(again.view("acme", 400_000).unwrap().runs_left, 1);
+        assert_eq!(again.view("acme", 100_000).unwrap().runs_left, 2);
+        assert_eq!(again.view("news", 400_000).unwrap().runs_left, 1);
     }
 }

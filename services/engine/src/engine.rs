@@ -115,6 +115,24 @@ fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Checks the SQL computations of a contract the way hosting does: each query parsed, checked
+/// against the rules of `computation::sql` (aggregates only, no identifiers out) and planned against
+/// the tables' schemas. `sealroom room check` calls it too.
+pub async fn check_sql(contract: &RoomContract) -> Result<()> {
+    for (i, c) in contract.computations.iter().enumerate() {
+        if let Some(sealroom_proto::room::v1::computation::Kind::Sql(spec)) = &c.kind {
+            crate::computation::sql::plan(contract, spec).await.map_err(|e| {
+                Error::Contract(format!(
+                    "room '{}' has an invalid contract:\ncomputations[{i}].sql.query: {}",
+                    contract.name,
+                    e.to_string().trim_start_matches("sql: ")
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens the engine on a data directory and hosts the given rooms: validates each contract, checks
     /// that it accepts this engine's TEE, recovers its storage, and opens the activation sinks.
@@ -144,6 +162,7 @@ impl Engine {
                     )));
                 }
             }
+            check_sql(&contract).await?;
             let id = contract.room_id();
             if rooms.contains_key(&id) {
                 return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));

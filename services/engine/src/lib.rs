@@ -21,7 +21,7 @@ mod storage;
 pub mod tee;
 
 pub use dp::BudgetView;
-pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, SinkBinding};
+pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, SinkBinding, check_sql};
 pub use error::{Error, Result};
 pub use ingest::{UploadLimits, UploadSession};
 pub use metrics::EngineMetrics;

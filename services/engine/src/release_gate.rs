@@ -304,10 +304,11 @@ impl ReleaseGate<'_> {
             obj.insert(
                 "privacy".into(),
                 Value::String(format!(
-                    "ε-differentially private with ε = {} for this run (discrete Laplace noise of scale {:.3} on every \
-                     count; ratios and indices are computed from the noisy counts); cells whose noisy count of \
-                     individuals is under k = {} are suppressed and segments under it are not listed",
-                    noise.epsilon, noise.scale, self.k
+                    "(ε, δ)-differentially private with ε = {} for this run and δ = {} (discrete Laplace noise of \
+                     scale {:.3} on every count; ratios and indices are computed from the noisy counts); cells whose \
+                     noisy count of individuals is under k = {} are suppressed, and segments are listed only when \
+                     their noisy counts reach {}",
+                    noise.epsilon, noise.delta, noise.scale, self.k, noise.listing_threshold
                 )),
             );
             obj.insert(

@@ -191,7 +191,7 @@ impl Room {
     pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let charged = match self.charge_budget(computation) {
+        let charged = match self.inputs_present(computation).and_then(|()| self.charge_budget(computation)) {
             Ok(charged) => charged,
             Err(e) => {
                 self.audit.append(AuditEvent::ComputationFailed {
@@ -208,10 +208,8 @@ impl Room {
         let (computed, inputs) = match outcome {
             Ok(v) => v,
             Err(e) => {
-                // Nothing was kept or released: the charge is given back.
-                if let Some(cost) = charged {
-                    self.refund_budget(computation, cost)?;
-                }
+                // A charge is not given back: whether the run fails could depend on the data.
+                let _ = charged;
                 self.audit.append(AuditEvent::ComputationFailed {
                     participant: participant.to_owned(),
                     computation: computation.name.clone(),
@@ -278,6 +276,23 @@ impl Room {
         })
     }
 
+    /// Fails, naming them, when input tables are not uploaded yet (checked before any ε is spent).
+    fn inputs_present(&self, computation: &Computation) -> Result<()> {
+        match computation.input_tables().into_iter().find(|t| self.dataset(t).is_none()) {
+            Some(table) => Err(self.not_uploaded(computation, table)),
+            None => Ok(()),
+        }
+    }
+
+    fn not_uploaded(&self, computation: &Computation, table: &str) -> Error {
+        let owner = self.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
+        Error::FailedPrecondition(format!(
+            "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
+            computation.name,
+            computation.input_tables().join(", ")
+        ))
+    }
+
     /// Charges one run's ε to every recipient of the computation's results, before it runs;
     /// returns the cost charged (`None` in rooms without differential privacy).
     fn charge_budget(&self, computation: &Computation) -> Result<Option<u64>> {
@@ -299,20 +314,6 @@ impl Room {
         Ok(Some(cost))
     }
 
-    fn refund_budget(&self, computation: &Computation, cost: u64) -> Result<()> {
-        let Some((ledger, _)) = self.ledger() else {
-            return Ok(());
-        };
-        let _guard = lock(&self.budget_lock);
-        ledger.refund(&computation.results_to, cost)?;
-        self.audit.append(AuditEvent::PrivacyBudgetRefunded {
-            computation: computation.name.clone(),
-            participants: computation.results_to.clone(),
-            epsilon_micro: cost,
-        })?;
-        Ok(())
-    }
-
     /// A participant's privacy budget (`None` in rooms without differential privacy).
     pub(crate) fn budget(&self, participant: &str) -> Result<Option<crate::dp::BudgetView>> {
         match self.ledger() {
@@ -324,14 +325,7 @@ impl Room {
     async fn compute(&self, computation: &Computation) -> Result<(computation::Computed, Vec<InputVersion>)> {
         let mut files = Vec::new();
         for table in computation.input_tables() {
-            let file = self.dataset(table).ok_or_else(|| {
-                let owner = self.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
-                Error::FailedPrecondition(format!(
-                    "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
-                    computation.name,
-                    computation.input_tables().join(", ")
-                ))
-            })?;
+            let file = self.dataset(table).ok_or_else(|| self.not_uploaded(computation, table))?;
             files.push((table.to_owned(), file));
         }
         let inputs: Vec<InputVersion> =

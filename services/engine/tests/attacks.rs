@@ -276,7 +276,7 @@ async fn a_rate_of_one_hundred_percent_is_not_released() {
 
 /// Re-reading a result cannot average anything away: the same run releases the same numbers (and
 /// each release is audited). With noise, this is what stops averaging repeated reads; repeated
-/// *runs* are what the privacy budget will meter.
+/// *runs* are what the privacy budget meters (`averaging_repeated_runs_is_cut_off_by_the_budget_…`).
 #[tokio::test]
 async fn re_reading_a_run_releases_identical_numbers() {
     let world = World::new(&users(&[(40, true, &["a"]), (25, true, &["b"])]), &[], &[]).await;
@@ -358,8 +358,8 @@ async fn match_rate_probing_succeeds_on_k_alone_and_fails_under_differential_pri
 
 /// Averaging repeated noisy runs: each run draws fresh noise, so averaging n runs would shrink it
 /// by √n. Defence: every run is charged to the budget of each recipient before it runs, the ledger
-/// is on disk, and once spent the room refuses — across restarts. A run that fails before
-/// computing anything is refunded.
+/// is on disk, and once spent the room refuses — across restarts. A run refused because its inputs
+/// are not uploaded yet is refused before any ε is spent.
 #[tokio::test]
 async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     let room = room_with(Some("{ epsilon_per_run: 0.25, budget_per_participant: 1, max_segments_per_person: 1 }"));
@@ -368,7 +368,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     let engine = common::open(dir.path(), vec![contract.clone()], vec![]).await;
     let id = engine.room_ids()[0].clone();
     let analyst = engine.authenticate(id.as_str(), ADV).unwrap();
-    // Nothing uploaded: the run fails before computing, and costs nothing.
+    // Nothing uploaded: the run is refused before the budget is charged.
     let err = engine.run(&analyst, "overlap").await.unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
     let world = World { engine, _dir: dir };
@@ -419,8 +419,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     assert_eq!(view["privacy_budget"]["remaining"], 0.0);
     assert_eq!(view["privacy_budget"]["runs_left"], 0);
     let audit = std::fs::read_to_string(dir.path().join("rooms").join(id.as_str()).join("audit.jsonl")).unwrap();
-    assert_eq!(audit.matches("\"privacy_budget_charged\"").count(), 5, "four runs and the refunded one");
-    assert_eq!(audit.matches("\"privacy_budget_refunded\"").count(), 1);
+    assert_eq!(audit.matches("\"privacy_budget_charged\"").count(), 4, "four runs, nothing for the refused ones");
 }
 
 /// One publisher user shared by 30 customers (a household email) and 100 one-to-one matches. Under
@@ -472,6 +471,9 @@ async fn affinity_under_differential_privacy_lists_only_segments_that_reach_k() 
     let dp = &released.json()["differential_privacy"];
     assert_eq!(dp["sensitivity"], 5);
     assert_eq!(dp["scale"], 0.5);
+    // 1 + 0.5·ln(1 / 10⁻⁶) = 7.9: k = 10 is the larger.
+    assert_eq!(dp["listing_threshold"], 10);
+    assert_eq!(dp["delta"], 1e-6);
     let rows = released.section("affinity").unwrap().rows();
     let listed: Vec<(&str, &str)> =
         rows.iter().map(|r| (r.dimensions()[0].as_str(), r.dimensions()[1].as_str())).collect();

@@ -204,8 +204,9 @@ pub(crate) async fn run(
         None => Ok((sections(&counts, spec, k, 0.0)?, None)),
         Some(source) => {
             let mut noise = source.noise(sensitivity(&counts, true, source.cap));
-            let noisy = noisy(&counts, &mut noise, true, k);
-            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, source.cap))))
+            let threshold = noise.listing_threshold(source.cap).max(k);
+            let noisy = noisy(&counts, &mut noise, true, threshold);
+            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, source.cap, threshold))))
         }
     }
 }

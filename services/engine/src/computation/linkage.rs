@@ -612,3 +612,50 @@ pub(crate) fn link(
     }
     Ok(pairs)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::Pairs;
+
+    fn greedy(edges: &[(u8, u32, u32)]) -> BTreeSet<(u32, u32)> {
+        let mut pairs = Pairs { tiers: vec!["a".into(), "b".into()], ..Default::default() };
+        for (t, a, p) in edges {
+            pairs.add(*a, *p, *t);
+        }
+        pairs.one_to_one();
+        pairs.tier_of.keys().copied().collect()
+    }
+
+    fn side(m: &BTreeSet<(u32, u32)>, advertiser: bool) -> BTreeSet<u32> {
+        m.iter().map(|(a, p)| if advertiser { *a } else { *p }).collect()
+    }
+
+    proptest! {
+        /// The contribution bound differential privacy relies on: adding one individual (with any
+        /// edges) changes the greedy matching's size by at most 1 and each side's matched set by at
+        /// most 2 individuals (the new one and the far end of one alternating path); every
+        /// individual keeps at most one partner.
+        #[test]
+        fn adding_one_person_moves_the_matching_by_one_path(
+            edges in proptest::collection::vec((0u8..2, 0u32..12, 0u32..12), 0..60),
+            new_edges in proptest::collection::vec((0u8..2, 0u32..12), 0..6),
+            advertiser in any::<bool>(),
+        ) {
+            let before = greedy(&edges);
+            // The new individual is number 12 on its side (any fixed order of the others is kept).
+            let mut with = edges.clone();
+            with.extend(new_edges.iter().map(|(t, other)| if advertiser { (*t, 12, *other) } else { (*t, *other, 12) }));
+            let after = greedy(&with);
+            prop_assert!(after.len().abs_diff(before.len()) <= 1);
+            for adv in [true, false] {
+                let (b, a) = (side(&before, adv), side(&after, adv));
+                prop_assert_eq!(a.len(), after.len(), "one partner per individual");
+                prop_assert!(b.symmetric_difference(&a).count() <= 2);
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub(crate) mod linkage;
 pub(crate) mod measurement;
 pub(crate) mod overlap;
 pub(crate) mod segments;
+pub(crate) mod sql;
 
 use std::collections::HashMap;
 
@@ -101,6 +102,18 @@ pub(crate) async fn run(
             }
             let (sections, state) = measurement::run(contract, spec, tables, state).await?;
             Ok(Computed { sections, state: Some(state), noise: None })
+        }
+        Some(computation::Kind::Sql(spec)) => {
+            if source.is_some() {
+                return Err(Error::Contract(
+                    "SQL computations do not support differential privacy yet; this room cannot run them".to_owned(),
+                ));
+            }
+            Ok(Computed {
+                sections: sql::run(contract, &computation.name, spec, tables).await?,
+                state: None,
+                noise: None,
+            })
         }
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }

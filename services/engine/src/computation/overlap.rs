@@ -89,6 +89,7 @@ pub(crate) struct Matched {
     /// Person key of each row per side, and the individual of each publisher row.
     pub advertiser_person: ArrayRef,
     pub publisher_person: ArrayRef,
+    pub advertiser_of_row: Vec<u32>,
     pub publisher_of_row: Vec<u32>,
 }
 
@@ -131,6 +132,7 @@ pub(crate) async fn matched(
             publisher_individuals: p.individuals,
             advertiser_person: a.person()?,
             publisher_person: p.person()?,
+            advertiser_of_row: a.of_row,
             publisher_of_row: p.of_row,
         })
     })
@@ -227,10 +229,11 @@ pub(crate) fn sensitivity(c: &OverlapCounts, with_base: bool, cap: usize) -> u64
 
 /// The counts with discrete Laplace noise, as released under differential privacy: the two sides'
 /// individuals, the matched pairs (one count for both sides: the matching is one-to-one), and per
-/// segment its audience (and base). A segment whose noisy audience (or base) is under k is dropped
-/// altogether, so not even its name is listed. Tier gains are not released: one person can move
-/// every pair along the matching's alternating path to another tier.
-pub(crate) fn noisy(c: &OverlapCounts, noise: &mut crate::dp::Noise, with_base: bool, k: u64) -> OverlapCounts {
+/// segment its audience (and base). A segment whose noisy audience (or base) is under `threshold`
+/// (k, or the listing threshold of (ε, δ) if larger) is dropped altogether, so not even its name is
+/// listed. Tier gains are not released: one person can move every pair along the matching's
+/// alternating path to another tier.
+pub(crate) fn noisy(c: &OverlapCounts, noise: &mut crate::dp::Noise, with_base: bool, threshold: u64) -> OverlapCounts {
     let matched = noise.count(c.matched_publisher);
     let mut out = OverlapCounts {
         advertiser_individuals: noise.count(c.advertiser_individuals),
@@ -245,7 +248,7 @@ pub(crate) fn noisy(c: &OverlapCounts, noise: &mut crate::dp::Noise, with_base: 
         let audience = noise.count(*audience);
         let base =
             if with_base { Some(noise.count(c.base_by_segment.get(segment).copied().unwrap_or(0))) } else { None };
-        if audience < k || base.is_some_and(|b| b < k) {
+        if audience < threshold || base.is_some_and(|b| b < threshold) {
             continue;
         }
         out.by_segment.insert(segment.clone(), (audience, audience));
@@ -465,8 +468,9 @@ pub(crate) async fn run(
         Some(source) => {
             let c = counts(contract, spec, tables, false, Some(source.cap)).await?;
             let mut noise = source.noise(sensitivity(&c, false, source.cap));
-            let noisy = noisy(&c, &mut noise, false, k);
-            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, source.cap))))
+            let threshold = noise.listing_threshold(source.cap).max(k);
+            let noisy = noisy(&c, &mut noise, false, threshold);
+            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, source.cap, threshold))))
         }
     }
 }
