@@ -44,12 +44,22 @@ impl RoomContract {
 impl DifferentialPrivacy {
     /// The contribution bound on segments per person (the default when unset).
     pub fn segments_per_person(&self) -> usize {
-        if self.max_segments_per_person == 0 {
-            crate::DEFAULT_MAX_SEGMENTS_PER_PERSON as usize
-        } else {
-            self.max_segments_per_person as usize
-        }
+        or_default(self.max_segments_per_person, crate::DEFAULT_MAX_SEGMENTS_PER_PERSON)
     }
+
+    /// The contribution bound on campaigns per person in measurement.
+    pub fn campaigns_per_person(&self) -> usize {
+        or_default(self.max_campaigns_per_person, crate::DEFAULT_MAX_CAMPAIGNS_PER_PERSON)
+    }
+
+    /// The clamp on one person's impressions per campaign in measurement.
+    pub fn impressions_per_person(&self) -> u64 {
+        or_default(self.max_impressions_per_person, crate::DEFAULT_MAX_IMPRESSIONS_PER_PERSON) as u64
+    }
+}
+
+fn or_default(value: u32, default: u32) -> usize {
+    if value == 0 { default as usize } else { value as usize }
 }
 
 impl Participant {

@@ -40,6 +40,13 @@ pub const DEFAULT_K: u32 = 100;
 /// Segments one person counts in under differential privacy, unless the contract says otherwise.
 pub const DEFAULT_MAX_SEGMENTS_PER_PERSON: u32 = 10;
 
+/// Campaigns one person counts in under differential privacy, unless the contract says otherwise.
+pub const DEFAULT_MAX_CAMPAIGNS_PER_PERSON: u32 = 10;
+
+/// Impressions one person counts with per campaign under differential privacy (clamp), unless the
+/// contract says otherwise.
+pub const DEFAULT_MAX_IMPRESSIONS_PER_PERSON: u32 = 20;
+
 /// Largest ε one run may spend: beyond it the noise protects next to nothing (e^10 ≈ 22,000).
 pub const MAX_EPSILON_PER_RUN_MICRO: u64 = 10_000_000;
 

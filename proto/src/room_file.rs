@@ -371,6 +371,12 @@ pub struct DifferentialPrivacyFile {
     /// Most segments one person counts in (10 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_segments_per_person: Option<u32>,
+    /// Measurement: most campaigns one person counts in (10 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_campaigns_per_person: Option<u32>,
+    /// Measurement: most impressions one person counts with per campaign (20 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_impressions_per_person: Option<u32>,
 }
 
 /// ε in millionths; NaN, negative and zero give 0 and huge values saturate, which validation refuses.
@@ -503,6 +509,8 @@ impl RoomFile {
                     epsilon_per_run_micro: to_micro(d.epsilon_per_run),
                     budget_per_participant_micro: to_micro(d.budget_per_participant),
                     max_segments_per_person: d.max_segments_per_person.unwrap_or(0),
+                    max_campaigns_per_person: d.max_campaigns_per_person.unwrap_or(0),
+                    max_impressions_per_person: d.max_impressions_per_person.unwrap_or(0),
                 }),
             }),
             attestation: Some(pb::AttestationPolicy {
@@ -610,6 +618,9 @@ impl RoomFile {
                     epsilon_per_run: d.epsilon_per_run_micro as f64 / 1e6,
                     budget_per_participant: d.budget_per_participant_micro as f64 / 1e6,
                     max_segments_per_person: (d.max_segments_per_person != 0).then_some(d.max_segments_per_person),
+                    max_campaigns_per_person: (d.max_campaigns_per_person != 0).then_some(d.max_campaigns_per_person),
+                    max_impressions_per_person: (d.max_impressions_per_person != 0)
+                        .then_some(d.max_impressions_per_person),
                 }),
             },
             attestation: AttestationFile {

@@ -794,20 +794,29 @@ fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
              epsilon_per_run",
         );
     }
-    if dp.max_segments_per_person > 1000 {
-        c.push(
-            format!("{path}.max_segments_per_person"),
-            "at most 1000: the noise grows with this bound (10 is the default)",
-        );
+    for (field, value, default) in [
+        ("max_segments_per_person", dp.max_segments_per_person, crate::DEFAULT_MAX_SEGMENTS_PER_PERSON),
+        ("max_campaigns_per_person", dp.max_campaigns_per_person, crate::DEFAULT_MAX_CAMPAIGNS_PER_PERSON),
+        ("max_impressions_per_person", dp.max_impressions_per_person, crate::DEFAULT_MAX_IMPRESSIONS_PER_PERSON),
+    ] {
+        if value > 1000 {
+            c.push(
+                format!("{path}.{field}"),
+                format!("at most 1000: the noise grows with this bound ({default} is the default)"),
+            );
+        }
     }
     // Each computation must bound what one person can change; say which ones cannot.
     for (i, comp) in contract.computations.iter().enumerate() {
         let at = format!("computations[{i}]");
-        if let Some(computation::Kind::Measurement(_)) = &comp.kind {
+        if let Some(computation::Kind::Measurement(m)) = &comp.kind
+            && !m.conversion_table.is_empty()
+        {
             c.push(
-                format!("{at}.measurement"),
-                "measurement does not support differential privacy yet; remove it from this room or remove \
-                 privacy.differential_privacy",
+                format!("{at}.measurement.conversion_table"),
+                "conversion lift cannot be measured under differential privacy: which customers count as exposed \
+                 depends on who each publisher user is paired with, and one person can re-pair many; measure \
+                 reach and frequency only (remove conversion_table) or remove privacy.differential_privacy",
             );
         }
         if let Some(computation::Kind::Sql(_)) = &comp.kind {
@@ -820,6 +829,7 @@ fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
         let (section, matching) = match &comp.kind {
             Some(computation::Kind::Overlap(o)) => ("overlap", Some(o)),
             Some(computation::Kind::Affinity(a)) => ("affinity.matching", a.matching.as_ref()),
+            Some(computation::Kind::Measurement(m)) => ("measurement.matching", m.matching.as_ref()),
             _ => continue,
         };
         let Some(m) = matching else { continue };

@@ -123,7 +123,7 @@ fn affinity_is_a_kind_with_its_own_checks() {
         "    affinity:\n",
         "    overlap: { advertiser_table: crm, publisher_table: readers }\n    affinity:\n",
     ));
-    assert!(err.contains("has more than one of `overlap:`, `affinity:` and `measurement:`"), "{err}");
+    assert!(err.contains("has more than one of `overlap:`, `affinity:`, `measurement:` and `sql:`"), "{err}");
 }
 
 /// A room with a measurement; `tweak` edits its text.
@@ -299,9 +299,18 @@ fn differential_privacy_refuses_computations_that_cannot_bound_one_person() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("computations[0].measurement: measurement does not support differential privacy yet"),
+        err.contains(
+            "computations[0].measurement.conversion_table: conversion lift cannot be measured under differential \
+             privacy"
+        ),
         "{err}"
     );
+    // Reach and frequency alone are allowed.
+    let with_dp_only = |t: String| {
+        t.replace("      conversion_table: conversions\n", "")
+            .replace("attestation:", &format!("privacy:\n{dp}attestation:"))
+    };
+    assert!(measurement_room(with_dp_only).is_ok());
     let fuzzy = with_dp("{ epsilon_per_run: 1, budget_per_participant: 10 }").replacen(
         "      match_on: [hashed_email, hashed_phone]\n",
         "      match_on: [hashed_email, hashed_phone]\n      fuzzy: {}\n",

@@ -176,8 +176,22 @@ pub(crate) struct NoiseInfo {
     pub max_segments_per_person: u64,
     /// δ of the (ε, δ) guarantee (from listing segments).
     pub delta: f64,
-    /// Noisy count a segment needs to be listed.
+    /// Noisy count a segment (or campaign) needs to be listed.
     pub listing_threshold: u64,
+    /// Measurement: the noise on impressions (sums), which spends its own share of ε.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums: Option<SumNoise>,
+}
+
+/// The noise on sums (measurement's impressions) and their clamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SumNoise {
+    pub epsilon: f64,
+    pub sensitivity: u64,
+    pub scale: f64,
+    pub standard_deviation: f64,
+    pub max_campaigns_per_person: u64,
+    pub max_impressions_per_person: u64,
 }
 
 impl NoiseInfo {
@@ -193,6 +207,7 @@ impl NoiseInfo {
             max_segments_per_person: max_segments_per_person as u64,
             delta: DELTA,
             listing_threshold,
+            sums: None,
         }
     }
 }

@@ -23,8 +23,8 @@ fn room() -> String {
     room_with(None)
 }
 
-/// The attack room; with `dp` (a YAML flow mapping), a differentially private room without the
-/// measurement (which does not support differential privacy yet).
+/// The attack room; with `dp` (a YAML flow mapping), a differentially private room whose
+/// measurement has no conversion lift (which differential privacy cannot bound).
 fn room_with(dp: Option<&str>) -> String {
     let text = format!(
         r#"
@@ -78,11 +78,9 @@ attestation: {{ allow_simulated: true }}
     );
     match dp {
         None => text,
-        Some(dp) => {
-            let start = text.find("  - name: measurement\n").unwrap();
-            let end = text.find("privacy:\n").unwrap();
-            format!("{}privacy:\n  differential_privacy: {dp}\n{}", &text[..start], &text[end + "privacy:\n".len()..])
-        }
+        Some(dp) => text
+            .replace("      conversion_table: conversions\n", "")
+            .replace("privacy:\n", &format!("privacy:\n  differential_privacy: {dp}\n")),
     }
 }
 
@@ -480,4 +478,38 @@ async fn affinity_under_differential_privacy_lists_only_segments_that_reach_k() 
     assert_eq!(listed, [("1", "a"), ("2", "b")], "a is over-represented; c (2 people) is not listed");
     let audience_a = count(&rows[0].cells()[0]).unwrap();
     assert!(audience_a.abs_diff(80) <= 8, "{audience_a}");
+}
+
+/// Cumulative-reach probing and heavy viewers under differential privacy: cumulative reach is not
+/// released at all (its sketch's sensitivity is not bounded), a person's impressions are clamped
+/// (one user with 500 impressions adds at most 20), and reach, impressions and buckets carry noise
+/// (ε = 10 here, so they stay within a few of the truth).
+#[tokio::test]
+async fn measurement_under_differential_privacy_clamps_impressions_and_keeps_cumulative_reach_inside() {
+    let room = room_with(Some(
+        "{ epsilon_per_run: 10, budget_per_participant: 100, max_campaigns_per_person: 1, max_impressions_per_person: 20 }",
+    ));
+    // 60 matched users see "spring" 3 times each; user 0 sees it 500 times; users 0..9 also see "summer".
+    let mut impressions: Vec<(usize, &str)> = (1..60).flat_map(|u| std::iter::repeat_n((u, "spring"), 3)).collect();
+    impressions.extend(std::iter::repeat_n((0, "spring"), 500));
+    impressions.extend((0..10).map(|u| (u, "summer")));
+    let world = World::in_room(&room, &users(&[(60, true, &[])]), &impressions, &[]).await;
+    let released = world.run("measurement").await;
+    let dp = &released.json()["differential_privacy"];
+    assert_eq!(dp["sums"]["max_impressions_per_person"], 20);
+    // Counts: 1 + 2·2·2 = 9 at ε = 5; impressions: 2·2·20 = 80 at ε = 5.
+    assert_eq!(dp["sensitivity"], 9);
+    assert_eq!(dp["sums"]["sensitivity"], 80);
+    let reach = released.section("reach").unwrap();
+    assert!(reach.metrics().iter().all(|m| m.name != "cumulative_reach"));
+    let rows: Vec<&str> = reach.rows().iter().map(|r| r.dimensions()[0].as_str()).collect();
+    // One campaign per person (the first by name, "spring"): "summer" keeps no one and is not listed.
+    assert_eq!(rows, ["spring", "(all campaigns)"]);
+    let spring = &reach.rows()[0];
+    let (r, i) = (count(&spring.cells()[0]).unwrap(), count(&spring.cells()[1]).unwrap());
+    assert!(r.abs_diff(60) <= 10, "reach {r}");
+    // 59·3 + 20 (clamped from 500) = 197; noise of scale 16.
+    assert!(i.abs_diff(197) <= 200, "impressions {i}");
+    assert!(i < 600, "the heavy viewer's 500 impressions are clamped: {i}");
+    assert!(released.section("conversion_lift").is_none());
 }

@@ -109,6 +109,7 @@ pub(crate) fn measure(
     exposure_keys: &dyn Array,
     campaigns: &ArrayRef,
     conversion_keys: Option<&dyn Array>,
+    bounds: Option<Bounds>,
 ) -> Result<Measured> {
     let exposed_individual =
         linkage::individuals_by_key(m.publisher_person.as_ref(), exposure_keys, m.publisher_individuals)?;
@@ -144,6 +145,9 @@ pub(crate) fn measure(
         *per_campaign.entry(campaigns.value(row)).or_default().entry(*p).or_default() += 1;
         *all.entry(*p).or_default() += 1;
     }
+    if let Some(bounds) = bounds {
+        all = bound_contributions(&mut per_campaign, bounds);
+    }
     let customers = Customers {
         matched: matched_advertiser.len() as u64,
         matched_converters: matched_advertiser.iter().filter(|a| converted.contains(a)).count() as u64,
@@ -170,6 +174,86 @@ pub(crate) fn measure(
     out.campaigns.insert(ALL.to_owned(), campaign_counts(&all, &partners, &customers));
     out.reached.insert(ALL.to_owned(), all.keys().copied().collect());
     Ok(out)
+}
+
+/// The contribution bounds of a differentially private measurement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Campaigns one individual counts in: the first this many by name.
+    pub campaigns: usize,
+    /// Impressions one individual counts with, per campaign and in all campaigns (clamped).
+    pub impressions: u64,
+}
+
+/// Applies the bounds: each individual keeps its first `campaigns` campaigns by name, with its
+/// impressions in each clamped; returns every individual's impressions over the campaigns kept,
+/// clamped too (the all-campaigns row).
+fn bound_contributions(per_campaign: &mut HashMap<&str, HashMap<u32, u32>>, bounds: Bounds) -> HashMap<u32, u32> {
+    let clamp = u32::try_from(bounds.impressions).unwrap_or(u32::MAX);
+    let mut names: Vec<&str> = per_campaign.keys().copied().collect();
+    names.sort_unstable();
+    let mut kept: HashMap<u32, usize> = HashMap::new();
+    let mut all: HashMap<u32, u32> = HashMap::new();
+    for name in names {
+        let Some(individuals) = per_campaign.get_mut(name) else { continue };
+        individuals.retain(|p, n| {
+            let k = kept.entry(*p).or_insert(0);
+            if *k >= bounds.campaigns {
+                return false;
+            }
+            *k += 1;
+            *n = (*n).min(clamp);
+            let total = all.entry(*p).or_insert(0);
+            *total = total.saturating_add(*n).min(clamp);
+            true
+        });
+    }
+    per_campaign.retain(|_, individuals| !individuals.is_empty());
+    all
+}
+
+/// The total L1 sensitivities of the counts and of the impressions [`noisy`] releases: adding one
+/// person changes the matched publisher individuals by at most two (the one-to-one matching's
+/// alternating path), and each counts in at most `campaigns` campaigns plus the all-campaigns row,
+/// with one reach, one frequency bucket and at most `impressions` impressions in each; the matched
+/// count moves by at most one.
+pub(crate) fn sensitivities(bounds: Bounds) -> (u64, u64) {
+    let rows = bounds.campaigns as u64 + 1;
+    (1 + 2 * rows * 2, 2 * rows * bounds.impressions)
+}
+
+/// The measured counts with noise: counts with `counts`, impressions with `sums`. A campaign whose
+/// noisy reach is under `threshold` is not listed; the all-campaigns row always is. Cumulative reach
+/// and conversion lift are not released under differential privacy.
+pub(crate) fn noisy(
+    m: &Measured,
+    counts: &mut crate::dp::Noise,
+    sums: &mut crate::dp::Noise,
+    threshold: u64,
+) -> Measured {
+    let matched = counts.count(m.matched_publisher);
+    let mut out = Measured { matched_advertiser: matched, matched_publisher: matched, ..Default::default() };
+    for (name, c) in &m.campaigns {
+        let reach = counts.count(c.reach);
+        let impressions = sums.count(c.impressions);
+        let frequency = c.frequency.map(|f| counts.count(f));
+        if name != ALL && reach < threshold {
+            continue;
+        }
+        // One-to-one: a reached individual's customer is exposed, one each.
+        out.campaigns.insert(
+            name.clone(),
+            CampaignCounts {
+                reach,
+                impressions,
+                frequency,
+                frequency_partners: frequency,
+                exposed: reach,
+                ..Default::default()
+            },
+        );
+    }
+    out
 }
 
 /// The stable bytes of each publisher individual's user id (the first row's key), the identifier
@@ -242,7 +326,7 @@ fn lift_individuals(c: &CampaignCounts) -> u64 {
     .unwrap_or(0)
 }
 
-pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<ComputedSection> {
+pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64, cumulative: bool) -> Vec<ComputedSection> {
     let overlap_individuals = m.matched_advertiser.min(m.matched_publisher);
     let names: Vec<&String> = m.campaigns.keys().filter(|n| n.as_str() != ALL).collect();
     let all = m.campaigns.get(ALL).cloned().unwrap_or_default();
@@ -262,17 +346,17 @@ pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<Computed
     let reach_row = |name: &str, c: &CampaignCounts, hidden: bool| {
         // About the reached publisher individuals and the customers they matched: the fewer.
         let n = forced(hidden, c.reach.min(c.exposed));
-        ComputedRow {
-            dimensions: vec![name.to_owned()],
-            cells: vec![
-                ComputedCell::count(c.reach, n),
-                ComputedCell::count(c.impressions, n),
-                ComputedCell::number(if c.reach == 0 { 0.0 } else { c.impressions as f64 / c.reach as f64 }, n),
-                ComputedCell::ratio(c.reach, m.matched_publisher, n.min(overlap_individuals)),
-                // A superset of this run's reach: about at least as many individuals.
-                ComputedCell::count(m.cumulative_reach.get(name).copied().unwrap_or(c.reach), n),
-            ],
+        let mut cells = vec![
+            ComputedCell::count(c.reach, n),
+            ComputedCell::count(c.impressions, n),
+            ComputedCell::number(if c.reach == 0 { 0.0 } else { c.impressions as f64 / c.reach as f64 }, n),
+            ComputedCell::ratio(c.reach, m.matched_publisher, n.min(overlap_individuals)),
+        ];
+        if cumulative {
+            // A superset of this run's reach: about at least as many individuals.
+            cells.push(ComputedCell::count(m.cumulative_reach.get(name).copied().unwrap_or(c.reach), n));
         }
+        ComputedRow { dimensions: vec![name.to_owned()], cells }
     };
     let mut reach_rows: Vec<ComputedRow> =
         names.iter().zip(&counts).zip(&reach_hidden).map(|((n, c), h)| reach_row(n, c, *h)).collect();
@@ -322,18 +406,23 @@ pub(crate) fn sections(m: &Measured, z: f64, level: f64, k: u64) -> Vec<Computed
                 "Reach and frequency of each campaign on the matched audience, in campaign-name order, then {ALL}"
             ),
             dimensions: vec!["campaign".into()],
-            metrics: vec![
-                metric("reach", MetricKind::Count, "matched publisher individuals with at least one impression"),
-                metric("impressions", MetricKind::Count, "impressions to the reached individuals"),
-                metric("average_frequency", MetricKind::Number, "impressions / reach"),
-                metric("reach_rate", MetricKind::Ratio, "reach / matched_publisher_individuals"),
-                metric(
-                    "cumulative_reach",
-                    MetricKind::Count,
-                    "distinct matched publisher individuals reached in this and every earlier run of this \
-                     computation (a HyperLogLog++ estimate, about 0.8% standard error)",
-                ),
-            ],
+            metrics: {
+                let mut metrics = vec![
+                    metric("reach", MetricKind::Count, "matched publisher individuals with at least one impression"),
+                    metric("impressions", MetricKind::Count, "impressions to the reached individuals"),
+                    metric("average_frequency", MetricKind::Number, "impressions / reach"),
+                    metric("reach_rate", MetricKind::Ratio, "reach / matched_publisher_individuals"),
+                ];
+                if cumulative {
+                    metrics.push(metric(
+                        "cumulative_reach",
+                        MetricKind::Count,
+                        "distinct matched publisher individuals reached in this and every earlier run of this \
+                         computation (a HyperLogLog++ estimate, about 0.8% standard error)",
+                    ));
+                }
+                metrics
+            },
             rows: reach_rows,
         },
         ComputedSection {
@@ -412,11 +501,21 @@ pub(crate) async fn run(
     spec: &MeasurementComputation,
     tables: &HashMap<String, InputTable>,
     state: super::State,
-) -> Result<(Vec<ComputedSection>, super::State)> {
+    noise: Option<super::NoiseSource>,
+) -> Result<(Vec<ComputedSection>, super::State, Option<crate::dp::NoiseInfo>)> {
     let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("measurement needs `matching:`".to_owned()))?;
     let (level, z) = sealroom_proto::confidence(spec.confidence)
         .ok_or_else(|| Error::Contract(format!("measurement.confidence {} is not offered", spec.confidence)))?;
-    let m = overlap::matched(contract, matching, tables).await?;
+    if noise.is_some() && !spec.conversion_table.is_empty() {
+        // Validation refuses this; checked again so that no path releases it.
+        return Err(Error::Contract("conversion lift cannot be measured under differential privacy".to_owned()));
+    }
+    let k = u64::from(contract.effective_k());
+    let bounds = noise.map(|n| Bounds { campaigns: n.campaigns, impressions: n.impressions });
+    let mut m = overlap::matched(contract, matching, tables).await?;
+    if bounds.is_some() {
+        m.pairs.one_to_one();
+    }
     let exposure_table = overlap::table(contract, &spec.exposure_table)?.clone();
     let exposure = overlap::input(tables, &spec.exposure_table)?.clone();
     let conversions = if spec.conversion_table.is_empty() {
@@ -438,7 +537,11 @@ pub(crate) async fn run(
             Some((t, input)) => Some(input.column(&t.name, linkage::person_column_name(t))?),
             None => None,
         };
-        let mut measured = measure(&m, keys.as_ref(), &campaigns, conversion_keys.as_deref())?;
+        let mut measured = measure(&m, keys.as_ref(), &campaigns, conversion_keys.as_deref(), bounds)?;
+        if bounds.is_some() {
+            // Cumulative reach is not released under differential privacy: the sketches stay as they are.
+            return Ok((measured, state));
+        }
         let individual_keys =
             individual_keys(m.publisher_person.as_ref(), &m.publisher_of_row, m.publisher_individuals)?;
         let state = update_sketches(&mut measured, &individual_keys, state)?;
@@ -446,7 +549,29 @@ pub(crate) async fn run(
     })
     .await
     .map_err(|e| Error::Computation(format!("measurement stopped: {e}")))??;
-    Ok((sections(&measured, z, level, u64::from(contract.effective_k())), state))
+    match (noise, bounds) {
+        (Some(source), Some(bounds)) => {
+            let (count_sensitivity, sum_sensitivity) = sensitivities(bounds);
+            let half = source.epsilon_micro / 2;
+            let mut counts = crate::dp::Noise::new(crate::dp::Randomness::from_os(), half, count_sensitivity);
+            let mut sums =
+                crate::dp::Noise::new(crate::dp::Randomness::from_os(), source.epsilon_micro - half, sum_sensitivity);
+            let threshold = counts.listing_threshold(bounds.campaigns).max(k);
+            let noisy = noisy(&measured, &mut counts, &mut sums, threshold);
+            let mut info = crate::dp::NoiseInfo::of(&counts, source.cap, threshold);
+            info.epsilon = source.epsilon_micro as f64 / crate::dp::MICRO as f64;
+            info.sums = Some(crate::dp::SumNoise {
+                epsilon: sums.epsilon(),
+                sensitivity: sums.sensitivity(),
+                scale: sums.scale(),
+                standard_deviation: sums.variance().sqrt(),
+                max_campaigns_per_person: bounds.campaigns as u64,
+                max_impressions_per_person: bounds.impressions,
+            });
+            Ok((sections(&noisy, z, level, k, false), state, Some(info)))
+        }
+        _ => Ok((sections(&measured, z, level, k, true), state, None)),
+    }
 }
 
 #[cfg(test)]

@@ -52,13 +52,19 @@ pub(crate) struct NoiseSource {
     pub epsilon_micro: u64,
     /// Most segments one person counts in.
     pub cap: usize,
+    /// Measurement: most campaigns one person counts in, and the clamp on their impressions.
+    pub campaigns: usize,
+    pub impressions: u64,
 }
 
 impl NoiseSource {
     pub(crate) fn of(contract: &RoomContract) -> Option<Self> {
-        contract
-            .differential_privacy()
-            .map(|dp| Self { epsilon_micro: dp.epsilon_per_run_micro, cap: dp.segments_per_person() })
+        contract.differential_privacy().map(|dp| Self {
+            epsilon_micro: dp.epsilon_per_run_micro,
+            cap: dp.segments_per_person(),
+            campaigns: dp.campaigns_per_person(),
+            impressions: dp.impressions_per_person(),
+        })
     }
 
     /// Noise for counts whose total L1 sensitivity is `sensitivity`, from fresh OS randomness.
@@ -94,14 +100,8 @@ pub(crate) async fn run(
             Ok(Computed { sections, state: None, noise })
         }
         Some(computation::Kind::Measurement(spec)) => {
-            if source.is_some() {
-                // Validation refuses this; checked again so that no path releases exact counts.
-                return Err(Error::Contract(
-                    "measurement does not support differential privacy yet; this room cannot run it".to_owned(),
-                ));
-            }
-            let (sections, state) = measurement::run(contract, spec, tables, state).await?;
-            Ok(Computed { sections, state: Some(state), noise: None })
+            let (sections, state, noise) = measurement::run(contract, spec, tables, state, source).await?;
+            Ok(Computed { sections, state: Some(state), noise })
         }
         Some(computation::Kind::Sql(spec)) => {
             if source.is_some() {
