@@ -316,6 +316,14 @@ fn differential_privacy_refuses_computations_that_cannot_bound_one_person() {
         "      match_on: [hashed_email, hashed_phone]\n      fuzzy: {}\n",
         1,
     );
+    let sql = with_dp("{ epsilon_per_run: 1, budget_per_participant: 10 }").replacen(
+        "    affinity:\n      matching:\n        advertiser_table: crm\n        publisher_table: readers\n        match_on: [hashed_email, hashed_phone]\n      confidence: 0.9\n      top: 20\n",
+        "    sql:\n      query: SELECT COUNT(*) AS n FROM readers\n      tables: [readers]\n",
+        1,
+    );
+    assert!(sql.contains("sql:"));
+    let err = invalid(&sql);
+    assert!(err.contains("sql: SQL computations do not support differential privacy yet"), "{err}");
     let err = invalid(&fuzzy);
     assert!(
         err.contains("computations[0].overlap.fuzzy: fuzzy matching cannot be used under differential privacy"),

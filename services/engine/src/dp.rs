@@ -173,8 +173,10 @@ pub(crate) struct NoiseInfo {
     /// Scale of the discrete Laplace noise on every count.
     pub scale: f64,
     pub standard_deviation: f64,
-    pub max_segments_per_person: u64,
-    /// δ of the (ε, δ) guarantee (from listing segments).
+    /// The segment cap (overlap and affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_segments_per_person: Option<u64>,
+    /// δ of the (ε, δ) guarantee (from listing segments or campaigns).
     pub delta: f64,
     /// Noisy count a segment (or campaign) needs to be listed.
     pub listing_threshold: u64,
@@ -195,7 +197,7 @@ pub(crate) struct SumNoise {
 }
 
 impl NoiseInfo {
-    pub(crate) fn of(noise: &Noise, max_segments_per_person: usize, listing_threshold: u64) -> Self {
+    pub(crate) fn of(noise: &Noise, max_segments_per_person: Option<usize>, listing_threshold: u64) -> Self {
         Self {
             mechanism: "discrete Laplace (two-sided geometric) on every count; ratios and indices are computed from \
                         the noisy counts"
@@ -204,7 +206,7 @@ impl NoiseInfo {
             sensitivity: noise.sensitivity(),
             scale: noise.scale(),
             standard_deviation: noise.variance().sqrt(),
-            max_segments_per_person: max_segments_per_person as u64,
+            max_segments_per_person: max_segments_per_person.map(|c| c as u64),
             delta: DELTA,
             listing_threshold,
             sums: None,

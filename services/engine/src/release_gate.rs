@@ -301,13 +301,19 @@ impl ReleaseGate<'_> {
             "sections": sections.iter().map(|s| s.to_json(self.k)).collect::<Vec<_>>(),
         });
         if let (Some(noise), Value::Object(obj)) = (&report.noise, &mut json) {
+            let sums = noise.sums.as_ref().map_or_else(String::new, |s| {
+                format!(
+                    " (impressions: scale {:.3}, each person's clamped to {} per campaign in at most {} campaigns)",
+                    s.scale, s.max_impressions_per_person, s.max_campaigns_per_person
+                )
+            });
             obj.insert(
                 "privacy".into(),
                 Value::String(format!(
                     "(ε, δ)-differentially private with ε = {} for this run and δ = {} (discrete Laplace noise of \
-                     scale {:.3} on every count; ratios and indices are computed from the noisy counts); cells whose \
-                     noisy count of individuals is under k = {} are suppressed, and segments are listed only when \
-                     their noisy counts reach {}",
+                     scale {:.3} on every count{sums}; ratios and indices are computed from the noisy counts); cells \
+                     whose noisy count of individuals is under k = {} are suppressed, and segments or campaigns are \
+                     listed only when their noisy counts reach {}",
                     noise.epsilon, noise.delta, noise.scale, self.k, noise.listing_threshold
                 )),
             );

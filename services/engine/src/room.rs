@@ -191,9 +191,13 @@ impl Room {
     pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let charged = match self.inputs_present(computation).and_then(|()| self.charge_budget(computation)) {
+        let charged = match computation::check_runnable(&self.contract, computation)
+            .and_then(|()| self.inputs_present(computation))
+            .and_then(|()| self.charge_budget(computation))
+        {
             Ok(charged) => charged,
             Err(e) => {
+                self.metrics.run_finished(&computation.name, false, started.elapsed().as_secs_f64());
                 self.audit.append(AuditEvent::ComputationFailed {
                     participant: participant.to_owned(),
                     computation: computation.name.clone(),

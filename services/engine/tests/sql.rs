@@ -213,6 +213,11 @@ async fn queries_that_could_leak_rows_or_reach_outside_the_room_are_refused_at_h
             "does not plan against the room's tables",
         ),
         ("DROP TABLE users", "users", "give exactly one SELECT statement"),
+        (
+            "SELECT segment, 100000 AS __sealroom_g0, COUNT(*) AS n FROM users GROUP BY segment",
+            "users",
+            "reserved for the engine",
+        ),
         ("SELECT text, COUNT(*) AS n FROM notes GROUP BY text", "notes", "has no user_id column"),
     ] {
         let c = computation("q", query, tables, false);
@@ -226,4 +231,26 @@ async fn queries_that_could_leak_rows_or_reach_outside_the_room_are_refused_at_h
         };
         assert!(message.contains(expected), "{query}: {message}");
     }
+}
+
+/// Two aggregates of one row that differ by one person: the income of everyone, and of everyone
+/// but the 77-year-old. Both have 30 or 29 contributors, far above k; their difference is one
+/// person's income. The difference check suppresses the one whose contributors are within k of
+/// the group's.
+#[tokio::test]
+async fn two_aggregates_that_differ_by_one_person_are_not_both_released() {
+    let c = computation(
+        "subtract",
+        "SELECT segment, SUM(income) AS income, SUM(CASE WHEN age <> 77 THEN income ELSE 0 END) AS without_one FROM users GROUP BY segment",
+        "users",
+        false,
+    );
+    let (engine, _dir) = world(&c).await;
+    let rows = rows(&common::run(&engine, ADV, "subtract").await);
+    assert_eq!(rows[0].0[0], "sports");
+    assert_eq!(real(&rows[0].1[0]), Some(29.0 * 1000.0 + 99_999.0));
+    assert_eq!(rows[0].1[1], ReleasedCell::Suppressed);
+    // travel has no 77-year-old: both sums are about all 25 people and both are released.
+    assert_eq!(rows[1].0[0], "travel");
+    assert_eq!(real(&rows[1].1[1]), Some(25_000.0));
 }

@@ -206,7 +206,7 @@ pub(crate) async fn run(
             let mut noise = source.noise(sensitivity(&counts, true, source.cap));
             let threshold = noise.listing_threshold(source.cap).max(k);
             let noisy = noisy(&counts, &mut noise, true, threshold);
-            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, source.cap, threshold))))
+            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, Some(source.cap), threshold))))
         }
     }
 }

@@ -161,8 +161,11 @@ pub(crate) fn measure(
         reached: BTreeMap::new(),
         cumulative_reach: BTreeMap::new(),
     };
-    // Every campaign of the log is listed, even one that reached no matched individual.
-    for row in 0..campaigns.len() {
+    // Every campaign of the log is listed, even one that reached no matched individual — except
+    // under differential privacy, where only campaigns that reached someone within the bounds are
+    // candidates (so one person can bring at most their own capped campaigns, and those of the
+    // individual at the far end of the matching's alternating path).
+    for row in (0..campaigns.len()).filter(|_| bounds.is_none()) {
         if campaigns.is_valid(row) {
             out.campaigns.entry(campaigns.value(row).to_owned()).or_default();
         }
@@ -506,10 +509,6 @@ pub(crate) async fn run(
     let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("measurement needs `matching:`".to_owned()))?;
     let (level, z) = sealroom_proto::confidence(spec.confidence)
         .ok_or_else(|| Error::Contract(format!("measurement.confidence {} is not offered", spec.confidence)))?;
-    if noise.is_some() && !spec.conversion_table.is_empty() {
-        // Validation refuses this; checked again so that no path releases it.
-        return Err(Error::Contract("conversion lift cannot be measured under differential privacy".to_owned()));
-    }
     let k = u64::from(contract.effective_k());
     let bounds = noise.map(|n| Bounds { campaigns: n.campaigns, impressions: n.impressions });
     let mut m = overlap::matched(contract, matching, tables).await?;
@@ -556,9 +555,9 @@ pub(crate) async fn run(
             let mut counts = crate::dp::Noise::new(crate::dp::Randomness::from_os(), half, count_sensitivity);
             let mut sums =
                 crate::dp::Noise::new(crate::dp::Randomness::from_os(), source.epsilon_micro - half, sum_sensitivity);
-            let threshold = counts.listing_threshold(bounds.campaigns).max(k);
+            let threshold = counts.listing_threshold(2 * bounds.campaigns).max(k);
             let noisy = noisy(&measured, &mut counts, &mut sums, threshold);
-            let mut info = crate::dp::NoiseInfo::of(&counts, source.cap, threshold);
+            let mut info = crate::dp::NoiseInfo::of(&counts, None, threshold);
             info.epsilon = source.epsilon_micro as f64 / crate::dp::MICRO as f64;
             info.sums = Some(crate::dp::SumNoise {
                 epsilon: sums.epsilon(),

@@ -82,6 +82,23 @@ pub(crate) struct Computed {
     pub noise: Option<NoiseInfo>,
 }
 
+/// Refuses, before any budget is spent, what the room's privacy settings cannot run (validation
+/// refuses these contracts; this keeps any other path from releasing exact numbers).
+pub(crate) fn check_runnable(contract: &RoomContract, computation: &Computation) -> Result<()> {
+    if contract.differential_privacy().is_none() {
+        return Ok(());
+    }
+    match &computation.kind {
+        Some(computation::Kind::Sql(_)) => Err(Error::Contract(
+            "SQL computations do not support differential privacy yet; this room cannot run them".to_owned(),
+        )),
+        Some(computation::Kind::Measurement(m)) if !m.conversion_table.is_empty() => Err(Error::Contract(
+            "conversion lift cannot be measured under differential privacy; this room cannot run it".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Runs a computation over its input tables, with the state its previous runs left.
 pub(crate) async fn run(
     contract: &RoomContract,
@@ -89,6 +106,7 @@ pub(crate) async fn run(
     tables: &HashMap<String, InputTable>,
     state: State,
 ) -> Result<Computed> {
+    check_runnable(contract, computation)?;
     let source = NoiseSource::of(contract);
     match &computation.kind {
         Some(computation::Kind::Overlap(spec)) => {
@@ -103,18 +121,11 @@ pub(crate) async fn run(
             let (sections, state, noise) = measurement::run(contract, spec, tables, state, source).await?;
             Ok(Computed { sections, state: Some(state), noise })
         }
-        Some(computation::Kind::Sql(spec)) => {
-            if source.is_some() {
-                return Err(Error::Contract(
-                    "SQL computations do not support differential privacy yet; this room cannot run them".to_owned(),
-                ));
-            }
-            Ok(Computed {
-                sections: sql::run(contract, &computation.name, spec, tables).await?,
-                state: None,
-                noise: None,
-            })
-        }
+        Some(computation::Kind::Sql(spec)) => Ok(Computed {
+            sections: sql::run(contract, &computation.name, spec, tables).await?,
+            state: None,
+            noise: None,
+        }),
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }
 }

@@ -470,7 +470,7 @@ pub(crate) async fn run(
             let mut noise = source.noise(sensitivity(&c, false, source.cap));
             let threshold = noise.listing_threshold(source.cap).max(k);
             let noisy = noisy(&c, &mut noise, false, threshold);
-            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, source.cap, threshold))))
+            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, Some(source.cap), threshold))))
         }
     }
 }

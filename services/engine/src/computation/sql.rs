@@ -13,7 +13,9 @@
 //! user_id END)`), so that `SUM(CASE WHEN <one person> THEN income END)` over a large group is
 //! about one person and is suppressed. A row whose group has fewer than k individuals of any table
 //! is not listed at all; a cell is about the fewest contributors of any table, and the release gate
-//! suppresses it under k. Rows are listed by their group keys, never by value.
+//! suppresses it under k. A difference check suppresses a cell whose contributors differ from the
+//! group's or another released cell's by 1 to k − 1 (so two aggregates cannot be subtracted to
+//! isolate a few people). Rows are listed by their group keys, never by value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,8 +75,8 @@ struct Output {
     aggregate: bool,
     /// A metric that is exactly one COUNT.
     count: bool,
-    /// Hidden columns with the contributors of each aggregate in it, per table.
-    contributors: Vec<String>,
+    /// Positions of the hidden columns with the contributors of each aggregate in it, per table.
+    contributors: Vec<usize>,
 }
 
 /// A checked query, rewritten with its hidden person counts.
@@ -82,8 +84,8 @@ struct Output {
 pub(crate) struct Checked {
     rewritten: String,
     outputs: Vec<Output>,
-    /// Hidden columns with the group's individuals, per table.
-    group_persons: Vec<String>,
+    /// Positions of the hidden columns with the group's individuals, per table.
+    group_persons: Vec<usize>,
 }
 
 fn refuse(message: impl std::fmt::Display) -> Error {
@@ -323,6 +325,9 @@ fn check_with(
     if let Some(p) = scan.problem {
         return Err(refuse(p));
     }
+    if spec.query.to_lowercase().contains("__sealroom") {
+        return Err(refuse("names starting with __sealroom are reserved for the engine's hidden counts"));
+    }
     let group_by: Vec<Expr> = match &select.group_by {
         GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.clone(),
         GroupByExpr::Expressions(..) => return Err(refuse("GROUP BY modifiers (ROLLUP, CUBE) are not supported")),
@@ -346,6 +351,8 @@ fn check_with(
         }
     }
     let mut outputs = Vec::new();
+    // Hidden columns follow the query's own, in order: found by position, never by name.
+    let first_hidden = select.projection.len();
     let mut hidden: Vec<String> = Vec::new();
     let person =
         |r: &Relation, column: &str| format!("{}.{}", Ident::with_quote('"', &r.alias), Ident::with_quote('"', column));
@@ -384,8 +391,8 @@ fn check_with(
                         None => person(r, p),
                         Some(c) => format!("CASE WHEN {c} THEN {} END", person(r, p)),
                     };
+                    contributors.push(first_hidden + hidden.len());
                     hidden.push(format!("COUNT(DISTINCT {counted}) AS {alias}"));
-                    contributors.push(alias);
                 }
             }
         }
@@ -396,8 +403,8 @@ fn check_with(
     for r in &relations {
         for p in &r.persons {
             let alias = format!("__sealroom_g{}", group_persons.len());
+            group_persons.push(first_hidden + hidden.len());
             hidden.push(format!("COUNT(DISTINCT {}) AS {alias}", person(r, p)));
-            group_persons.push(alias);
         }
     }
     for h in &hidden {
@@ -499,12 +506,34 @@ pub(crate) async fn run(
     Ok(vec![section(&checked, name, &result, u64::from(contract.effective_k()))?])
 }
 
+/// The difference check within a row: two released aggregates (or an aggregate and the group)
+/// whose contributors differ by 1 to k − 1 individuals could be subtracted to learn about those few
+/// (`SUM(income)` and `SUM(CASE WHEN age <> 77 THEN income END)`). Going from the most contributors
+/// down, a cell whose contributor count is that close to one already released (the group counts as
+/// released) is suppressed: it is marked as about 0 individuals.
+fn difference_check(individuals: &[u64], group: u64, k: u64) -> Vec<u64> {
+    let mut order: Vec<usize> = (0..individuals.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(individuals[*i]));
+    let mut released = vec![group];
+    let mut out = individuals.to_vec();
+    for i in order {
+        let c = individuals[i];
+        if c < k || released.iter().any(|r| r.abs_diff(c) > 0 && r.abs_diff(c) < k) {
+            out[i] = 0;
+        } else {
+            released.push(c);
+        }
+    }
+    out
+}
+
 /// The released section: dimensions as strings, metrics with their contributors.
 fn section(checked: &Checked, name: &str, result: &RecordBatch, k: u64) -> Result<ComputedSection> {
     let schema = result.schema();
-    let column = |n: &str| -> Result<ArrayRef> {
-        let i = schema.index_of(n).map_err(|e| Error::Computation(e.to_string()))?;
-        Ok(result.column(i).clone())
+    let column = |i: &usize| -> Result<ArrayRef> {
+        (*i < result.num_columns())
+            .then(|| result.column(*i).clone())
+            .ok_or_else(|| Error::Computation(format!("the query's result has no column {i}")))
     };
     let as_u64 = |a: &ArrayRef| -> Result<Vec<u64>> {
         let a = arrow::compute::cast(a, &DataType::UInt64)?;
@@ -549,11 +578,18 @@ fn section(checked: &Checked, name: &str, result: &RecordBatch, k: u64) -> Resul
             .iter()
             .map(|a| if a.is_valid(row) { a.value(row).to_owned() } else { "(null)".to_owned() })
             .collect();
+        let individuals: Vec<u64> = metric_values
+            .iter()
+            .map(|(values, _, contributors)| {
+                let n = contributors.iter().map(|c| c[row]).min().unwrap_or(0).min(persons);
+                if values.is_valid(row) { n } else { 0 }
+            })
+            .collect();
+        let individuals = difference_check(&individuals, persons, k);
         let cells = metric_values
             .iter()
-            .map(|(values, count, contributors)| {
-                let individuals = contributors.iter().map(|c| c[row]).min().unwrap_or(0).min(persons);
-                let individuals = if values.is_valid(row) { individuals } else { 0 };
+            .zip(individuals)
+            .map(|((values, count, _), individuals)| {
                 if *count {
                     let v = values.as_primitive::<arrow::datatypes::UInt64Type>();
                     ComputedCell::count(if v.is_valid(row) { v.value(row) } else { 0 }, individuals)
@@ -570,10 +606,48 @@ fn section(checked: &Checked, name: &str, result: &RecordBatch, k: u64) -> Resul
         name: "result".into(),
         description: format!(
             "The rows of SQL computation '{name}' about at least k individuals, in group-key order; a cell whose \
-             aggregate is about fewer than k contributing individuals is suppressed"
+             aggregate is about fewer than k contributing individuals, or whose contributors differ from the group's \
+             or another released cell's by fewer than k, is suppressed"
         ),
         dimensions,
         metrics,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::difference_check;
+
+    #[test]
+    fn cells_close_to_the_group_or_to_each_other_are_suppressed() {
+        // Group of 30, k = 10: 30 (all) is released; 29 (all but one) is within k of it; 12 is 18
+        // away; 5 is under k.
+        assert_eq!(difference_check(&[30, 29, 12, 5], 30, 10), [30, 0, 12, 0]);
+        // 30, 20 and 10 are k apart: all released.
+        assert_eq!(difference_check(&[30, 20, 10], 30, 10), [30, 20, 10]);
+    }
+
+    proptest! {
+        /// Released contributor counts (and the group) are pairwise equal or at least k apart, and
+        /// every released count reaches k.
+        #[test]
+        fn released_counts_are_never_within_k(cells in proptest::collection::vec(0u64..60, 0..8), k in 2u64..20) {
+            let group = cells.iter().copied().max().unwrap_or(0).max(k);
+            let out = difference_check(&cells, group, k);
+            let mut released: Vec<u64> = out.iter().copied().filter(|c| *c > 0).collect();
+            released.push(group);
+            for a in &released {
+                prop_assert!(*a >= k);
+                for b in &released {
+                    prop_assert!(a == b || a.abs_diff(*b) >= k);
+                }
+            }
+            for (c, o) in cells.iter().zip(&out) {
+                prop_assert!(*o == 0 || o == c);
+            }
+        }
+    }
 }
