@@ -216,13 +216,6 @@ async fn upload(engine: &Engine, token: &str, table: &str, path: &Path) -> Resul
 }
 
 /// Peak resident memory of this process, in MiB (Linux).
-fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 async fn run(dir: &Path, k: u32) -> Result<(), String> {
     let data = dir.join("engine");
     if data.exists() {
@@ -280,7 +273,7 @@ async fn run(dir: &Path, k: u32) -> Result<(), String> {
             "segments": section.rows().len(),
             "ranked_segments": ranked.len(),
             "top": top,
-            "peak_rss_mib": peak_mib(),
+            "peak_rss_mib": sealroom_loadtest::peak_mib(),
         })
     );
     Ok(())

@@ -88,13 +88,6 @@ fn read(path: &Path) -> Result<StringArray, String> {
 }
 
 /// Peak resident memory of this process, in MiB (Linux).
-fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn main() -> Result<(), String> {
     match Cli::parse().command {
         Command::Generate { dir, advertisers, publishers, overlap, seed } => {
@@ -137,7 +130,7 @@ fn main() -> Result<(), String> {
                     "join_seconds": join_seconds,
                     "matched_pairs": pairs.len(),
                     "invalid": ah.invalid + ph.invalid,
-                    "peak_rss_mib": peak_mib(),
+                    "peak_rss_mib": sealroom_loadtest::peak_mib(),
                 })
             );
         }

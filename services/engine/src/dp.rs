@@ -129,6 +129,12 @@ impl Noise {
         Self { randomness, epsilon_micro: epsilon_micro.max(1), sensitivity: sensitivity.max(1) }
     }
 
+    /// Noise spending `epsilon_micro` (a run's ε, or a share of it) on counts whose total L1
+    /// sensitivity is `sensitivity`, from fresh OS randomness: what every release uses.
+    pub(crate) fn from_os(epsilon_micro: u64, sensitivity: u64) -> Self {
+        Self::new(Randomness::from_os(), epsilon_micro, sensitivity)
+    }
+
     /// The scale `b = Δ / ε` (the noise's standard deviation is about `b·√2`).
     pub(crate) fn scale(&self) -> f64 {
         self.sensitivity as f64 * MICRO as f64 / self.epsilon_micro as f64

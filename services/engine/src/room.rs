@@ -191,29 +191,21 @@ impl Room {
     pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let charged = match computation::check_runnable(&self.contract, computation)
-            .and_then(|()| self.inputs_present(computation))
-            .and_then(|()| self.charge_budget(computation))
-        {
-            Ok(charged) => charged,
-            Err(e) => {
-                self.metrics.run_finished(&computation.name, false, started.elapsed().as_secs_f64());
-                self.audit.append(AuditEvent::ComputationFailed {
-                    participant: participant.to_owned(),
-                    computation: computation.name.clone(),
-                    reason: e.to_string(),
-                })?;
-                return Err(e);
-            }
-        };
-        let outcome = self.compute(computation).await;
+        // What the room cannot run, inputs not uploaded yet and a spent budget are refused before
+        // any ε is charged; once charged, a run that fails is not refunded (whether it fails could
+        // depend on the data).
+        let outcome = async {
+            computation::check_runnable(&self.contract, computation)?;
+            self.inputs_present(computation)?;
+            self.charge_budget(computation)?;
+            self.compute(computation).await
+        }
+        .await;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
         let (computed, inputs) = match outcome {
             Ok(v) => v,
             Err(e) => {
-                // A charge is not given back: whether the run fails could depend on the data.
-                let _ = charged;
                 self.audit.append(AuditEvent::ComputationFailed {
                     participant: participant.to_owned(),
                     computation: computation.name.clone(),
@@ -297,11 +289,11 @@ impl Room {
         ))
     }
 
-    /// Charges one run's ε to every recipient of the computation's results, before it runs;
-    /// returns the cost charged (`None` in rooms without differential privacy).
-    fn charge_budget(&self, computation: &Computation) -> Result<Option<u64>> {
+    /// Charges one run's ε to every recipient of the computation's results, before it runs (rooms
+    /// without differential privacy: nothing).
+    fn charge_budget(&self, computation: &Computation) -> Result<()> {
         let Some((ledger, cost)) = self.ledger() else {
-            return Ok(None);
+            return Ok(());
         };
         let _guard = lock(&self.budget_lock);
         let spent = ledger.charge(&computation.results_to, cost, &computation.name)?;
@@ -315,7 +307,7 @@ impl Room {
                 .map(|p| (p.clone(), spent.spent_micro.get(p).copied().unwrap_or(0)))
                 .collect(),
         })?;
-        Ok(Some(cost))
+        Ok(())
     }
 
     /// A participant's privacy budget (`None` in rooms without differential privacy).

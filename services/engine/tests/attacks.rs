@@ -104,14 +104,30 @@ impl World {
     }
 
     async fn in_room(room: &str, users: &[User], impressions: &[(usize, &str)], converters: &[usize]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = common::open(dir.path(), vec![RoomFile::parse(room, "attacks").unwrap()], vec![]).await;
-        let world = Self { engine, _dir: dir };
+        let world = Self::empty(room).await;
         world.crm(users, &[]).await;
         if !converters.is_empty() {
             let ids = col(converters.iter().map(|i| Some(format!("c{i}"))).collect());
             world.upload(ADV, "conversions", vec![("customer_id", ids)]).await;
         }
+        world.publisher(users).await;
+        if !impressions.is_empty() {
+            let ids = col(impressions.iter().map(|(u, _)| Some(format!("u{u}"))).collect());
+            let campaigns = col(impressions.iter().map(|(_, c)| Some((*c).to_owned())).collect());
+            world.upload(PUB, "impressions", vec![("user_id", ids), ("campaign", campaigns)]).await;
+        }
+        world
+    }
+
+    /// The room with nothing uploaded.
+    async fn empty(room: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = common::open(dir.path(), vec![RoomFile::parse(room, "attacks").unwrap()], vec![]).await;
+        Self { engine, _dir: dir }
+    }
+
+    /// Uploads the publisher's users u0..u{n} with their emails and segments.
+    async fn publisher(&self, users: &[User]) {
         let mut segments = ListBuilder::new(StringBuilder::new());
         for u in users {
             for s in &u.segments {
@@ -119,30 +135,19 @@ impl World {
             }
             segments.append(true);
         }
-        world
-            .upload(
-                PUB,
-                "users",
-                vec![
-                    ("user_id", col((0..users.len()).map(|i| Some(format!("u{i}"))).collect())),
-                    (
-                        "email",
-                        col((0..users.len())
-                            .map(|i| {
-                                Some(digest(&if users[i].matched { format!("e{i}") } else { format!("other{i}") }))
-                            })
-                            .collect()),
-                    ),
-                    ("segments", Arc::new(segments.finish()) as ArrayRef),
-                ],
-            )
-            .await;
-        if !impressions.is_empty() {
-            let ids = col(impressions.iter().map(|(u, _)| Some(format!("u{u}"))).collect());
-            let campaigns = col(impressions.iter().map(|(_, c)| Some((*c).to_owned())).collect());
-            world.upload(PUB, "impressions", vec![("user_id", ids), ("campaign", campaigns)]).await;
-        }
-        world
+        let emails = (0..users.len())
+            .map(|i| Some(digest(&if users[i].matched { format!("e{i}") } else { format!("other{i}") })))
+            .collect();
+        self.upload(
+            PUB,
+            "users",
+            vec![
+                ("user_id", col((0..users.len()).map(|i| Some(format!("u{i}"))).collect())),
+                ("email", col(emails)),
+                ("segments", Arc::new(segments.finish()) as ArrayRef),
+            ],
+        )
+        .await;
     }
 
     /// Uploads the CRM: a customer per matched user, plus customers with the given extra emails.
@@ -361,38 +366,15 @@ async fn match_rate_probing_succeeds_on_k_alone_and_fails_under_differential_pri
 #[tokio::test]
 async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     let room = room_with(Some("{ epsilon_per_run: 0.25, budget_per_participant: 1, max_segments_per_person: 1 }"));
-    let dir = tempfile::tempdir().unwrap();
-    let contract = RoomFile::parse(&room, "attacks").unwrap();
-    let engine = common::open(dir.path(), vec![contract.clone()], vec![]).await;
-    let id = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(id.as_str(), ADV).unwrap();
+    let world = World::empty(&room).await;
+    let id = world.engine.room_ids()[0].clone();
+    let analyst = world.engine.authenticate(id.as_str(), ADV).unwrap();
     // Nothing uploaded: the run is refused before the budget is charged.
-    let err = engine.run(&analyst, "overlap").await.unwrap_err();
+    let err = world.engine.run(&analyst, "overlap").await.unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
-    let world = World { engine, _dir: dir };
     let people = users(&[(200, true, &["a"]), (100, false, &["b"])]);
     world.crm(&people, &[]).await;
-    let mut segments = ListBuilder::new(StringBuilder::new());
-    for u in &people {
-        for s in &u.segments {
-            segments.values().append_value(s);
-        }
-        segments.append(true);
-    }
-    let emails = (0..people.len())
-        .map(|i| Some(digest(&if people[i].matched { format!("e{i}") } else { format!("other{i}") })))
-        .collect();
-    world
-        .upload(
-            PUB,
-            "users",
-            vec![
-                ("user_id", col((0..people.len()).map(|i| Some(format!("u{i}"))).collect())),
-                ("email", col(emails)),
-                ("segments", Arc::new(segments.finish()) as ArrayRef),
-            ],
-        )
-        .await;
+    world.publisher(&people).await;
     let mut answers = Vec::new();
     for _ in 0..4 {
         let released = world.run("overlap").await;
@@ -411,7 +393,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     // A restart does not give the budget back.
     let World { engine, _dir: dir } = world;
     drop(engine);
-    let engine = common::open(dir.path(), vec![contract], vec![]).await;
+    let engine = common::open(dir.path(), vec![RoomFile::parse(&room, "attacks").unwrap()], vec![]).await;
     assert!(matches!(refused(&engine).await, Error::BudgetExhausted(_)));
     let view = engine.room_view(&engine.authenticate(id.as_str(), ADV).unwrap()).unwrap();
     assert_eq!(view["privacy_budget"]["remaining"], 0.0);

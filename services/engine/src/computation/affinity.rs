@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use sealroom_proto::room::v1::{AffinityComputation, RoomContract};
 
-use super::overlap::{OverlapCounts, complementary_rows, counts, metric, noisy, sensitivity};
+use super::overlap::{OverlapCounts, complementary_rows, counts, metric, noised};
 use super::{InputTable, NoiseSource};
 use crate::dp::NoiseInfo;
 use crate::error::{Error, Result};
@@ -203,10 +203,8 @@ pub(crate) async fn run(
     match noise {
         None => Ok((sections(&counts, spec, k, 0.0)?, None)),
         Some(source) => {
-            let mut noise = source.noise(sensitivity(&counts, true, source.cap));
-            let threshold = noise.listing_threshold(source.cap).max(k);
-            let noisy = noisy(&counts, &mut noise, true, threshold);
-            Ok((sections(&noisy, spec, k, noise.variance())?, Some(NoiseInfo::of(&noise, Some(source.cap), threshold))))
+            let (noisy, info, variance) = noised(&counts, source, true, k);
+            Ok((sections(&noisy, spec, k, variance)?, Some(info)))
         }
     }
 }

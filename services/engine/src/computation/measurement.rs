@@ -165,9 +165,9 @@ pub(crate) fn measure(
     // under differential privacy, where only campaigns that reached someone within the bounds are
     // candidates (so one person can bring at most their own capped campaigns, and those of the
     // individual at the far end of the matching's alternating path).
-    for row in (0..campaigns.len()).filter(|_| bounds.is_none()) {
-        if campaigns.is_valid(row) {
-            out.campaigns.entry(campaigns.value(row).to_owned()).or_default();
+    if bounds.is_none() {
+        for name in campaigns.iter().flatten() {
+            out.campaigns.entry(name.to_owned()).or_default();
         }
     }
     for (name, impressions) in &per_campaign {
@@ -552,9 +552,8 @@ pub(crate) async fn run(
         (Some(source), Some(bounds)) => {
             let (count_sensitivity, sum_sensitivity) = sensitivities(bounds);
             let half = source.epsilon_micro / 2;
-            let mut counts = crate::dp::Noise::new(crate::dp::Randomness::from_os(), half, count_sensitivity);
-            let mut sums =
-                crate::dp::Noise::new(crate::dp::Randomness::from_os(), source.epsilon_micro - half, sum_sensitivity);
+            let mut counts = crate::dp::Noise::from_os(half, count_sensitivity);
+            let mut sums = crate::dp::Noise::from_os(source.epsilon_micro - half, sum_sensitivity);
             let threshold = counts.listing_threshold(2 * bounds.campaigns).max(k);
             let noisy = noisy(&measured, &mut counts, &mut sums, threshold);
             let mut info = crate::dp::NoiseInfo::of(&counts, None, threshold);

@@ -18,7 +18,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sealroom_proto::room::v1::{Computation, RoomContract, computation};
 
-use crate::dp::{Noise, NoiseInfo, Randomness};
+use crate::dp::NoiseInfo;
 use crate::error::{Error, Result};
 use crate::report::ComputedSection;
 
@@ -65,11 +65,6 @@ impl NoiseSource {
             campaigns: dp.campaigns_per_person(),
             impressions: dp.impressions_per_person(),
         })
-    }
-
-    /// Noise for counts whose total L1 sensitivity is `sensitivity`, from fresh OS randomness.
-    pub(crate) fn noise(&self, sensitivity: u64) -> Noise {
-        Noise::new(Randomness::from_os(), self.epsilon_micro, sensitivity)
     }
 }
 

@@ -259,6 +259,21 @@ pub(crate) fn noisy(c: &OverlapCounts, noise: &mut crate::dp::Noise, with_base: 
     out
 }
 
+/// The counts with noise as [`noisy`] releases them, with what the report says about the noise and
+/// the variance of one draw (for intervals): one scale for the counts' total sensitivity, and a
+/// listing threshold for the segments one person can bring (`source.cap`).
+pub(crate) fn noised(
+    c: &OverlapCounts,
+    source: NoiseSource,
+    with_base: bool,
+    k: u64,
+) -> (OverlapCounts, NoiseInfo, f64) {
+    let mut noise = crate::dp::Noise::from_os(source.epsilon_micro, sensitivity(c, with_base, source.cap));
+    let threshold = noise.listing_threshold(source.cap).max(k);
+    let noisy = noisy(c, &mut noise, with_base, threshold);
+    (noisy, NoiseInfo::of(&noise, Some(source.cap), threshold), noise.variance())
+}
+
 pub(crate) fn metric(name: &str, kind: MetricKind, description: &str) -> MetricSpec {
     MetricSpec { name: name.into(), kind, description: description.into() }
 }
@@ -467,10 +482,8 @@ pub(crate) async fn run(
         None => Ok((sections(&counts(contract, spec, tables, false, None).await?, k), None)),
         Some(source) => {
             let c = counts(contract, spec, tables, false, Some(source.cap)).await?;
-            let mut noise = source.noise(sensitivity(&c, false, source.cap));
-            let threshold = noise.listing_threshold(source.cap).max(k);
-            let noisy = noisy(&c, &mut noise, false, threshold);
-            Ok((sections(&noisy, k), Some(NoiseInfo::of(&noise, Some(source.cap), threshold))))
+            let (noisy, info, _) = noised(&c, source, false, k);
+            Ok((sections(&noisy, k), Some(info)))
         }
     }
 }

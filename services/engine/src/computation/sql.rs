@@ -27,8 +27,8 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, SelectItem,
+    SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -164,10 +164,6 @@ struct Scan<'a> {
 impl Visitor for Scan<'_> {
     type Break = ();
 
-    fn pre_visit_query(&mut self, _: &Query) -> std::ops::ControlFlow<()> {
-        std::ops::ControlFlow::Continue(())
-    }
-
     fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
         match e {
             Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
@@ -255,17 +251,10 @@ fn aggregate_names(ctx: &SessionContext) -> std::collections::HashSet<String> {
     names
 }
 
-/// Checks a query and rewrites it with its hidden person counts.
-pub(crate) fn check(contract: &RoomContract, spec: &SqlComputation) -> Result<Checked> {
-    let ctx = SessionContext::new();
-    check_with(contract, spec, &aggregate_names(&ctx))
-}
-
-fn check_with(
-    contract: &RoomContract,
-    spec: &SqlComputation,
-    aggregates: &std::collections::HashSet<String>,
-) -> Result<Checked> {
+/// Checks a query and rewrites it with its hidden person counts; `ctx` knows which functions are
+/// aggregates.
+fn check(contract: &RoomContract, spec: &SqlComputation, ctx: &SessionContext) -> Result<Checked> {
+    let aggregates = &aggregate_names(ctx);
     let dialect = GenericDialect {};
     let statements =
         Parser::parse_sql(&dialect, &spec.query).map_err(|e| refuse(format!("the query does not parse: {e}")))?;
@@ -420,8 +409,8 @@ fn check_with(
 /// Plans the checked query against empty tables with the contract's schemas, so that unknown
 /// columns and type errors are found when the room is hosted, not at the first run.
 pub(crate) async fn plan(contract: &RoomContract, spec: &SqlComputation) -> Result<()> {
-    let checked = check(contract, spec)?;
     let ctx = SessionContext::new();
+    let checked = check(contract, spec, &ctx)?;
     for name in &spec.tables {
         let table = contract.table(name).ok_or_else(|| refuse(format!("'{name}' is not a table of this room")))?;
         register(&ctx, name, crate::schema::stored_schema(table), Vec::new())?;
@@ -490,8 +479,8 @@ pub(crate) async fn run(
     spec: &SqlComputation,
     tables: &HashMap<String, InputTable>,
 ) -> Result<Vec<ComputedSection>> {
-    let checked = check(contract, spec)?;
     let ctx = SessionContext::new();
+    let checked = check(contract, spec, &ctx)?;
     for table in &spec.tables {
         let input = overlap::input(tables, table)?;
         register(&ctx, table, input.schema.clone(), input.batches.clone())?;
