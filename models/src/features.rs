@@ -1,8 +1,13 @@
-//! Columns of text values to a numeric feature matrix.
+//! Columns of text values to a compact numeric matrix, and the fitted schema that says how
+//! ([`FeatureSchema::encode`]: a number as it is, a category as its level index, NaN for missing).
+//! Each model expands the compact matrix as it needs: logistic regression as below, the boosted
+//! forest into bins (categories stay one feature each, with their own splits).
 //!
 //! A column is **numeric** when every value present parses as a finite number, **categorical**
 //! otherwise. Missing values are empty strings and the usual spellings (`?`, `NA`, `N/A`, `null`,
 //! `NaN`, case-insensitive, after trimming).
+//!
+//! For logistic regression:
 //!
 //! - Numeric: standardized with the training mean and standard deviation; a missing value becomes
 //!   the mean (0 after standardizing) and, when the column has missing values in training, an
@@ -16,7 +21,7 @@
 //! The schema is fitted on training data only and then applied unchanged to test or scoring data,
 //! so nothing about the test set leaks into the features.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -120,42 +125,45 @@ impl FeatureSchema {
         Ok(Self { features, notes })
     }
 
-    /// Names of the matrix's columns, in order.
-    pub fn names(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for f in &self.features {
-            match &f.encoding {
-                Encoding::Numeric { missing_indicator, .. } => {
-                    out.push(f.column.clone());
-                    if *missing_indicator {
-                        out.push(format!("{}=missing", f.column));
-                    }
-                }
-                Encoding::Categorical { levels, other, missing } => {
-                    out.extend(levels.iter().map(|l| format!("{}={l}", f.column)));
-                    if *other {
-                        out.push(format!("{}=other", f.column));
-                    }
-                    if *missing {
-                        out.push(format!("{}=missing", f.column));
-                    }
-                }
-            }
+    /// Fits a schema for numeric columns given as a matrix (one column per name; NaN missing):
+    /// for data that never was text, such as the scale benchmark's. Constant columns are refused.
+    pub fn numeric(names: &[String], x: ArrayView2<'_, f64>) -> Result<Self, ModelError> {
+        if names.len() != x.ncols() {
+            return Err(ModelError::Input(format!("{} names for {} columns", names.len(), x.ncols())));
         }
-        out
+        let mut features = Vec::with_capacity(names.len());
+        for (name, column) in names.iter().zip(x.columns()) {
+            let (mut n, mut sum, mut sum_sq) = (0usize, 0.0f64, 0.0f64);
+            for v in column.iter().filter(|v| !v.is_nan()) {
+                n += 1;
+                sum += v;
+                sum_sq += v * v;
+            }
+            if n == 0 {
+                return Err(ModelError::Input(format!("column '{name}' has no values")));
+            }
+            let mean = sum / n as f64;
+            let var = (sum_sq / n as f64 - mean * mean).max(0.0);
+            if var == 0.0 {
+                return Err(ModelError::Input(format!(
+                    "column '{name}' has a single value: it cannot tell users apart"
+                )));
+            }
+            let encoding = Encoding::Numeric { mean, std: var.sqrt(), missing_indicator: n < column.len() };
+            features.push(Feature { column: name.clone(), encoding });
+        }
+        Ok(Self { features, notes: Vec::new() })
     }
 
-    pub fn width(&self) -> usize {
-        self.names().len()
-    }
-
-    /// The feature matrix of `columns` (which must include every fitted column; extra columns are
-    /// ignored). A numeric column whose value does not parse is an error naming the row.
-    pub fn transform(&self, columns: &[Column]) -> Result<Array2<f64>, ModelError> {
+    /// The compact matrix of `columns`, one column per fitted feature (which `columns` must all
+    /// include; extra columns are ignored): a numeric column's value as it is, a categorical
+    /// column's level index (`levels.len()` for `other`), and NaN for a missing value. Models
+    /// expand it as they need ([`crate::logistic`] one-hot, [`crate::forest`] bins). A numeric
+    /// column whose value does not parse is an error naming the row.
+    pub fn encode(&self, columns: &[Column]) -> Result<Array2<f64>, ModelError> {
         let rows = columns.first().map_or(0, |(_, v)| v.len());
-        let mut x = Array2::<f64>::zeros((rows, self.width()));
-        let mut at = 0;
-        for f in &self.features {
+        let mut x = Array2::<f64>::from_elem((rows, self.features.len()), f64::NAN);
+        for (at, f) in self.features.iter().enumerate() {
             let values = &columns
                 .iter()
                 .find(|(n, _)| *n == f.column)
@@ -165,42 +173,27 @@ impl FeatureSchema {
                 return Err(ModelError::Input(format!("column '{}' has {} rows, not {rows}", f.column, values.len())));
             }
             match &f.encoding {
-                Encoding::Numeric { mean, std, missing_indicator } => {
+                Encoding::Numeric { .. } => {
                     for (r, v) in values.iter().enumerate() {
-                        match present(v) {
-                            Some(s) => {
-                                let n = s.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
-                                    ModelError::Input(format!(
-                                        "column '{}' is numeric but row {r} (0-based) is not a number; fix the value \
-                                         or leave it empty",
-                                        f.column
-                                    ))
-                                })?;
-                                x[[r, at]] = (n - mean) / std;
-                            }
-                            None if *missing_indicator => x[[r, at + 1]] = 1.0,
-                            None => {}
+                        if let Some(s) = present(v) {
+                            x[[r, at]] = s.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
+                                ModelError::Input(format!(
+                                    "column '{}' is numeric but row {r} (0-based) is not a number; fix the value or \
+                                     leave it empty",
+                                    f.column
+                                ))
+                            })?;
                         }
                     }
-                    at += 1 + usize::from(*missing_indicator);
                 }
-                Encoding::Categorical { levels, other, missing } => {
+                Encoding::Categorical { levels, .. } => {
                     let index: std::collections::HashMap<&str, usize> =
                         levels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-                    let other_at = at + levels.len();
-                    let missing_at = other_at + usize::from(*other);
                     for (r, v) in values.iter().enumerate() {
-                        match present(v) {
-                            Some(s) => match index.get(s) {
-                                Some(i) => x[[r, at + i]] = 1.0,
-                                None if *other => x[[r, other_at]] = 1.0,
-                                None => {}
-                            },
-                            None if *missing => x[[r, missing_at]] = 1.0,
-                            None => {}
+                        if let Some(s) = present(v) {
+                            x[[r, at]] = index.get(s).copied().unwrap_or(levels.len()) as f64;
                         }
                     }
-                    at = missing_at + usize::from(*missing);
                 }
             }
         }
@@ -224,17 +217,21 @@ mod tests {
             col("country", &["us", "us", "us", "us"]),
         ];
         let schema = FeatureSchema::fit(&train).unwrap();
-        assert_eq!(schema.names(), ["age", "age=missing", "job=a", "job=b", "job=other", "job=missing"]);
+        assert_eq!(schema.features.len(), 2);
         assert_eq!(schema.notes, ["column 'country' has a single value: left out (it cannot tell users apart)"]);
-        let x = schema.transform(&train).unwrap();
+        let x = schema.encode(&train).unwrap();
+        // Numbers as they are, levels by index (most frequent first), NaN for missing.
+        assert_eq!(x[[0, 0]], 20.0);
+        assert!(x[[2, 0]].is_nan());
+        assert_eq!(x.column(1).iter().take(3).copied().collect::<Vec<_>>(), [0.0, 1.0, 0.0]);
+        assert!(x[[3, 1]].is_nan());
         // age: mean 40, std √(800/3).
-        let std = (800.0f64 / 3.0).sqrt();
-        assert!((x[[0, 0]] + 20.0 / std).abs() < 1e-12);
-        assert_eq!(x.row(2).to_vec(), [0.0, 1.0, 1.0, 0.0, 0.0, 0.0], "missing age: mean and indicator");
-        assert_eq!(x.row(3).to_vec()[2..], [0.0, 0.0, 0.0, 1.0]);
-        // A level unseen in training goes to `other`.
+        let Encoding::Numeric { mean, std, missing_indicator } = schema.features[0].encoding else { panic!() };
+        assert_eq!((mean, missing_indicator), (40.0, true));
+        assert!((std - (800.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        // A level unseen in training is `other` (index = number of levels).
         let test = vec![col("age", &["40"]), col("job", &["c"])];
-        assert_eq!(schema.transform(&test).unwrap().row(0).to_vec(), [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(schema.encode(&test).unwrap().row(0).to_vec(), [40.0, 2.0]);
     }
 
     #[test]
@@ -254,12 +251,15 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         let schema = FeatureSchema::fit(&[col("age", &["1", "2"])]).unwrap();
-        let err = schema.transform(&[col("age", &["1", "x"])]).unwrap_err();
+        let err = schema.encode(&[col("age", &["1", "x"])]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "column 'age' is numeric but row 1 (0-based) is not a number; fix the value or leave it empty"
         );
-        assert!(schema.transform(&[col("other", &["1"])]).is_err());
+        assert!(schema.encode(&[col("other", &["1"])]).is_err());
+        let x = ndarray::array![[1.0, 5.0], [2.0, 5.0]];
+        let err = FeatureSchema::numeric(&["a".into(), "b".into()], x.view()).unwrap_err();
+        assert_eq!(err.to_string(), "column 'b' has a single value: it cannot tell users apart");
         let err = FeatureSchema::fit(&[col("c", &["x", "x"]), col("e", &["", "?"])]).unwrap_err();
         assert!(err.to_string().starts_with("no usable feature"), "{err}");
     }

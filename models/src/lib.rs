@@ -4,10 +4,12 @@
 //!
 //! A pure library: no I/O, no async, no logging of what it is given (it is handed personal data).
 //!
-//! - [`features`]: columns of text values → a numeric matrix: numeric columns standardized with a
-//!   missing-value indicator, categorical columns one-hot encoded (the most frequent levels, the
-//!   rest pooled), constant and all-missing columns left out and reported;
-//! - [`model`]: the [`model::LookalikeModel`] trait and its logistic regression (linfa-logistic);
+//! - [`features`]: columns of text values → a compact numeric matrix (numbers as they are,
+//!   categories as level indices, NaN for missing) and the schema that says how (the most frequent
+//!   levels, the rest pooled; constant and all-missing columns left out and reported);
+//! - [`model`]: the [`model::LookalikeModel`] trait, [`model::train`] and the exported form;
+//! - [`logistic`]: L2-regularized logistic regression (L-BFGS on a sparse one-hot design);
+//! - [`forest`]: gradient-boosted trees on histograms (a boosted forest);
 //! - [`eval`]: ROC AUC, recall at the top k% of the base, and the reach/precision curve;
 //! - [`split`]: seeded train/test splits.
 //!
@@ -20,6 +22,8 @@
 
 pub mod eval;
 pub mod features;
+pub mod forest;
+pub mod logistic;
 pub mod model;
 pub mod split;
 
@@ -32,4 +36,29 @@ pub enum ModelError {
     /// The training itself failed.
     #[error("training failed: {0}")]
     Training(String),
+}
+
+/// Runs `f(0..parts)` on up to as many threads as the machine has and returns the results in
+/// order: work is split by part, never by thread, so sums over parts are the same on any machine.
+pub(crate) fn par_map<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    // Asking the OS reads cgroup files each time: once per process is enough.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = (*THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))).min(parts);
+    if threads <= 1 {
+        return (0..parts).map(f).collect();
+    }
+    let f = &f;
+    let mut out: Vec<Option<T>> = (0..parts).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || (t..parts).step_by(threads).map(|k| (k, f(k))).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            // A panic in `f` is a bug in this crate: re-raise it where it can be seen.
+            for (k, v) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                out[k] = Some(v);
+            }
+        }
+    });
+    out.into_iter().flatten().collect()
 }

@@ -1,25 +1,30 @@
-//! Models behind one trait: [`LookalikeModel`] scores users; [`train`] fits one from features and
-//! seed labels.
+//! Models behind one trait: [`LookalikeModel`] scores users; [`train`] fits one from the compact
+//! feature matrix ([`FeatureSchema::encode`]) and seed labels.
 
-use linfa::prelude::*;
-use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
-use ndarray::{Array1, Array2};
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::features::FeatureSchema;
+use crate::forest::{ExportedForest, Forest, ForestOptions};
+use crate::logistic::{Coefficient, Logistic, LogisticOptions};
 
 /// Which model to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// L2-regularized logistic regression (linfa-logistic, L-BFGS).
+    #[default]
+    /// L2-regularized logistic regression (L-BFGS; [`crate::logistic`]).
     Logistic,
+    /// Gradient-boosted trees on histograms ([`crate::forest`]).
+    Forest,
 }
 
 impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Logistic => "logistic",
+            Self::Forest => "forest",
         }
     }
 }
@@ -27,59 +32,90 @@ impl ModelKind {
 /// A trained lookalike model: higher scores look more like the seed.
 pub trait LookalikeModel: Send + Sync {
     fn kind(&self) -> ModelKind;
-    /// One score per row of `x` (the feature matrix of the schema the model was trained on).
-    fn scores(&self, x: &Array2<f64>) -> Vec<f64>;
+    /// The feature schema the model was trained on (exported with it).
+    fn schema(&self) -> &FeatureSchema;
+    /// One score (log-odds of being in the seed) per row of `x`, the compact matrix of the
+    /// model's schema. Used to rank, never read as a probability of conversion.
+    fn scores(&self, x: ArrayView2<'_, f64>) -> Result<Vec<f64>, ModelError>;
+    /// The model in the schema's terms, for release to the party the contract names.
+    fn export(&self) -> ExportedModel;
+    /// How training went, in words (solver iterations, trees grown).
+    fn training_summary(&self) -> String;
 }
 
-/// Logistic regression: coefficients per feature and an intercept.
-#[derive(Debug, Clone)]
-pub struct Logistic {
-    fitted: FittedLogisticRegression<f64, bool>,
+/// A model as it is released: its feature schema and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedModel {
+    pub schema: FeatureSchema,
+    #[serde(flatten)]
+    pub parameters: Parameters,
 }
 
-impl Logistic {
-    /// Per feature (the schema's order): how much it raises the log-odds of being in the seed.
-    pub fn coefficients(&self) -> Array1<f64> {
-        if self.fitted.labels().pos.class { self.fitted.params().clone() } else { -self.fitted.params() }
-    }
-
-    /// The log-odds of being in the seed at all-zero (average) features.
-    pub fn intercept(&self) -> f64 {
-        if self.fitted.labels().pos.class { self.fitted.intercept() } else { -self.fitted.intercept() }
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case")]
+pub enum Parameters {
+    /// Score = intercept + Σ weight · feature (numbers standardized by the schema's mean and std,
+    /// missing numbers 0 with their `=missing` indicator 1; a category's level 1, others 0).
+    Logistic {
+        intercept: f64,
+        coefficients: Vec<Coefficient>,
+    },
+    Forest(ExportedForest),
 }
 
 impl LookalikeModel for Logistic {
     fn kind(&self) -> ModelKind {
         ModelKind::Logistic
     }
+    fn schema(&self) -> &FeatureSchema {
+        Logistic::schema(self)
+    }
+    fn scores(&self, x: ArrayView2<'_, f64>) -> Result<Vec<f64>, ModelError> {
+        Logistic::scores(self, x)
+    }
+    fn export(&self) -> ExportedModel {
+        ExportedModel {
+            schema: Logistic::schema(self).clone(),
+            parameters: Parameters::Logistic { intercept: self.intercept(), coefficients: self.coefficients() },
+        }
+    }
+    fn training_summary(&self) -> String {
+        format!("{} L-BFGS iterations", self.iterations())
+    }
+}
 
-    fn scores(&self, x: &Array2<f64>) -> Vec<f64> {
-        // linfa gives the probability of the class it labelled positive, which is the more frequent
-        // one (usually the non-seed): turn it into the probability of being in the seed.
-        let p = self.fitted.predict_probabilities(x);
-        if self.fitted.labels().pos.class { p.to_vec() } else { p.iter().map(|q| 1.0 - q).collect() }
+impl LookalikeModel for Forest {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Forest
+    }
+    fn schema(&self) -> &FeatureSchema {
+        Forest::schema(self)
+    }
+    fn scores(&self, x: ArrayView2<'_, f64>) -> Result<Vec<f64>, ModelError> {
+        Forest::scores(self, x)
+    }
+    fn export(&self) -> ExportedModel {
+        ExportedModel { schema: Forest::schema(self).clone(), parameters: Parameters::Forest(Forest::export(self)) }
+    }
+    fn training_summary(&self) -> String {
+        format!("{} trees", self.trees())
     }
 }
 
 /// Training options.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TrainOptions {
     pub kind: ModelKind,
-    /// L2 penalty (`0.5 · alpha · ‖w‖²` added to the summed log loss; 1.0 is scikit-learn's
-    /// default `C = 1`).
-    pub alpha: f64,
-    pub max_iterations: u64,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self { kind: ModelKind::Logistic, alpha: 1.0, max_iterations: 200 }
-    }
+    /// Weight the classes so that the seed and the rest count equally (for a seed that is a small
+    /// share of the base). A ranking's AUC does not need it; it keeps a tiny seed from being
+    /// ignored by the trees' minimum leaf hessian and the logistic penalty.
+    pub balanced: bool,
+    pub logistic: LogisticOptions,
+    pub forest: ForestOptions,
 }
 
 /// Checks labels before training: both classes present.
-fn check_labels(y: &[bool]) -> Result<(), ModelError> {
+fn check_labels(y: &[bool]) -> Result<(usize, usize), ModelError> {
     let positives = y.iter().filter(|v| **v).count();
     if positives == 0 || positives == y.len() {
         return Err(ModelError::Input(format!(
@@ -87,49 +123,90 @@ fn check_labels(y: &[bool]) -> Result<(), ModelError> {
             y.len()
         )));
     }
-    Ok(())
+    Ok((positives, y.len() - positives))
 }
 
-/// Trains a model on features `x` and seed labels `y` (true: in the seed). Deterministic: the
-/// solver starts from zero and has no random state.
-pub fn train(x: &Array2<f64>, y: &[bool], options: &TrainOptions) -> Result<Box<dyn LookalikeModel>, ModelError> {
+/// Trains a model on the compact matrix `x` of `schema` and seed labels `y` (true: in the seed).
+/// Deterministic: the same data and options give the same model.
+pub fn train(
+    schema: &FeatureSchema,
+    x: ArrayView2<'_, f64>,
+    y: &[bool],
+    options: &TrainOptions,
+) -> Result<Box<dyn LookalikeModel>, ModelError> {
     if x.nrows() != y.len() {
         return Err(ModelError::Input(format!("{} feature rows but {} labels", x.nrows(), y.len())));
     }
-    check_labels(y)?;
-    match options.kind {
-        ModelKind::Logistic => {
-            // Column-major: linfa's gradient multiplies by xᵀ, whose rows are then contiguous (with
-            // a row-major x they are strided columns, and the gradient dominates training time).
-            let column_major = x.t().as_standard_layout().reversed_axes().to_owned();
-            let dataset = Dataset::new(column_major, Array1::from(y.to_vec()));
-            // scikit-learn stops when the largest component of the *mean* loss's gradient is under
-            // 1e-4; linfa minimizes the *summed* loss and tests the gradient's Euclidean norm, which
-            // is at most √features times the largest component: the same rule is 1e-4 × rows × √features.
-            let tolerance = 1e-4 * x.nrows().max(1) as f64 * (x.ncols().max(1) as f64).sqrt();
-            let fitted = LogisticRegression::default()
-                .alpha(options.alpha)
-                .max_iterations(options.max_iterations)
-                .gradient_tolerance(tolerance)
-                .fit(&dataset)
-                .map_err(|e| ModelError::Training(e.to_string()))?;
-            Ok(Box::new(Logistic { fitted }))
-        }
-    }
+    let (positives, negatives) = check_labels(y)?;
+    let weights = if options.balanced {
+        (y.len() as f64 / (2.0 * positives as f64), y.len() as f64 / (2.0 * negatives as f64))
+    } else {
+        (1.0, 1.0)
+    };
+    Ok(match options.kind {
+        ModelKind::Logistic => Box::new(Logistic::fit(schema, x, y, weights, &options.logistic)?),
+        ModelKind::Forest => Box::new(Forest::fit(schema, x, y, weights, &options.forest)?),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use ndarray::Array2;
+
     use super::*;
 
     #[test]
-    fn one_class_is_refused_and_a_separable_seed_is_found() {
+    fn one_class_is_refused_and_a_separable_seed_is_found_by_both_models() {
         let x = Array2::from_shape_vec((6, 1), vec![0.0, 0.1, 0.2, 1.0, 1.1, 1.2]).unwrap();
-        let err = train(&x, &[false; 6], &TrainOptions::default()).err().unwrap();
+        let schema = FeatureSchema::numeric(&["v".into()], x.view()).unwrap();
+        let err = train(&schema, x.view(), &[false; 6], &TrainOptions::default()).err().unwrap();
         assert!(err.to_string().starts_with("the label has one class only (0 positive of 6 rows)"), "{err}");
         let y = [false, false, false, true, true, true];
-        let model = train(&x, &y, &TrainOptions { alpha: 0.01, ..TrainOptions::default() }).unwrap();
-        let s = model.scores(&x);
-        assert!(s[3..].iter().all(|p| s[..3].iter().all(|q| p > q)), "{s:?}");
+        let mut o = TrainOptions::default();
+        o.logistic.alpha = 0.01;
+        o.forest.min_samples_leaf = 1;
+        for kind in [ModelKind::Logistic, ModelKind::Forest] {
+            let model = train(&schema, x.view(), &y, &TrainOptions { kind, ..o }).unwrap();
+            assert_eq!(model.kind(), kind);
+            let s = model.scores(x.view()).unwrap();
+            assert!(s[3..].iter().all(|p| s[..3].iter().all(|q| p > q)), "{kind:?} {s:?}");
+            let exported = serde_json::to_value(model.export()).unwrap();
+            assert_eq!(exported["model"], kind.name());
+            assert_eq!(exported["schema"]["features"][0]["column"], "v");
+        }
+    }
+
+    #[test]
+    fn the_logistic_solver_agrees_with_linfa_logistic() {
+        // linfa-logistic is the reference implementation of the same objective (summed log loss +
+        // 0.5·α·‖w‖², intercept free): the coefficients agree.
+        use linfa::prelude::*;
+        let n = 500;
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| ((i * (j + 3) * 7919) % 1000) as f64 / 250.0 - 2.0);
+        let y: Vec<bool> = (0..n)
+            .map(|i| x[[i, 0]] - 0.5 * x[[i, 1]] + 0.2 * x[[i, 2]] + ((i * 31) % 7) as f64 / 3.5 - 1.0 > 0.0)
+            .collect();
+        // A schema with mean 0 and std 1 leaves the values as they are.
+        let mut schema = FeatureSchema::numeric(&["a".into(), "b".into(), "c".into()], x.view()).unwrap();
+        for f in &mut schema.features {
+            f.encoding = crate::features::Encoding::Numeric { mean: 0.0, std: 1.0, missing_indicator: false };
+        }
+        let o = TrainOptions {
+            logistic: LogisticOptions { alpha: 1.0, gradient_tolerance: 1e-10, ..LogisticOptions::default() },
+            ..TrainOptions::default()
+        };
+        let ours = Logistic::fit(&schema, x.view(), &y, (1.0, 1.0), &o.logistic).unwrap();
+        let reference = linfa_logistic::LogisticRegression::default()
+            .alpha(1.0)
+            .max_iterations(1000)
+            .gradient_tolerance(1e-10)
+            .fit(&Dataset::new(x.clone(), ndarray::Array1::from(y.clone())))
+            .unwrap();
+        // linfa models the class it labels positive; flip to "in the seed" when that is `false`.
+        let sign = if reference.labels().pos.class { 1.0 } else { -1.0 };
+        for (c, r) in ours.coefficients().iter().zip(reference.params().iter()) {
+            assert!((c.weight - sign * r).abs() < 1e-4, "{} vs {}", c.weight, sign * r);
+        }
+        assert!((ours.intercept() - sign * reference.intercept()).abs() < 1e-4);
     }
 }

@@ -252,13 +252,22 @@ pub struct LookalikeArgs {
     pub test_fraction: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Weight the classes so that seed and non-seed rows count equally (for a small seed).
+    #[arg(long)]
+    pub balanced: bool,
+    /// Logistic regression's L2 penalty α on the summed log loss (default 10; scikit-learn's
+    /// C = 1 is α = 1).
+    #[arg(long)]
+    pub alpha: Option<f64>,
 }
 
 /// The models `sealroom lookalike` trains.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ModelArg {
-    /// L2-regularized logistic regression (linfa-logistic).
+    /// L2-regularized logistic regression (L-BFGS).
     Logistic,
+    /// Gradient-boosted trees on histograms.
+    Forest,
 }
 
 #[derive(Debug, Args)]
@@ -438,7 +447,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 exclude: a.exclude_column,
                 model: match a.model {
                     ModelArg::Logistic => sealroom_models::model::ModelKind::Logistic,
+                    ModelArg::Forest => sealroom_models::model::ModelKind::Forest,
                 },
+                balanced: a.balanced,
+                alpha: a.alpha,
                 test_fraction: a.test_fraction,
                 seed: a.seed,
             })?;

@@ -27,6 +27,9 @@ pub struct LookalikeOptions {
     pub model: ModelKind,
     pub test_fraction: f64,
     pub seed: u64,
+    pub balanced: bool,
+    /// The logistic L2 penalty (default: the library's).
+    pub alpha: Option<f64>,
 }
 
 /// Splits off the label column: `true` where it equals `positive`. A missing label is an error.
@@ -92,28 +95,38 @@ pub fn run(o: &LookalikeOptions) -> Result<serde_json::Value, CliError> {
     for note in &schema.notes {
         println!("note: {note}");
     }
-    let x_train = schema.transform(&train_cols).map_err(|e| CliError::Input(format!("{}: {e}", o.data.display())))?;
+    let x_train = schema.encode(&train_cols).map_err(|e| CliError::Input(format!("{}: {e}", o.data.display())))?;
     let test_name = o.test.as_deref().unwrap_or(&o.data).display().to_string();
-    let x_test = schema.transform(&test_cols).map_err(|e| CliError::Input(format!("{test_name}: {e}")))?;
+    let x_test = schema.encode(&test_cols).map_err(|e| CliError::Input(format!("{test_name}: {e}")))?;
     let started = Instant::now();
-    let model = train(&x_train, &train_y, &TrainOptions { kind: o.model, ..TrainOptions::default() })
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let mut options = TrainOptions { kind: o.model, balanced: o.balanced, ..TrainOptions::default() };
+    options.forest.seed = o.seed;
+    if let Some(alpha) = o.alpha {
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(CliError::Usage(format!("--alpha {alpha} is not a penalty: give a number ≥ 0, e.g. 10")));
+        }
+        options.logistic.alpha = alpha;
+    }
+    let model = train(&schema, x_train.view(), &train_y, &options).map_err(|e| CliError::Input(e.to_string()))?;
     let train_seconds = started.elapsed().as_secs_f64();
-    let scores = model.scores(&x_test);
+    let scores = model.scores(x_test.view()).map_err(|e| CliError::Input(format!("{test_name}: {e}")))?;
     let auc = roc_auc(&scores, &test_y).ok_or_else(|| {
         CliError::Input(format!("{test_name}: the test rows hold one class only, so AUC is undefined"))
     })?;
     let recall = recall_at(&scores, &test_y, 0.1).unwrap_or(0.0);
     let curve = reach_precision(&scores, &test_y, &[0.01, 0.05, 0.1, 0.2, 0.3, 0.5]);
     println!(
-        "{} model on {} rows ({} seed), {} features; evaluated on {} rows",
+        "{} model on {} rows ({} seed), {} feature columns; evaluated on {} rows",
         o.model.name(),
         train_y.len(),
         train_y.iter().filter(|v| **v).count(),
-        schema.width(),
+        schema.features.len(),
         test_y.len()
     );
-    println!("ROC AUC {auc:.4}   recall at top 10% {recall:.4}   training {train_seconds:.3} s");
+    println!(
+        "ROC AUC {auc:.4}   recall at top 10% {recall:.4}   training {train_seconds:.3} s ({})",
+        model.training_summary()
+    );
     println!("audience  precision  recall");
     for p in &curve {
         println!("{:>7.0}%  {:>9.3}  {:>6.3}", p.audience_fraction * 100.0, p.precision, p.recall);
@@ -123,9 +136,10 @@ pub fn run(o: &LookalikeOptions) -> Result<serde_json::Value, CliError> {
         "auc": auc,
         "recall_at_10pct": recall,
         "train_seconds": train_seconds,
+        "training": model.training_summary(),
         "train_rows": train_y.len(),
         "test_rows": test_y.len(),
-        "features": schema.width(),
+        "features": schema.features.len(),
         "curve": curve,
     }))
 }

@@ -63,6 +63,31 @@ fn logistic_ranks_the_seed_well_on_adult() {
 }
 
 #[test]
+fn the_boosted_forest_beats_logistic_regression_on_adult() {
+    // The same 6,000-row sample and split: the trees find the interactions a linear model cannot.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("adult_sample.csv");
+    sample(&data, 0, 6000);
+    let d = data.to_str().unwrap();
+    let run = |model: &str| {
+        let (ok, stdout, stderr) =
+            lookalike(&[&["--data", d, "--label", "label", "--seed", "7", "--model", model][..], &LEAKS].concat());
+        assert!(ok, "{stderr}");
+        last_json(&stdout)
+    };
+    let (forest, logistic) = (run("forest"), run("logistic"));
+    assert_eq!(forest["model"], "forest");
+    let (f, l) = (forest["auc"].as_f64().unwrap(), logistic["auc"].as_f64().unwrap());
+    assert!(f > 0.9 && f > l, "forest {f} vs logistic {l}");
+    assert!(forest["training"].as_str().unwrap().ends_with(" trees"), "{forest}");
+    // Deterministic by seed.
+    assert_eq!(run("forest")["auc"], forest["auc"]);
+    // A negative penalty is refused with the fix.
+    let (ok, _, stderr) = lookalike(&[&["--data", d, "--label", "label", "--alpha=-1"][..], &LEAKS].concat());
+    assert!(!ok && stderr.contains("--alpha -1 is not a penalty"), "{stderr}");
+}
+
+#[test]
 fn a_separate_test_file_is_scored_by_the_schema_fitted_on_the_training_file() {
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
