@@ -125,6 +125,14 @@ impl FeatureSchema {
         Ok(Self { features, notes })
     }
 
+    /// Fails unless the compact matrix `x` has one column per fitted feature.
+    pub fn check_width(&self, x: ArrayView2<'_, f64>) -> Result<(), ModelError> {
+        if x.ncols() == self.features.len() {
+            return Ok(());
+        }
+        Err(ModelError::Input(format!("{} columns given for a schema of {} features", x.ncols(), self.features.len())))
+    }
+
     /// Fits a schema for numeric columns given as a matrix (one column per name; NaN missing):
     /// for data that never was text, such as the scale benchmark's. Constant columns are refused.
     pub fn numeric(names: &[String], x: ArrayView2<'_, f64>) -> Result<Self, ModelError> {

@@ -487,13 +487,7 @@ impl Forest {
         class_weights: (f64, f64),
         o: &ForestOptions,
     ) -> Result<Self, ModelError> {
-        if x.ncols() != schema.features.len() {
-            return Err(ModelError::Input(format!(
-                "{} columns given for a schema of {} features",
-                x.ncols(),
-                schema.features.len()
-            )));
-        }
+        schema.check_width(x)?;
         if o.max_leaves < 2 || o.max_trees == 0 || o.learning_rate.is_nan() || o.learning_rate <= 0.0 {
             return Err(ModelError::Input(
                 "a forest needs max_leaves ≥ 2, max_trees ≥ 1 and a positive learning rate".into(),
@@ -571,13 +565,7 @@ impl Forest {
 
     /// Log-odds of being in the seed, per row of the compact matrix `x`.
     pub fn scores(&self, x: ArrayView2<'_, f64>) -> Result<Vec<f64>, ModelError> {
-        if x.ncols() != self.binning.len() {
-            return Err(ModelError::Input(format!(
-                "{} columns given for a schema of {} features",
-                x.ncols(),
-                self.binning.len()
-            )));
-        }
+        self.schema.check_width(x)?;
         let p = self.binning.len();
         let rows = x.nrows();
         let chunks = rows.div_ceil(PART_ROWS);

@@ -60,15 +60,9 @@ struct Design {
 
 impl Design {
     fn new(schema: &FeatureSchema, x: ArrayView2<'_, f64>) -> Result<Self, ModelError> {
-        if x.ncols() != schema.features.len() {
-            return Err(ModelError::Input(format!(
-                "{} columns given for a schema of {} features",
-                x.ncols(),
-                schema.features.len()
-            )));
-        }
+        schema.check_width(x)?;
         let mut names = Vec::new();
-        // (input column, mean, std, indicator's dense index)
+        // (input column, mean, std) of each numeric column
         let mut numeric = Vec::new();
         let mut categorical = Vec::new();
         for (i, f) in schema.features.iter().enumerate() {
