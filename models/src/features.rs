@@ -54,6 +54,23 @@ pub struct Feature {
     pub encoding: Encoding,
 }
 
+/// How [`FeatureSchema::fit_with`] fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FitOptions {
+    /// A category level held by fewer training rows goes to `other` (so a released schema names
+    /// no value that fewer than this many users hold). 1: every level may be named.
+    pub min_level_count: usize,
+    /// A column whose values are mostly numbers with a few that are not is an error (garbage in a
+    /// numeric column). `false`: such a column is a category.
+    pub strict_numbers: bool,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self { min_level_count: 1, strict_numbers: true }
+    }
+}
+
 /// The fitted feature schema: what the model was trained on, exported with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureSchema {
@@ -63,8 +80,21 @@ pub struct FeatureSchema {
 }
 
 impl FeatureSchema {
-    /// Fits the schema on training columns.
+    /// Fits the schema on training columns; an error when no column is usable.
     pub fn fit(columns: &[Column]) -> Result<Self, ModelError> {
+        let schema = Self::fit_with(columns, &FitOptions::default())?;
+        if schema.features.is_empty() {
+            return Err(ModelError::Input(format!(
+                "no usable feature: every column is constant or empty ({})",
+                schema.notes.join("; ")
+            )));
+        }
+        Ok(schema)
+    }
+
+    /// Fits the schema on training columns with options; the schema may have no feature (every
+    /// column left out, [`Self::notes`] says why).
+    pub fn fit_with(columns: &[Column], options: &FitOptions) -> Result<Self, ModelError> {
         let mut features = Vec::new();
         let mut notes = Vec::new();
         for (name, values) in columns {
@@ -85,7 +115,7 @@ impl FeatureSchema {
                 present_values.iter().map(|v| v.parse::<f64>().ok().filter(|x| x.is_finite())).collect();
             let numeric = parsed.iter().filter(|p| p.is_some()).count();
             // Mostly numbers with a few exceptions is garbage in a numeric column, not a category.
-            if numeric < parsed.len() && numeric * 10 >= parsed.len() * 9 {
+            if options.strict_numbers && numeric < parsed.len() && numeric * 10 >= parsed.len() * 9 {
                 let row = values
                     .iter()
                     .position(|v| present(v).is_some_and(|s| s.parse::<f64>().ok().filter(|x| x.is_finite()).is_none()))
@@ -109,18 +139,24 @@ impl FeatureSchema {
                     }
                     let mut by_count: Vec<(&str, usize)> = counts.into_iter().collect();
                     by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                    let levels = by_count.into_iter().take(MAX_LEVELS).map(|(l, _)| l.to_owned()).collect();
+                    let levels: Vec<String> = by_count
+                        .into_iter()
+                        .filter(|(_, n)| *n >= options.min_level_count)
+                        .take(MAX_LEVELS)
+                        .map(|(l, _)| l.to_owned())
+                        .collect();
+                    if levels.is_empty() && !missing {
+                        notes.push(format!(
+                            "column '{name}': no value is held by {} or more users: left out",
+                            options.min_level_count
+                        ));
+                        continue;
+                    }
                     // `other` takes the pooled rare levels and levels first seen when scoring.
                     Encoding::Categorical { levels, other: true, missing }
                 }
             };
             features.push(Feature { column: name.clone(), encoding });
-        }
-        if features.is_empty() {
-            return Err(ModelError::Input(format!(
-                "no usable feature: every column is constant or empty ({})",
-                notes.join("; ")
-            )));
         }
         Ok(Self { features, notes })
     }
@@ -254,6 +290,27 @@ mod tests {
         // Half numbers, half words: a categorical column (postcodes, codes).
         let schema = FeatureSchema::fit(&[col("code", &["1", "a", "2", "b"])]).unwrap();
         assert!(matches!(schema.features[0].encoding, Encoding::Categorical { .. }));
+        // Not strict (typed text columns in the engine): the same column is a category.
+        let lenient = FitOptions { strict_numbers: false, ..FitOptions::default() };
+        let schema = FeatureSchema::fit_with(&[col("age", &values)], &lenient).unwrap();
+        assert!(matches!(schema.features[0].encoding, Encoding::Categorical { .. }));
+    }
+
+    #[test]
+    fn rare_levels_are_pooled_under_a_minimum_count() {
+        let values = ["a", "a", "a", "b", "b", "b", "c", "d"];
+        let options = FitOptions { min_level_count: 3, ..FitOptions::default() };
+        let schema = FeatureSchema::fit_with(&[col("job", &values)], &options).unwrap();
+        let Encoding::Categorical { levels, .. } = &schema.features[0].encoding else { panic!() };
+        assert_eq!(levels, &["a", "b"], "c and d (one user each) are never named");
+        // No level reaches the minimum: the column is left out, with a note; no error from fit_with.
+        let strict = FitOptions { min_level_count: 4, ..FitOptions::default() };
+        let schema = FeatureSchema::fit_with(&[col("job", &values)], &strict).unwrap();
+        assert!(schema.features.is_empty());
+        assert_eq!(schema.notes, ["column 'job': no value is held by 4 or more users: left out"]);
+        assert!(
+            FeatureSchema::fit(&[col("job", &["x", "x"])]).unwrap_err().to_string().starts_with("no usable feature")
+        );
     }
 
     #[test]

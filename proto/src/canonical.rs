@@ -119,6 +119,16 @@ impl RoomContract {
                         measurement.confidence = 0.0;
                     }
                 }
+                Some(computation::Kind::Lookalike(lookalike)) => {
+                    if let Some(matching) = &mut lookalike.matching {
+                        canonicalize_overlap(matching);
+                    }
+                    sort_dedup(&mut lookalike.features);
+                    sort_dedup(&mut lookalike.model_to);
+                    if lookalike.model == crate::DEFAULT_LOOKALIKE_MODEL {
+                        lookalike.model.clear();
+                    }
+                }
                 Some(computation::Kind::Sql(sql)) => {
                     sort_dedup(&mut sql.tables);
                     if let Some(matching) = &mut sql.matching {

@@ -92,6 +92,7 @@ impl Computation {
             Some(computation::Kind::Affinity(_)) => "affinity",
             Some(computation::Kind::Measurement(_)) => "measurement",
             Some(computation::Kind::Sql(_)) => "sql",
+            Some(computation::Kind::Lookalike(_)) => "lookalike",
             None => "unspecified",
         }
     }
@@ -103,6 +104,7 @@ impl Computation {
             Some(computation::Kind::Affinity(a)) => a.matching.as_ref(),
             Some(computation::Kind::Measurement(m)) => m.matching.as_ref(),
             Some(computation::Kind::Sql(q)) => q.matching.as_ref(),
+            Some(computation::Kind::Lookalike(l)) => l.matching.as_ref(),
             None => None,
         }
     }
@@ -140,6 +142,14 @@ impl Computation {
 
     pub fn may_read(&self, participant: &str) -> bool {
         self.results_to.iter().any(|p| p == participant)
+    }
+
+    /// The lookalike settings, when the computation is one.
+    pub fn lookalike(&self) -> Option<&crate::room::v1::LookalikeComputation> {
+        match &self.kind {
+            Some(computation::Kind::Lookalike(l)) => Some(l),
+            _ => None,
+        }
     }
 }
 

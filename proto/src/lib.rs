@@ -62,6 +62,12 @@ pub const DEFAULT_CLK_THRESHOLD: f64 = 0.8;
 /// The confidence level of affinity and measurement intervals when the contract gives none.
 pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 
+/// The lookalike model when a contract names none.
+pub const DEFAULT_LOOKALIKE_MODEL: &str = "logistic";
+
+/// The lookalike models a contract may name.
+pub const LOOKALIKE_MODELS: [&str; 2] = ["logistic", "forest"];
+
 /// The confidence levels an affinity or measurement computation may ask for, with their two-sided
 /// normal quantiles.
 pub const CONFIDENCE_LEVELS: [(f64, f64); 4] =

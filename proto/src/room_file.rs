@@ -2,9 +2,10 @@
 //!
 //! The file mirrors the protobuf contract field for field, with enums written in snake case
 //! (`type: sha256`, `identifier: hashed_email`, `roles: [data_owner, analyst]`) and a computation's kind
-//! given by the one key that is present (`overlap:`, `affinity:` or `measurement:`). Unknown keys are errors. A file is parsed
-//! ([`RoomFile::parse`]), converted to a contract, and validated; every error names the field
-//! (`tables[1].columns[2].type`) and says what is wrong.
+//! given by the one key that is present (`overlap:`, `affinity:`, `measurement:`, `sql:` or
+//! `lookalike:`). Unknown keys are errors. A file is parsed ([`RoomFile::parse`]), converted to a
+//! contract, and validated; every error names the field (`tables[1].columns[2].type`) and says what
+//! is wrong.
 
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +171,60 @@ pub struct ComputationFile {
     pub measurement: Option<CampaignMeasurementFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<SqlFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookalike: Option<LookalikeFile>,
+}
+
+/// `lookalike:` — a lookalike audience trained on the matched seed (docs/models/lookalike.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookalikeFile {
+    /// How the tables are matched: the options of an `overlap:` section.
+    pub matching: OverlapFile,
+    /// Publisher-table columns to train on; every non-identifier and segment column when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// `logistic` (when absent) or `forest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Participants who may receive the trained model; nobody when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_to: Vec<String>,
+    /// The publisher who may take audiences (the owner of the publisher table); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience_to: Option<String>,
+    /// Largest audience one request may take; the whole base outside the seed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_audience: Option<u64>,
+    /// Seed of the held-out split and the model's randomness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl LookalikeFile {
+    fn to_proto(&self) -> pb::LookalikeComputation {
+        pb::LookalikeComputation {
+            matching: Some(self.matching.to_proto()),
+            features: self.features.clone(),
+            model: self.model.clone().unwrap_or_default(),
+            model_to: self.model_to.clone(),
+            audience_to: self.audience_to.clone().unwrap_or_default(),
+            max_audience: self.max_audience.unwrap_or(0),
+            seed: self.seed.unwrap_or(0),
+        }
+    }
+
+    fn from_proto(l: &pb::LookalikeComputation) -> Self {
+        Self {
+            matching: l.matching.as_ref().map(OverlapFile::from_proto).unwrap_or_default(),
+            features: l.features.clone(),
+            model: (!l.model.is_empty()).then(|| l.model.clone()),
+            model_to: l.model_to.clone(),
+            audience_to: (!l.audience_to.is_empty()).then(|| l.audience_to.clone()),
+            max_audience: (l.max_audience != 0).then_some(l.max_audience),
+            seed: (l.seed != 0).then_some(l.seed),
+        }
+    }
 }
 
 /// `sql:` — one aggregate query over declared tables (docs/computations/sql.md).
@@ -190,6 +245,9 @@ impl ComputationFile {
     fn kind(&self) -> Option<pb::computation::Kind> {
         if self.kinds() != 1 {
             return None;
+        }
+        if let Some(l) = &self.lookalike {
+            return Some(pb::computation::Kind::Lookalike(l.to_proto()));
         }
         if let Some(q) = &self.sql {
             return Some(pb::computation::Kind::Sql(pb::SqlComputation {
@@ -221,6 +279,7 @@ impl ComputationFile {
             + usize::from(self.affinity.is_some())
             + usize::from(self.measurement.is_some())
             + usize::from(self.sql.is_some())
+            + usize::from(self.lookalike.is_some())
     }
 }
 
@@ -430,7 +489,7 @@ impl RoomFile {
                 return Err(RoomFileError::Syntax {
                     source_name: source_name.to_owned(),
                     message: format!(
-                        "computations[{i}] ('{}') has more than one of `overlap:`, `affinity:`, `measurement:` and `sql:`; \
+                        "computations[{i}] ('{}') has more than one of `overlap:`, `affinity:`, `measurement:`, `sql:` and `lookalike:`; \
                          a computation has exactly one kind: split it into several computations",
                         c.name
                     ),
@@ -605,6 +664,7 @@ impl RoomFile {
                         }),
                         _ => None,
                     },
+                    lookalike: c.lookalike().map(LookalikeFile::from_proto),
                 })
                 .collect(),
             privacy: PrivacyFile {

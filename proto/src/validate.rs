@@ -9,8 +9,9 @@ use std::fmt;
 
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
-    AffinityComputation, ColumnType, IdentifierKind, MeasurementComputation, NormalizationProfile, OverlapComputation,
-    Platform, Role, RoomContract, SqlComputation, Table, computation, credential,
+    AffinityComputation, Column, ColumnType, Computation, IdentifierKind, LookalikeComputation, MeasurementComputation,
+    NormalizationProfile, OverlapComputation, Platform, Role, RoomContract, SqlComputation, Table, computation,
+    credential,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -355,7 +356,8 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
             None => c.push(
                 path.clone(),
                 format!(
-                    "computation '{}' needs a kind: add an `overlap:`, `affinity:`, `measurement:` or `sql:` section",
+                    "computation '{}' needs a kind: add an `overlap:`, `affinity:`, `measurement:`, `sql:` or \
+                     `lookalike:` section",
                     comp.name
                 ),
             ),
@@ -365,6 +367,9 @@ fn validate_computations(contract: &RoomContract, c: &mut Collector) {
                 validate_measurement(contract, m, &format!("{path}.measurement"), c)
             }
             Some(computation::Kind::Sql(q)) => validate_sql(contract, q, &format!("{path}.sql"), c),
+            Some(computation::Kind::Lookalike(l)) => {
+                validate_lookalike(contract, comp, l, &format!("{path}.lookalike"), c)
+            }
         }
     }
 }
@@ -486,6 +491,117 @@ fn validate_confidence(field: f64, path: &str, c: &mut Collector) {
             format!("{path}.confidence"),
             format!("confidence {field} is not offered: use 0.8, 0.9, 0.95 (the default) or 0.99"),
         );
+    }
+}
+
+/// Column types a lookalike can train on (identifiers and raw bytes are never features).
+fn is_feature_type(t: ColumnType) -> bool {
+    !matches!(t, ColumnType::Sha256 | ColumnType::Bytes | ColumnType::Unspecified)
+}
+
+fn validate_lookalike(
+    contract: &RoomContract,
+    comp: &Computation,
+    l: &LookalikeComputation,
+    path: &str,
+    c: &mut Collector,
+) {
+    let Some(matching) = validate_matching(contract, l.matching.as_ref(), "a lookalike", path, c) else { return };
+    let Some(publisher) = contract.table(&matching.publisher_table) else { return };
+    let segment_table = if matching.segment_table.is_empty() { None } else { contract.table(&matching.segment_table) };
+    // A feature: a non-identifier column of the publisher table, or a segment column of it or of
+    // the segment table.
+    let usable = |col: &Column| {
+        (col.identifier() == IdentifierKind::Unspecified && is_feature_type(col.r#type()))
+            || col.identifier() == IdentifierKind::Segment
+    };
+    let segment_columns = segment_table.into_iter().flat_map(|t| t.columns_of_kind(IdentifierKind::Segment));
+    let candidates: Vec<&Column> = publisher.columns.iter().filter(|col| usable(col)).chain(segment_columns).collect();
+    if l.features.is_empty() && candidates.is_empty() {
+        c.push(
+            format!("{path}.features"),
+            format!(
+                "table '{}' has no column to train on: a lookalike needs publisher columns that are not identifiers \
+                 (numbers, categories, booleans, dates) or segment columns",
+                publisher.name
+            ),
+        );
+    }
+    for (i, name) in l.features.iter().enumerate() {
+        if candidates.iter().any(|col| col.name == *name) {
+            continue;
+        }
+        let why = match publisher.column(name) {
+            Some(col) => format!(
+                "column '{name}' of '{}' is an identifier ({}) or of type {}: identifiers are never features",
+                publisher.name,
+                col.identifier().file_name(),
+                col.r#type().file_name()
+            ),
+            None => format!(
+                "'{name}' is not a column of the publisher table '{}'{} (features: {})",
+                publisher.name,
+                segment_table.map(|t| format!(" or a segment column of '{}'", t.name)).unwrap_or_default(),
+                candidates.iter().map(|col| col.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        c.push(format!("{path}.features[{i}]"), why);
+    }
+    if !l.model.is_empty() && !crate::LOOKALIKE_MODELS.contains(&l.model.as_str()) {
+        c.push(
+            format!("{path}.model"),
+            format!("'{}' is not a lookalike model: use {}", l.model, crate::LOOKALIKE_MODELS.join(" or ")),
+        );
+    }
+    for (j, p) in l.model_to.iter().enumerate() {
+        require_participant_with_role(
+            contract,
+            c,
+            &format!("{path}.model_to[{j}]"),
+            p,
+            Role::Analyst,
+            "receives the trained model",
+        );
+        if *p == l.audience_to {
+            c.push(
+                format!("{path}.model_to[{j}]"),
+                format!(
+                    "'{p}' takes the audience, which leaves out the seed users, so with the model it could score \
+                     its whole base and find the seed (the advertiser's customers) among the high scores missing \
+                     from the audience; give the model or the audience to '{p}', not both"
+                ),
+            );
+        }
+    }
+    if !l.audience_to.is_empty() {
+        if !comp.results_to.contains(&l.audience_to) {
+            c.push(
+                format!("{path}.audience_to"),
+                format!(
+                    "'{}' chooses the audience's size from the reach curve, so it must also be in results_to",
+                    l.audience_to
+                ),
+            );
+        }
+        if l.audience_to != publisher.owner {
+            c.push(
+                format!("{path}.audience_to"),
+                format!(
+                    "the audience is a list of the publisher table's users, so only its owner '{}' may take it, \
+                     not '{}'",
+                    publisher.owner, l.audience_to
+                ),
+            );
+        }
+        if publisher.user_id_column().is_none() {
+            c.push(
+                format!("{path}.audience_to"),
+                format!(
+                    "table '{}' needs a user_id column: an audience lists the publisher's user ids",
+                    publisher.name
+                ),
+            );
+        }
     }
 }
 
@@ -817,6 +933,14 @@ fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
                 "conversion lift cannot be measured under differential privacy: which customers count as exposed \
                  depends on who each publisher user is paired with, and one person can re-pair many; measure \
                  reach and frequency only (remove conversion_table) or remove privacy.differential_privacy",
+            );
+        }
+        if let Some(computation::Kind::Lookalike(_)) = &comp.kind {
+            c.push(
+                format!("{at}.lookalike"),
+                "lookalike models cannot be trained under differential privacy yet: a trained model and a ranked \
+                 audience have no noise calibrated to one person's effect; remove it from this room or remove \
+                 privacy.differential_privacy",
             );
         }
         if let Some(computation::Kind::Sql(_)) = &comp.kind {

@@ -55,7 +55,7 @@ fn syntax_errors_name_the_field() {
 
 #[test]
 fn semantic_errors_name_every_field_and_say_what_to_do() {
-    let text = example()
+    let text = example_without_lookalike()
         .replace("owner: news", "owner: newz")
         .replacen("run_by: [acme]", "run_by: [auditor]", 1)
         .replace("{ set_by: news, k: 50 }", "{ set_by: news, k: 1 }")
@@ -123,7 +123,60 @@ fn affinity_is_a_kind_with_its_own_checks() {
         "    affinity:\n",
         "    overlap: { advertiser_table: crm, publisher_table: readers }\n    affinity:\n",
     ));
-    assert!(err.contains("has more than one of `overlap:`, `affinity:`, `measurement:` and `sql:`"), "{err}");
+    assert!(
+        err.contains("has more than one of `overlap:`, `affinity:`, `measurement:`, `sql:` and `lookalike:`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lookalike_is_a_kind_whose_model_and_audience_go_only_where_the_contract_says() {
+    let contract = RoomFile::parse(&example(), "r").unwrap();
+    let lookalike = contract.computation("lookalike").unwrap();
+    assert_eq!(lookalike.kind_name(), "lookalike");
+    assert_eq!(lookalike.input_tables(), vec!["crm", "readers"]);
+    let spec = lookalike.lookalike().unwrap();
+    assert_eq!((spec.model_to.as_slice(), spec.audience_to.as_str()), (&["acme".to_owned()][..], "news"));
+    // Round trip keeps every field (and `model: logistic` is the default, canonically empty).
+    let text = example()
+        .replace("      audience_to: news\n", "      audience_to: news\n      model: logistic\n      seed: 9\n");
+    let with_seed = RoomFile::parse(&text, "r").unwrap();
+    assert_ne!(with_seed.room_id(), contract.room_id(), "the seed is part of the contract");
+    let again = RoomFile::parse(&RoomFile::from_contract(&with_seed).to_yaml(), "r").unwrap();
+    assert_eq!(again.room_id(), with_seed.room_id());
+    let text = example().replace("      audience_to: news\n", "      audience_to: news\n      seed: 9\n");
+    assert_eq!(RoomFile::parse(&text, "r").unwrap().room_id(), with_seed.room_id());
+
+    for (from, to, expected) in [
+        ("      model_to: [acme]\n", "      model_to: [acme, news]\n", "model_to[1]: 'news' takes the audience"),
+        ("      model_to: [acme]\n", "      model_to: [auditor]\n", "does not declare the role analyst"),
+        ("      audience_to: news\n", "      audience_to: acme\n", "only its owner 'news' may take it"),
+        ("      audience_to: news\n", "      audience_to: news\n      model: svm\n", "'svm' is not a lookalike model"),
+        (
+            "      audience_to: news\n",
+            "      audience_to: news\n      features: [segments, email_sha256, shoe_size]\n",
+            "features[1]: column 'email_sha256' of 'readers' is an identifier (hashed_email)",
+        ),
+        (
+            "      audience_to: news\n",
+            "      audience_to: news\n      features: [shoe_size]\n",
+            "features[0]: 'shoe_size' is not a column of the publisher table 'readers' (features: segments)",
+        ),
+        ("    results_to: [acme, news] # news", "    results_to: [acme] # news", "must also be in results_to"),
+    ] {
+        let text = example().replacen(from, to, 1);
+        assert_ne!(text, example(), "{from}");
+        let err = invalid(&text);
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    // No feature column at all.
+    let err = invalid(
+        &example().replace("      - { name: segments, type: string_list, identifier: segment, nullable: true }\n", ""),
+    );
+    assert!(err.contains("lookalike.features: table 'readers' has no column to train on"), "{err}");
+    // Not under differential privacy.
+    let err = invalid(&with_dp_on(&example(), "{ epsilon_per_run: 1, budget_per_participant: 10 }"));
+    assert!(err.contains("lookalike: lookalike models cannot be trained under differential privacy"), "{err}");
 }
 
 /// A room with a measurement; `tweak` edits its text.
@@ -250,11 +303,24 @@ proptest! {
     }
 }
 
-/// The example with `privacy.differential_privacy` set to `dp` (YAML flow mapping).
+/// The example without its lookalike computation (which differential privacy refuses).
+fn example_without_lookalike() -> String {
+    let text = example();
+    let start = text.find("  - name: lookalike\n").unwrap();
+    let end = text.find("\nprivacy:").unwrap();
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+/// `text` with `privacy.differential_privacy` set to `dp` (YAML flow mapping).
+fn with_dp_on(text: &str, dp: &str) -> String {
+    let out = text.replace("privacy:\n", &format!("privacy:\n  differential_privacy: {dp}\n"));
+    assert_ne!(out, text);
+    out
+}
+
+/// The example (without its lookalike) with `privacy.differential_privacy` set to `dp`.
 fn with_dp(dp: &str) -> String {
-    let text = example().replace("privacy:\n", &format!("privacy:\n  differential_privacy: {dp}\n"));
-    assert_ne!(text, example());
-    text
+    with_dp_on(&example_without_lookalike(), dp)
 }
 
 #[test]

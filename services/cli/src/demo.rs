@@ -139,6 +139,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 affinity: None,
                 measurement: None,
                 sql: None,
+                lookalike: None,
             },
             ComputationFile {
                 name: "top_affinity".into(),
@@ -150,6 +151,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 affinity: Some(AffinityFile { matching, confidence: None, top: Some(10) }),
                 measurement: None,
                 sql: None,
+                lookalike: None,
             },
         ],
         privacy: PrivacyFile {

@@ -71,6 +71,28 @@ pub enum AuditEvent {
         cells_suppressed: u64,
         release_sha256: String,
     },
+    /// A lookalike's trained model passed the release gate (trained on `seed_individuals` ≥ k seed
+    /// users) and left the engine for a participant the contract names in `model_to`.
+    ModelReleased {
+        recipient: String,
+        computation: String,
+        run_id: String,
+        channel: String,
+        k: u32,
+        seed_individuals: u64,
+        release_sha256: String,
+    },
+    /// A lookalike audience (the publisher's own user ids, top `audience` by score, no seed user)
+    /// passed the release gate for the publisher named in `audience_to`.
+    AudienceReleased {
+        recipient: String,
+        computation: String,
+        run_id: String,
+        channel: String,
+        k: u32,
+        audience: u64,
+        release_sha256: String,
+    },
     /// A released result was written to a participant's activation sink.
     ActivationDelivered {
         recipient: String,

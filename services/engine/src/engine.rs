@@ -20,8 +20,8 @@ use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
 use crate::ingest::{UploadLimits, UploadSession};
 use crate::metrics::EngineMetrics;
-use crate::release_gate::{Channel, Released};
-use crate::room::{Room, RunRecord, SectionShape};
+use crate::release_gate::{Channel, Released, ReleasedModel};
+use crate::room::{AudienceDelivery, Room, RunRecord, SectionShape};
 use crate::tee::TeeMode;
 
 /// An activation sink of one participant.
@@ -437,17 +437,91 @@ impl Engine {
         if !c.may_read(&caller.participant) {
             return Err(self.read_denied(caller, c));
         }
+        Ok((room, Self::run_of(room, computation, run_id)?))
+    }
+
+    /// A run of a computation: the latest when `run_id` is `None` or `latest`.
+    fn run_of(room: &Room, computation: &str, run_id: Option<&str>) -> Result<RunRecord> {
         let mut runs = room.runs(computation);
-        let run = match run_id {
+        match run_id {
             None | Some("latest") => runs.pop().ok_or_else(|| {
                 Error::NotFound(format!("computation '{computation}' has not run yet; run it first (POST …/runs)"))
-            })?,
+            }),
             Some(id) => runs
                 .into_iter()
                 .find(|r| r.run_id == id)
-                .ok_or_else(|| Error::NotFound(format!("computation '{computation}' has no run '{id}'")))?,
-        };
-        Ok((room, run))
+                .ok_or_else(|| Error::NotFound(format!("computation '{computation}' has no run '{id}'"))),
+        }
+    }
+
+    /// A lookalike computation of the caller's room, or why the name is not one.
+    fn lookalike<'a>(
+        &self,
+        room: &'a Room,
+        computation: &str,
+    ) -> Result<&'a sealroom_proto::room::v1::LookalikeComputation> {
+        let c = self.computation(room, computation)?;
+        c.lookalike().ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "computation '{computation}' is {} computation, not a lookalike: it has no model or audience",
+                match c.kind_name() {
+                    k @ ("overlap" | "affinity") => format!("an {k}"),
+                    k => format!("a {k}"),
+                }
+            ))
+        })
+    }
+
+    /// Releases a lookalike run's trained model (the latest run when `run_id` is `None`) to the
+    /// caller, who must be in the contract's `model_to`, through the gate.
+    pub fn release_model(
+        &self,
+        caller: &Caller,
+        computation: &str,
+        run_id: Option<&str>,
+        channel: Channel,
+    ) -> Result<ReleasedModel> {
+        let room = self.room_of(caller)?;
+        let spec = self.lookalike(room, computation)?;
+        if !spec.model_to.contains(&caller.participant) {
+            return Err(Error::PermissionDenied(if spec.model_to.is_empty() {
+                format!("the contract releases the model of '{computation}' to nobody: it never leaves the engine")
+            } else {
+                format!(
+                    "participant '{}' may not receive the model of '{computation}' (model_to: {})",
+                    caller.participant,
+                    spec.model_to.join(", ")
+                )
+            }));
+        }
+        let run = Self::run_of(room, computation, run_id)?;
+        room.release_model(computation, &run.run_id, &caller.participant, &channel)
+    }
+
+    /// Releases the top `size` users of a lookalike run's ranking (the latest run when `run_id` is
+    /// `None`) to the caller, who must be the contract's `audience_to`, and delivers them to the
+    /// caller's activation sink.
+    pub async fn deliver_audience(
+        &self,
+        caller: &Caller,
+        computation: &str,
+        run_id: Option<&str>,
+        size: u64,
+    ) -> Result<AudienceDelivery> {
+        let room = self.room_of(caller)?.clone();
+        let spec = self.lookalike(&room, computation)?;
+        if spec.audience_to != caller.participant {
+            return Err(Error::PermissionDenied(if spec.audience_to.is_empty() {
+                format!("the contract lets no one take an audience from '{computation}'")
+            } else {
+                format!(
+                    "participant '{}' may not take the audience of '{computation}': only '{}', whose users it lists, may",
+                    caller.participant, spec.audience_to
+                )
+            }));
+        }
+        let run = Self::run_of(&room, computation, run_id)?;
+        room.deliver_audience(computation, &run.run_id, &caller.participant, size, spec.max_audience).await
     }
 
     /// Releases a run's result (the latest when `run_id` is `None` or `latest`) to the caller,

@@ -25,8 +25,8 @@ pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, S
 pub use error::{Error, Result};
 pub use ingest::{UploadLimits, UploadSession};
 pub use metrics::EngineMetrics;
-pub use release_gate::{Channel, Released, ReleasedCell, ReleasedSection};
+pub use release_gate::{Channel, Released, ReleasedAudience, ReleasedCell, ReleasedModel, ReleasedSection};
 pub use report::{CellValue, MetricKind, MetricSpec};
-pub use room::{DeliveryRecord, RunRecord, SectionShape};
+pub use room::{AudienceDelivery, DeliveryRecord, RunRecord, SectionShape};
 pub use storage::DatasetManifest;
 pub use tee::TeeMode;

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditEvent, AuditLog};
+use crate::computation::lookalike::Artifacts;
 use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
 use crate::report::{CellValue, ComputedReport, MetricKind, MetricSpec};
@@ -322,8 +323,7 @@ impl ReleaseGate<'_> {
                 serde_json::to_value(noise).map_err(|e| Error::Computation(e.to_string()))?,
             );
         }
-        let bytes = serde_json::to_vec(&json).map_err(|e| Error::Computation(e.to_string()))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = document_digest(&json)?;
         if let Value::Object(obj) = &mut json {
             obj.insert("release_digest".into(), Value::String(digest.clone()));
         }
@@ -350,6 +350,191 @@ impl ReleaseGate<'_> {
             audit_seq: entry.seq,
         })
     }
+}
+
+/// A lookalike model that passed the release gate and was audited. Only
+/// [`ReleaseGate::release_model`] makes one.
+#[derive(Debug, Clone)]
+pub struct ReleasedModel {
+    json: Value,
+    digest: String,
+    audit_seq: u64,
+}
+
+impl ReleasedModel {
+    /// The model with its feature schema and release metadata, including `release_digest`.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn audit_seq(&self) -> u64 {
+        self.audit_seq
+    }
+}
+
+/// A lookalike audience that passed the release gate and was audited: the publisher's user ids
+/// (column `user_id`) with their rank (column `rank`, 1 = best). Only
+/// [`ReleaseGate::release_audience`] makes one.
+#[derive(Debug, Clone)]
+pub struct ReleasedAudience {
+    batch: RecordBatch,
+    digest: String,
+    audit_seq: u64,
+}
+
+impl ReleasedAudience {
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    pub fn size(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// SHA-256 of the release document (room, computation, run, recipient, time and the ids in
+    /// rank order), as audited.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn audit_seq(&self) -> u64 {
+        self.audit_seq
+    }
+}
+
+/// Which run of which computation a release is of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunRef<'a> {
+    pub computation: &'a str,
+    pub run_id: &'a str,
+}
+
+impl ReleaseGate<'_> {
+    /// Releases a lookalike's trained model to `recipient` (whom the caller checked is in the
+    /// contract's `model_to`): refused unless it was trained on at least k seed users.
+    pub(crate) fn release_model(
+        &self,
+        RunRef { computation, run_id }: RunRef<'_>,
+        artifacts: &Artifacts,
+        recipient: &str,
+        channel: &Channel,
+    ) -> Result<ReleasedModel> {
+        if artifacts.seed_individuals < u64::from(self.k) {
+            return Err(Error::FailedPrecondition(format!(
+                "the model of run '{run_id}' was trained on fewer than k = {} seed users; it is not released",
+                self.k
+            )));
+        }
+        let mut json = json!({
+            "room_id": self.room_id,
+            "room_name": self.room_name,
+            "computation": computation,
+            "run_id": run_id,
+            "released_at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            "recipient": recipient,
+            "k": self.k,
+            "privacy": format!(
+                "trained inside the engine on {} seed users (at least k = {}); the schema names only category \
+                 values held by at least k users and every tree leaf holds at least k users",
+                artifacts.seed_individuals, self.k
+            ),
+            "tee": self.tee.describe(),
+            "model_kind": artifacts.model_kind,
+            "seed_individuals": artifacts.seed_individuals,
+            "model": artifacts.model,
+        });
+        let digest = document_digest(&json)?;
+        if let Value::Object(obj) = &mut json {
+            obj.insert("release_digest".into(), Value::String(digest.clone()));
+        }
+        let entry = self.audit.append(AuditEvent::ModelReleased {
+            recipient: recipient.to_owned(),
+            computation: computation.to_owned(),
+            run_id: run_id.to_owned(),
+            channel: channel.name(),
+            k: self.k,
+            seed_individuals: artifacts.seed_individuals,
+            release_sha256: digest.clone(),
+        })?;
+        self.metrics.released(&channel.name(), 0, 0);
+        Ok(ReleasedModel { json, digest, audit_seq: entry.seq })
+    }
+
+    /// Releases the top `size` of a lookalike's ranking (publisher users outside the seed) to the
+    /// publisher `recipient` (whom the caller checked is the contract's `audience_to`): at least k
+    /// users, at most `max_audience` (0: no limit) and the ranking's length.
+    pub(crate) fn release_audience(
+        &self,
+        RunRef { computation, run_id }: RunRef<'_>,
+        artifacts: &Artifacts,
+        recipient: &str,
+        channel: &Channel,
+        size: u64,
+        max_audience: u64,
+    ) -> Result<ReleasedAudience> {
+        let k = u64::from(self.k);
+        let available = artifacts.ranking.len() as u64;
+        let limit = if max_audience == 0 { available } else { max_audience.min(available) };
+        if size < k {
+            return Err(Error::InvalidRequest(format!(
+                "an audience holds at least k = {k} users; ask for {k} to {limit}"
+            )));
+        }
+        if size > limit {
+            let why = if limit == max_audience {
+                format!("the contract's max_audience is {max_audience}")
+            } else {
+                format!("{available} publisher users are outside the seed")
+            };
+            return Err(Error::InvalidRequest(format!(
+                "an audience of {size} users is more than this run can give ({why}); ask for {k} to {limit}"
+            )));
+        }
+        let ids = &artifacts.ranking[..size as usize];
+        let document = json!({
+            "room_id": self.room_id,
+            "computation": computation,
+            "run_id": run_id,
+            "recipient": recipient,
+            "released_at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            "audience": size,
+            "user_ids": ids,
+        });
+        let digest = document_digest(&document)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("rank", DataType::UInt64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(ids.iter())),
+                Arc::new(UInt64Array::from_iter_values(1..=size)),
+            ],
+        )
+        .map_err(|e| Error::Computation(e.to_string()))?;
+        let entry = self.audit.append(AuditEvent::AudienceReleased {
+            recipient: recipient.to_owned(),
+            computation: computation.to_owned(),
+            run_id: run_id.to_owned(),
+            channel: channel.name(),
+            k: self.k,
+            audience: size,
+            release_sha256: digest.clone(),
+        })?;
+        self.metrics.released(&channel.name(), 0, 0);
+        Ok(ReleasedAudience { batch, digest, audit_seq: entry.seq })
+    }
+}
+
+/// Lowercase hex SHA-256 of a JSON document as serialized.
+fn document_digest(json: &Value) -> Result<String> {
+    let bytes = serde_json::to_vec(json).map_err(|e| Error::Computation(e.to_string()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Recomputes the digest of a released JSON document (as a recipient or auditor would).

@@ -11,11 +11,12 @@ use sealroom_proto::room::v1::{Computation, RoomContract};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLog, InputVersion};
+use crate::computation::lookalike::Artifacts;
 use crate::computation::{self, InputTable};
 use crate::dp::BudgetLedger;
 use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
-use crate::release_gate::{Channel, ReleaseGate, Released};
+use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
 use crate::report::ComputedReport;
 use crate::storage::{DatasetFile, RoomStorage, new_id, write_atomically};
 use crate::tee::TeeMode;
@@ -30,6 +31,21 @@ pub struct DeliveryRecord {
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A lookalike audience delivered to the publisher's activation sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceDelivery {
+    pub recipient: String,
+    pub run_id: String,
+    /// Users delivered.
+    pub audience: u64,
+    /// Where the sink put them.
+    pub location: String,
+    /// SHA-256 of the released audience, as audited.
+    pub release_digest: String,
+    /// The audit entry of the release.
+    pub audit_seq: u64,
 }
 
 /// The shape of a result section: what a reader may know before the result is released.
@@ -216,6 +232,14 @@ impl Room {
         };
         let (sections, noise) = (computed.sections, computed.noise);
         let run_id = new_id("r");
+        // Kept before the run is recorded, so a recorded run always has them.
+        if let Some(artifacts) = &computed.artifacts {
+            let path = self.artifacts_path(&computation.name, &run_id);
+            let dir = self.storage.runs_dir(&computation.name);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
+            let bytes = serde_json::to_vec(artifacts).map_err(|e| Error::storage(&path, e))?;
+            write_atomically(&path, &bytes)?;
+        }
         let report = ComputedReport {
             computation: computation.name.clone(),
             kind: computation.kind_name().to_owned(),
@@ -362,6 +386,100 @@ impl Room {
 
     fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {
         self.storage.runs_dir(computation).join(format!("{run_id}.json"))
+    }
+
+    /// A lookalike run's model and ranking (`.artifacts`, not `.json`: not a run file).
+    fn artifacts_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {
+        self.storage.runs_dir(computation).join(format!("{run_id}.artifacts"))
+    }
+
+    fn load_artifacts(&self, computation: &str, run_id: &str) -> Result<Artifacts> {
+        let path = self.artifacts_path(computation, run_id);
+        let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))
+    }
+
+    /// Releases a lookalike run's model to a participant of `model_to` through the gate.
+    pub(crate) fn release_model(
+        &self,
+        computation: &str,
+        run_id: &str,
+        recipient: &str,
+        channel: &Channel,
+    ) -> Result<ReleasedModel> {
+        let artifacts = self.load_artifacts(computation, run_id)?;
+        self.gate().release_model(RunRef { computation, run_id }, &artifacts, recipient, channel)
+    }
+
+    /// Releases the top `size` users of a lookalike run's ranking to the publisher of
+    /// `audience_to` through the gate and delivers them to its activation sink (the only way an
+    /// audience leaves: they are user ids).
+    pub(crate) async fn deliver_audience(
+        &self,
+        computation: &str,
+        run_id: &str,
+        recipient: &str,
+        size: u64,
+        max_audience: u64,
+    ) -> Result<AudienceDelivery> {
+        let Some(sink) = self.sinks.get(recipient) else {
+            return Err(Error::FailedPrecondition(format!(
+                "no activation sink is configured for '{recipient}' on this server, and an audience leaves only \
+                 through its owner's sink; configure one (`sinks:` in the server configuration) and ask again"
+            )));
+        };
+        let artifacts = self.load_artifacts(computation, run_id)?;
+        let mut sink = sink.lock().await;
+        let channel = Channel::Sink(sink.sink_type().to_owned());
+        let run = RunRef { computation, run_id };
+        let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
+        let delivery = Delivery {
+            metadata: DeliveryMetadata {
+                room_id: self.id.to_string(),
+                computation: computation.to_owned(),
+                run_id: run_id.to_owned(),
+                section: "audience".to_owned(),
+                recipient: recipient.to_owned(),
+                release_digest: released.digest().to_owned(),
+            },
+            batch: released.batch().clone(),
+        };
+        let result: Result<String> = async {
+            let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
+            sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
+            Ok(receipt.location)
+        }
+        .await;
+        self.metrics.delivery(result.is_ok());
+        match result {
+            Ok(location) => {
+                self.audit.append(AuditEvent::ActivationDelivered {
+                    recipient: recipient.to_owned(),
+                    computation: computation.to_owned(),
+                    run_id: run_id.to_owned(),
+                    sink_type: sink.sink_type().to_owned(),
+                    location: location.clone(),
+                    release_sha256: released.digest().to_owned(),
+                })?;
+                Ok(AudienceDelivery {
+                    recipient: recipient.to_owned(),
+                    run_id: run_id.to_owned(),
+                    audience: released.size() as u64,
+                    location,
+                    release_digest: released.digest().to_owned(),
+                    audit_seq: released.audit_seq(),
+                })
+            }
+            Err(e) => {
+                self.audit.append(AuditEvent::ActivationFailed {
+                    recipient: recipient.to_owned(),
+                    computation: computation.to_owned(),
+                    run_id: run_id.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                Err(e)
+            }
+        }
     }
 
     fn save_run(&self, record: &RunRecord, report: &ComputedReport) -> Result<()> {

@@ -11,6 +11,8 @@
 //! | POST | `/v1/rooms/{room}/computations/{name}/runs` | run a computation |
 //! | GET | `/v1/rooms/{room}/computations/{name}/runs` | the run records |
 //! | GET | `/v1/rooms/{room}/computations/{name}/runs/{run}/result` | the released result (`run` may be `latest`) |
+//! | GET | `/v1/rooms/{room}/computations/{name}/runs/{run}/model` | a lookalike's trained model, for `model_to` |
+//! | POST | `/v1/rooms/{room}/computations/{name}/runs/{run}/audience` | `{"size": N}`: the top N of a lookalike to the publisher's sink |
 //! | GET | `/v1/rooms/{room}/audit` | the verified audit log |
 //!
 //! Every `/v1` call carries `Authorization: Bearer <token>`. Errors are
@@ -24,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -109,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/computations", get(computations))
         .route("/rooms/{room}/computations/{name}/runs", get(list_runs).post(run))
         .route("/rooms/{room}/computations/{name}/runs/{run}/result", get(result))
+        .route("/rooms/{room}/computations/{name}/runs/{run}/model", get(model))
+        .route("/rooms/{room}/computations/{name}/runs/{run}/audience", post(audience))
         .route("/rooms/{room}/audit", get(audit));
     Router::new()
         .route("/healthz", get(healthz))
@@ -222,6 +226,44 @@ async fn result(
         .await
         .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
     Ok(Json(released.json().clone()))
+}
+
+async fn model(
+    State(state): State<AppState>,
+    Path((room, name, run)): Path<(String, String, String)>,
+    token: Token,
+) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    let engine = state.engine.clone();
+    // The release fsyncs its audit entry: keep it off the async workers.
+    let released = tokio::task::spawn_blocking(move || engine.release_model(&caller, &name, Some(&run), Channel::Rest))
+        .await
+        .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
+    Ok(Json(released.json().clone()))
+}
+
+/// The body of `POST …/audience`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceRequest {
+    size: u64,
+}
+
+async fn audience(
+    State(state): State<AppState>,
+    Path((room, name, run)): Path<(String, String, String)>,
+    token: Token,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let caller = caller(&state, &room, &token)?;
+    let request: AudienceRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "the body must be JSON like {{\"size\": 50000}} (the number of users to take from the top of the \
+             ranking): {e}"
+        ))
+    })?;
+    let delivery = state.engine.deliver_audience(&caller, &name, Some(&run), request.size).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "delivery": delivery }))))
 }
 
 async fn audit(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {

@@ -52,6 +52,14 @@ computations:
     run_by: [acme]
     results_to: [acme, news]
     deliver_to: [news]
+  - name: lookalike
+    lookalike:
+      matching: {{ advertiser_table: crm, publisher_table: readers }}
+      model_to: [acme]
+      audience_to: news
+      max_audience: 200
+    run_by: [acme]
+    results_to: [acme, news]
 privacy:
   k_thresholds: [{{ set_by: news, k: {K} }}]
 attestation: {{ allow_simulated: true }}
@@ -123,6 +131,20 @@ impl TestServer {
 
     async fn post(&self, path: &str, token: &str) -> (u16, Value) {
         let r = self.http.post(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_body(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -566,6 +588,58 @@ async fn a_restart_keeps_datasets_and_results() {
 }
 
 #[tokio::test]
+async fn lookalike_model_and_audience_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    upload_both(&server, &data()).await;
+    let room = server.room_id.clone();
+    let runs = format!("/v1/rooms/{room}/computations/lookalike/runs");
+    let (status, body) = server.post(&runs, ADV).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, result) = server.get(body["result"].as_str().unwrap(), PUB).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["sections"][1]["name"], "reach", "the publisher reads the curve to choose a size");
+
+    // The model: to acme only.
+    let (status, model) = server.get(&format!("{runs}/latest/model"), ADV).await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["model"]["model"], "logistic");
+    assert_eq!(model["release_digest"].as_str().unwrap(), sealroom_engine::release_gate::release_digest_of(&model));
+    let (status, body) = server.get(&format!("{runs}/latest/model"), PUB).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("permission_denied")), "{body}");
+
+    // The audience: to news's sink only, sized by news.
+    let audience = format!("{runs}/latest/audience");
+    let (status, body) = server.post_body(&audience, PUB, r#"{"size": 50}"#).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["delivery"]["audience"], 50);
+    let digest = body["delivery"]["release_digest"].as_str().unwrap().to_owned();
+    let files: Vec<_> = std::fs::read_dir(&server.activations).unwrap().map(|e| e.unwrap().path()).collect();
+    let file = files.iter().find(|p| p.to_string_lossy().contains("audience")).unwrap();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 50);
+    assert!(lines.iter().all(|l| l["release_digest"] == digest.as_str() && l["recipient"] == "news"));
+    for (token, body, status, says) in [
+        (ADV, r#"{"size": 50}"#, 403, "only 'news'"),
+        (PUB, r#"{"size": 5}"#, 400, "at least k = 10"),
+        (PUB, r#"{"size": 500}"#, 400, "max_audience is 200"),
+        (PUB, r#"{"users": 50}"#, 400, "the body must be JSON like {\"size\": 50000}"),
+        (PUB, "fifty", 400, "the body must be JSON"),
+    ] {
+        let (code, err) = server.post_body(&audience, token, body).await;
+        assert_eq!(code, status, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(says), "{body}: {err}");
+    }
+    let (_, audit) = server.get(&format!("/v1/rooms/{room}/audit"), AUDITOR).await;
+    let entries: Vec<sealroom_engine::audit::AuditEntry> = serde_json::from_value(audit["entries"].clone()).unwrap();
+    sealroom_engine::audit::verify_chain(&entries).unwrap();
+    assert!(entries.iter().any(|e| matches!(&e.event,
+        sealroom_engine::audit::AuditEvent::AudienceReleased { release_sha256, .. } if *release_sha256 == digest)));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn rest_errors_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
@@ -588,7 +662,7 @@ async fn rest_errors_health_and_metrics() {
     assert_eq!(body["contract"]["tables"][0]["name"], "crm");
     let acme = body["participants"].as_array().unwrap().iter().find(|p| p["id"] == "acme").unwrap().clone();
     assert_eq!(acme["data_owner_of"], serde_json::json!(["crm"]));
-    assert_eq!(acme["analyst_of"], serde_json::json!(["overlap"]));
+    assert_eq!(acme["analyst_of"], serde_json::json!(["overlap", "lookalike"]));
 
     let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/overlap/runs"), ADV).await;
     assert_eq!(status, 409, "inputs are missing: {body}");

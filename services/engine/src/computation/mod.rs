@@ -7,6 +7,7 @@
 
 pub(crate) mod affinity;
 pub(crate) mod linkage;
+pub(crate) mod lookalike;
 pub(crate) mod measurement;
 pub(crate) mod overlap;
 pub(crate) mod segments;
@@ -39,6 +40,28 @@ impl InputTable {
         let parts: Vec<&dyn arrow::array::Array> = self.batches.iter().map(|b| b.column(i).as_ref()).collect();
         Ok(arrow::compute::concat(&parts)?)
     }
+}
+
+/// Each individual's first non-null value of a row-aligned column, as text (`None` when all of
+/// their rows are null). `of_row[row]` is the individual of each row.
+pub(crate) fn first_text_per_individual(
+    column: &arrow::array::ArrayRef,
+    of_row: &[u32],
+    individuals: usize,
+) -> Result<Vec<Option<String>>> {
+    use arrow::array::{Array, AsArray};
+    let strings = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
+    let strings = strings.as_string::<i32>();
+    let mut first = vec![None; individuals];
+    for (row, i) in of_row.iter().enumerate() {
+        if let Some(slot) = first.get_mut(*i as usize)
+            && slot.is_none()
+            && strings.is_valid(row)
+        {
+            *slot = Some(strings.value(row).to_owned());
+        }
+    }
+    Ok(first)
 }
 
 /// State a computation keeps inside the engine between its runs: measurement's reach sketch per
@@ -75,6 +98,8 @@ pub(crate) struct Computed {
     pub state: Option<State>,
     /// The noise the counts carry, in differentially private rooms.
     pub noise: Option<NoiseInfo>,
+    /// What a lookalike keeps for later releases (its model and ranking).
+    pub artifacts: Option<lookalike::Artifacts>,
 }
 
 /// Refuses, before any budget is spent, what the room's privacy settings cannot run (validation
@@ -86,6 +111,9 @@ pub(crate) fn check_runnable(contract: &RoomContract, computation: &Computation)
     match &computation.kind {
         Some(computation::Kind::Sql(_)) => Err(Error::Contract(
             "SQL computations do not support differential privacy yet; this room cannot run them".to_owned(),
+        )),
+        Some(computation::Kind::Lookalike(_)) => Err(Error::Contract(
+            "lookalike models cannot be trained under differential privacy; this room cannot run them".to_owned(),
         )),
         Some(computation::Kind::Measurement(m)) if !m.conversion_table.is_empty() => Err(Error::Contract(
             "conversion lift cannot be measured under differential privacy; this room cannot run it".to_owned(),
@@ -106,21 +134,26 @@ pub(crate) async fn run(
     match &computation.kind {
         Some(computation::Kind::Overlap(spec)) => {
             let (sections, noise) = overlap::run(contract, spec, tables, source).await?;
-            Ok(Computed { sections, state: None, noise })
+            Ok(Computed { sections, state: None, noise, artifacts: None })
         }
         Some(computation::Kind::Affinity(spec)) => {
             let (sections, noise) = affinity::run(contract, spec, tables, source).await?;
-            Ok(Computed { sections, state: None, noise })
+            Ok(Computed { sections, state: None, noise, artifacts: None })
         }
         Some(computation::Kind::Measurement(spec)) => {
             let (sections, state, noise) = measurement::run(contract, spec, tables, state, source).await?;
-            Ok(Computed { sections, state: Some(state), noise })
+            Ok(Computed { sections, state: Some(state), noise, artifacts: None })
         }
         Some(computation::Kind::Sql(spec)) => Ok(Computed {
             sections: sql::run(contract, &computation.name, spec, tables).await?,
             state: None,
             noise: None,
+            artifacts: None,
         }),
+        Some(computation::Kind::Lookalike(spec)) => {
+            let (sections, artifacts) = lookalike::run(contract, spec, tables).await?;
+            Ok(Computed { sections, state: None, noise: None, artifacts: Some(artifacts) })
+        }
         None => Err(Error::Contract(format!("computation '{}' has no kind", computation.name))),
     }
 }

@@ -60,13 +60,13 @@ impl Partners {
 }
 
 /// The segment values of one row of one column.
-enum SegmentColumn<'a> {
+pub(crate) enum SegmentColumn<'a> {
     Single(&'a StringArray),
     List { offsets: &'a [i32], values: &'a StringArray, list: &'a GenericListArray<i32> },
 }
 
 impl<'a> SegmentColumn<'a> {
-    fn new(array: &'a ArrayRef) -> Result<Self> {
+    pub(crate) fn new(array: &'a ArrayRef) -> Result<Self> {
         match array.data_type() {
             DataType::Utf8 => Ok(Self::Single(array.as_string::<i32>())),
             DataType::List(_) => {
@@ -82,7 +82,7 @@ impl<'a> SegmentColumn<'a> {
         }
     }
 
-    fn push_row(&self, row: usize, out: &mut Vec<&'a str>) {
+    pub(crate) fn push_row(&self, row: usize, out: &mut Vec<&'a str>) {
         match self {
             Self::Single(a) => {
                 if a.is_valid(row) {

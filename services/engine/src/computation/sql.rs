@@ -448,22 +448,8 @@ async fn matched_table(
     tables: &HashMap<String, InputTable>,
 ) -> Result<RecordBatch> {
     let m = overlap::matched(contract, spec, tables).await?;
-    let ids = |person: &ArrayRef, of_row: &[u32], individuals: usize| -> Result<Vec<Option<String>>> {
-        let strings = arrow::compute::cast(person, &DataType::Utf8)?;
-        let strings = strings.as_string::<i32>();
-        let mut first = vec![None; individuals];
-        for (row, i) in of_row.iter().enumerate() {
-            if let Some(slot) = first.get_mut(*i as usize)
-                && slot.is_none()
-                && strings.is_valid(row)
-            {
-                *slot = Some(strings.value(row).to_owned());
-            }
-        }
-        Ok(first)
-    };
-    let a = ids(&m.advertiser_person, &m.advertiser_of_row, m.advertiser_individuals)?;
-    let p = ids(&m.publisher_person, &m.publisher_of_row, m.publisher_individuals)?;
+    let a = super::first_text_per_individual(&m.advertiser_person, &m.advertiser_of_row, m.advertiser_individuals)?;
+    let p = super::first_text_per_individual(&m.publisher_person, &m.publisher_of_row, m.publisher_individuals)?;
     let mut pairs: Vec<(u32, u32)> = m.pairs.tier_of.keys().copied().collect();
     pairs.sort_unstable();
     let pick = |v: &[Option<String>], i: u32| v.get(i as usize).cloned().flatten().unwrap_or_default();
