@@ -262,8 +262,8 @@ def lookalike(py, bin_dir):
 
 def lookalike_scale(py, bin_dir):
     rows = []
-    # The forest at 10M takes minutes (see docs/models/lookalike.md): `lookalike-scale` runs it only
-    # with SEALROOM_BENCH_FOREST_10M=1.
+    # The forest at 10M takes over a minute and 5 GB (see docs/models/lookalike.md): `lookalike-scale`
+    # runs it only with SEALROOM_BENCH_FOREST_10M=1.
     runs = [("logistic", 10_000_000), ("forest", 1_000_000)]
     if os.environ.get("SEALROOM_BENCH_FOREST_10M") == "1":
         runs.append(("forest", 10_000_000))
