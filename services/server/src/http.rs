@@ -214,32 +214,41 @@ async fn run(
     Ok((StatusCode::CREATED, Json(json!({ "run": record, "result": result }))))
 }
 
-async fn result(
-    State(state): State<AppState>,
-    Path((room, name, run)): Path<(String, String, String)>,
-    token: Token,
+/// A release's JSON, made off the async workers (a release fsyncs its audit entry).
+async fn released_json(
+    state: &AppState,
+    (room, name, run): (String, String, String),
+    token: &Token,
+    release: impl FnOnce(&Engine, &Caller, &str, &str) -> Result<Value, Error> + Send + 'static,
 ) -> ApiResult<Json<Value>> {
-    let caller = caller(&state, &room, &token)?;
+    let caller = caller(state, &room, token)?;
     let engine = state.engine.clone();
-    // The release fsyncs its audit entry: keep it off the async workers.
-    let released = tokio::task::spawn_blocking(move || engine.release(&caller, &name, Some(&run), Channel::Rest))
+    let json = tokio::task::spawn_blocking(move || release(&engine, &caller, &name, &run))
         .await
         .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
-    Ok(Json(released.json().clone()))
+    Ok(Json(json))
+}
+
+async fn result(
+    State(state): State<AppState>,
+    Path(path): Path<(String, String, String)>,
+    token: Token,
+) -> ApiResult<Json<Value>> {
+    released_json(&state, path, &token, |engine, caller, name, run| {
+        Ok(engine.release(caller, name, Some(run), Channel::Rest)?.json().clone())
+    })
+    .await
 }
 
 async fn model(
     State(state): State<AppState>,
-    Path((room, name, run)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     token: Token,
 ) -> ApiResult<Json<Value>> {
-    let caller = caller(&state, &room, &token)?;
-    let engine = state.engine.clone();
-    // The release fsyncs its audit entry: keep it off the async workers.
-    let released = tokio::task::spawn_blocking(move || engine.release_model(&caller, &name, Some(&run), Channel::Rest))
-        .await
-        .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
-    Ok(Json(released.json().clone()))
+    released_json(&state, path, &token, |engine, caller, name, run| {
+        Ok(engine.release_model(caller, name, Some(run), Channel::Rest)?.json().clone())
+    })
+    .await
 }
 
 /// The body of `POST …/audience`.
