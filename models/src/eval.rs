@@ -38,15 +38,22 @@ pub fn recall_at(scores: &[f64], labels: &[bool], fraction: f64) -> Option<f64> 
         return None;
     }
     let top = ((scores.len() as f64) * fraction.clamp(0.0, 1.0)).ceil() as usize;
-    let order = ranked(scores);
-    let found = order.iter().take(top).filter(|i| labels[**i]).count();
-    Some(found as f64 / positives as f64)
+    Some(found_in_top(scores, labels)[top] as f64 / positives as f64)
 }
 
-fn ranked(scores: &[f64]) -> Vec<usize> {
+/// Positives along the ranking (highest score first, ties by row order): element `i` is how many
+/// of the first `i` ranked rows are positive, for `i` in `0..=scores.len()`.
+pub fn found_in_top(scores: &[f64], labels: &[bool]) -> Vec<u64> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-    order
+    let mut found = Vec::with_capacity(order.len() + 1);
+    found.push(0);
+    let mut sum = 0;
+    for i in order {
+        sum += u64::from(labels[i]);
+        found.push(sum);
+    }
+    found
 }
 
 /// One point of the reach/precision curve.
@@ -63,13 +70,13 @@ pub struct CurvePoint {
 
 /// The curve at each of `fractions` of the ranking.
 pub fn reach_precision(scores: &[f64], labels: &[bool], fractions: &[f64]) -> Vec<CurvePoint> {
-    let order = ranked(scores);
+    let found_at = found_in_top(scores, labels);
     let positives = labels.iter().filter(|l| **l).count().max(1);
     fractions
         .iter()
         .map(|f| {
             let audience = ((scores.len() as f64) * f.clamp(0.0, 1.0)).ceil() as usize;
-            let found = order.iter().take(audience).filter(|i| labels[**i]).count();
+            let found = found_at[audience.min(scores.len())] as usize;
             CurvePoint {
                 audience_fraction: *f,
                 audience,

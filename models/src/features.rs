@@ -100,15 +100,13 @@ impl FeatureSchema {
         for (name, values) in columns {
             let present_values: Vec<&str> = values.iter().filter_map(present).collect();
             let missing = present_values.len() < values.len();
-            let mut distinct: Vec<&str> = present_values.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            if distinct.len() < 2 {
-                notes.push(if distinct.is_empty() {
-                    format!("column '{name}' has no values: left out")
-                } else {
-                    format!("column '{name}' has a single value: left out (it cannot tell users apart)")
-                });
+            // Fewer than two distinct values: one scan, no sort.
+            let Some(first) = present_values.first() else {
+                notes.push(format!("column '{name}' has no values: left out"));
+                continue;
+            };
+            if present_values.iter().all(|v| v == first) {
+                notes.push(format!("column '{name}' has a single value: left out (it cannot tell users apart)"));
                 continue;
             }
             let parsed: Vec<Option<f64>> =

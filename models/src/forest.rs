@@ -415,22 +415,11 @@ fn grow(
         let Some(c) = leaf.split else { break };
         // Stable partition: left rows first, in their order.
         let rows = &mut index[leaf.start..leaf.end];
-        scratch.clear();
-        let mut k = 0;
-        for i in 0..rows.len() {
-            let r = rows[i];
-            if c.left.contains(d.bin(r as usize, c.feature)) {
-                rows[k] = r;
-                k += 1;
-            } else {
-                scratch.push(r);
-            }
-        }
-        rows[k..].copy_from_slice(&scratch);
+        let k = partition(rows, &mut scratch, |r| c.left.contains(d.bin(r as usize, c.feature)));
         let mid = leaf.start + k;
         let right_stat = leaf.total.minus(&c.left_stat);
         let (small, large_is_left) =
-            if k <= rows.len() - k { (&index[leaf.start..mid], false) } else { (&index[mid..leaf.end], true) };
+            if k <= leaf.end - mid { (&index[leaf.start..mid], false) } else { (&index[mid..leaf.end], true) };
         let small_hist = histogram(d, small);
         let mut large_hist = leaf.hist;
         for (a, b) in large_hist.iter_mut().zip(&small_hist) {
@@ -659,6 +648,24 @@ impl Forest {
     }
 }
 
+/// Stable in-place partition: the rows `left` accepts first, then the others, each in their
+/// order; returns how many went left.
+fn partition(rows: &mut [u32], scratch: &mut Vec<u32>, left: impl Fn(u32) -> bool) -> usize {
+    scratch.clear();
+    let mut k = 0;
+    for i in 0..rows.len() {
+        let r = rows[i];
+        if left(r) {
+            rows[k] = r;
+            k += 1;
+        } else {
+            scratch.push(r);
+        }
+    }
+    rows[k..].copy_from_slice(scratch);
+    k
+}
+
 /// A seeded random sample of `rows` (ascending) of about `size` rows into `sample` (ascending),
 /// the others into `rest`.
 fn sample_rows(rows: &[u32], size: usize, rng: &mut ChaCha8Rng, sample: &mut Vec<u32>, rest: &mut Vec<u32>) {
@@ -688,19 +695,8 @@ fn apply(tree: &Tree, d: &Data<'_>, rows: &[u32]) -> Vec<(u32, f64)> {
             match &tree.nodes[node] {
                 Node::Leaf(v) => out.extend(mine[start..end].iter().map(|r| (*r, *v))),
                 Node::Split { feature, left, children } => {
-                    let part = &mut mine[start..end];
-                    scratch.clear();
-                    let mut k = 0;
-                    for i in 0..part.len() {
-                        let r = part[i];
-                        if left.contains(d.bin(r as usize, *feature)) {
-                            part[k] = r;
-                            k += 1;
-                        } else {
-                            scratch.push(r);
-                        }
-                    }
-                    part[k..].copy_from_slice(&scratch);
+                    let k =
+                        partition(&mut mine[start..end], &mut scratch, |r| left.contains(d.bin(r as usize, *feature)));
                     stack.push((children[0], start, start + k));
                     stack.push((children[1], start + k, end));
                 }

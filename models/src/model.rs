@@ -27,6 +27,11 @@ impl ModelKind {
             Self::Forest => "forest",
         }
     }
+
+    /// The kind [`Self::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Logistic, Self::Forest].into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// A trained lookalike model: higher scores look more like the seed.

@@ -61,11 +61,8 @@ fn generate(rows: usize, features: usize, seed: u64, draw: u64) -> (Array2<f64>,
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let kind = match cli.model.as_str() {
-        "logistic" => ModelKind::Logistic,
-        "forest" => ModelKind::Forest,
-        other => return Err(format!("unknown model '{other}': logistic or forest").into()),
-    };
+    let kind =
+        ModelKind::from_name(&cli.model).ok_or_else(|| format!("unknown model '{}': logistic or forest", cli.model))?;
     let started = Instant::now();
     let (x, y) = generate(cli.rows, cli.features, cli.seed, 1);
     let (test_x, test_y) = generate(200_000, cli.features, cli.seed, 2);

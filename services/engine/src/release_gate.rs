@@ -543,7 +543,7 @@ pub fn release_digest_of(json: &Value) -> String {
     if let Value::Object(obj) = &mut copy {
         obj.remove("release_digest");
     }
-    hex::encode(Sha256::digest(serde_json::to_vec(&copy).unwrap_or_default()))
+    document_digest(&copy).unwrap_or_default()
 }
 
 #[cfg(test)]

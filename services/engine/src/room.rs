@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
 use crate::report::ComputedReport;
-use crate::storage::{DatasetFile, RoomStorage, new_id, write_atomically};
+use crate::storage::{DatasetFile, RoomStorage, new_id, write_json_atomically};
 use crate::tee::TeeMode;
 
 /// What happened to one activation delivery of a run.
@@ -73,10 +73,17 @@ pub struct RunRecord {
     pub deliveries: Vec<DeliveryRecord>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RunFile {
     record: RunRecord,
     report: ComputedReport,
+}
+
+/// A [`RunFile`] to write, borrowed (the report is not copied to be serialized).
+#[derive(Serialize)]
+struct RunFileRef<'a> {
+    record: &'a RunRecord,
+    report: &'a ComputedReport,
 }
 
 pub(crate) struct Room {
@@ -234,11 +241,7 @@ impl Room {
         let run_id = new_id("r");
         // Kept before the run is recorded, so a recorded run always has them.
         if let Some(artifacts) = &computed.artifacts {
-            let path = self.artifacts_path(&computation.name, &run_id);
-            let dir = self.storage.runs_dir(&computation.name);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
-            let bytes = serde_json::to_vec(artifacts).map_err(|e| Error::storage(&path, e))?;
-            write_atomically(&path, &bytes)?;
+            write_json_atomically(&self.artifacts_path(&computation.name, &run_id), artifacts)?;
         }
         let report = ComputedReport {
             computation: computation.name.clone(),
@@ -376,10 +379,7 @@ impl Room {
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
         if let Some(state) = &computed.state {
-            let dir = state_path.parent().ok_or_else(|| Error::storage(&state_path, "no parent directory"))?;
-            std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
-            let bytes = serde_json::to_vec(state).map_err(|e| Error::storage(&state_path, e))?;
-            write_atomically(&state_path, &bytes)?;
+            write_json_atomically(&state_path, state)?;
         }
         Ok((computed, inputs))
     }
@@ -433,43 +433,18 @@ impl Room {
         let channel = Channel::Sink(sink.sink_type().to_owned());
         let run = RunRef { computation, run_id };
         let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
-        let delivery = Delivery {
-            metadata: DeliveryMetadata {
-                room_id: self.id.to_string(),
-                computation: computation.to_owned(),
-                run_id: run_id.to_owned(),
-                section: "audience".to_owned(),
-                recipient: recipient.to_owned(),
-                release_digest: released.digest().to_owned(),
-            },
-            batch: released.batch().clone(),
-        };
-        let result: Result<String> = async {
-            let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
-            sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
-            Ok(receipt.location)
-        }
-        .await;
+        let sections = vec![("audience".to_owned(), released.batch().clone())];
+        let result = self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections).await;
         self.metrics.delivery(result.is_ok());
         match result {
-            Ok(location) => {
-                self.audit.append(AuditEvent::ActivationDelivered {
-                    recipient: recipient.to_owned(),
-                    computation: computation.to_owned(),
-                    run_id: run_id.to_owned(),
-                    sink_type: sink.sink_type().to_owned(),
-                    location: location.clone(),
-                    release_sha256: released.digest().to_owned(),
-                })?;
-                Ok(AudienceDelivery {
-                    recipient: recipient.to_owned(),
-                    run_id: run_id.to_owned(),
-                    audience: released.size() as u64,
-                    location,
-                    release_digest: released.digest().to_owned(),
-                    audit_seq: released.audit_seq(),
-                })
-            }
+            Ok(location) => Ok(AudienceDelivery {
+                recipient: recipient.to_owned(),
+                run_id: run_id.to_owned(),
+                audience: released.size() as u64,
+                location,
+                release_digest: released.digest().to_owned(),
+                audit_seq: released.audit_seq(),
+            }),
             Err(e) => {
                 self.audit.append(AuditEvent::ActivationFailed {
                     recipient: recipient.to_owned(),
@@ -482,12 +457,48 @@ impl Room {
         }
     }
 
+    /// Sends a release's batches (one per section) to a locked sink, flushes it, and audits the
+    /// delivery with the release's digest; returns where the sink put them.
+    async fn send_to_sink(
+        &self,
+        sink: &mut dyn Sink,
+        run: RunRef<'_>,
+        recipient: &str,
+        release_digest: &str,
+        sections: Vec<(String, arrow::record_batch::RecordBatch)>,
+    ) -> Result<String> {
+        let mut locations = Vec::new();
+        for (section, batch) in sections {
+            let delivery = Delivery {
+                metadata: DeliveryMetadata {
+                    room_id: self.id.to_string(),
+                    computation: run.computation.to_owned(),
+                    run_id: run.run_id.to_owned(),
+                    section,
+                    recipient: recipient.to_owned(),
+                    release_digest: release_digest.to_owned(),
+                },
+                batch,
+            };
+            let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
+            locations.push(receipt.location);
+        }
+        sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
+        let location = locations.join(", ");
+        self.audit.append(AuditEvent::ActivationDelivered {
+            recipient: recipient.to_owned(),
+            computation: run.computation.to_owned(),
+            run_id: run.run_id.to_owned(),
+            sink_type: sink.sink_type().to_owned(),
+            location: location.clone(),
+            release_sha256: release_digest.to_owned(),
+        })?;
+        Ok(location)
+    }
+
     fn save_run(&self, record: &RunRecord, report: &ComputedReport) -> Result<()> {
-        let dir = self.storage.runs_dir(&record.computation);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
-        let bytes = serde_json::to_vec(&RunFile { record: record.clone(), report: report.clone() })
-            .map_err(|e| Error::storage(&dir, e))?;
-        write_atomically(&self.run_path(&record.computation, &record.run_id), &bytes)
+        let file = RunFileRef { record, report };
+        write_json_atomically(&self.run_path(&record.computation, &record.run_id), &file)
     }
 
     fn load_report(&self, computation: &str, run_id: &str) -> Result<ComputedReport> {
@@ -537,42 +548,23 @@ impl Room {
             };
         };
         let mut sink = sink.lock().await;
-        let result: Result<Vec<String>> = async {
+        let result: Result<String> = async {
             let released = self.gate().release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))?;
-            let mut locations = Vec::new();
-            for section in released.sections() {
-                let delivery = Delivery {
-                    metadata: DeliveryMetadata {
-                        room_id: self.id.to_string(),
-                        computation: report.computation.clone(),
-                        run_id: report.run_id.clone(),
-                        section: section.name().to_owned(),
-                        recipient: recipient.to_owned(),
-                        release_digest: released.digest().to_owned(),
-                    },
-                    batch: section.to_record_batch()?,
-                };
-                let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
-                locations.push(receipt.location);
-            }
-            sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
-            self.audit.append(AuditEvent::ActivationDelivered {
-                recipient: recipient.to_owned(),
-                computation: report.computation.clone(),
-                run_id: report.run_id.clone(),
-                sink_type: sink.sink_type().to_owned(),
-                location: locations.join(", "),
-                release_sha256: released.digest().to_owned(),
-            })?;
-            Ok(locations)
+            let sections = released
+                .sections()
+                .iter()
+                .map(|s| Ok((s.name().to_owned(), s.to_record_batch()?)))
+                .collect::<Result<Vec<_>>>()?;
+            let run = RunRef { computation: &report.computation, run_id: &report.run_id };
+            self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections).await
         }
         .await;
         self.metrics.delivery(result.is_ok());
         match result {
-            Ok(locations) => DeliveryRecord {
+            Ok(location) => DeliveryRecord {
                 recipient: recipient.to_owned(),
                 status: "delivered".into(),
-                location: Some(locations.join(", ")),
+                location: Some(location),
                 message: None,
             },
             Err(e) => {

@@ -79,6 +79,14 @@ impl Drop for DatasetFile {
     }
 }
 
+/// Writes `value` as JSON to `path` atomically, creating its directory first.
+pub(crate) fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| Error::storage(path, "no parent directory"))?;
+    fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::storage(path, e))?;
+    write_atomically(path, &bytes)
+}
+
 /// Writes `bytes` to `path` atomically.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::storage(path, "no parent directory"))?;

@@ -384,7 +384,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     }
     assert!(answers.windows(2).any(|w| w[0] != w[1]), "every run draws fresh noise: {answers:?}");
     async fn refused(engine: &Engine) -> Error {
-        let analyst = engine.authenticate(engine.room_ids()[0].as_str(), ADV).unwrap();
+        let analyst = common::caller(engine, ADV);
         engine.run(&analyst, "overlap").await.unwrap_err()
     }
     let err = refused(&world.engine).await;

@@ -156,7 +156,7 @@ impl World {
     }
 
     fn caller(&self, token: &str) -> sealroom_engine::Caller {
-        self.engine.authenticate(self.engine.room_ids()[0].as_str(), token).unwrap()
+        common::caller(&self.engine, token)
     }
 
     fn audit(&self) -> Vec<AuditEvent> {

@@ -463,7 +463,7 @@ async fn an_individual_matched_by_email_and_phone_counts_once() {
     let engine = engine(dir.path(), 2, vec![]).await;
     upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
     upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
-    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let caller = common::caller(&engine, ADV_TOKEN);
     engine.run(&caller, "overlap").await.unwrap();
     let released = engine.release(&caller, "overlap", None, Channel::Rest).unwrap();
     let summary = &released.section("summary").unwrap().rows()[0];
@@ -510,7 +510,7 @@ async fn bad_hashes_are_counted_over_the_whole_upload_and_nothing_is_kept() {
     .unwrap();
     let err = upload(&engine, ADV_TOKEN, "crm", vec![b1, b2]).await.unwrap_err().to_string();
     assert!(err.contains("column 'email': 2 of 5 rows are bad; first bad row: 1 (0-based)"), "{err}");
-    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let caller = common::caller(&engine, ADV_TOKEN);
     assert!(!engine.datasets(&caller).unwrap()[0].uploaded);
     let staging = dir.path().join("rooms").join(engine.room_ids()[0].as_str()).join("staging");
     assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
@@ -540,7 +540,7 @@ async fn a_dropped_upload_leaves_no_dataset_and_the_old_version_stays() {
     let engine = engine(dir.path(), 2, vec![]).await;
     let first = crm_batch(&[(Some(1), None), (Some(2), None)]);
     upload(&engine, ADV_TOKEN, "crm", vec![first]).await.unwrap();
-    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let caller = common::caller(&engine, ADV_TOKEN);
     let before = engine.datasets(&caller).unwrap()[0].clone();
     {
         let mut session = engine.begin_upload(&caller, "crm").unwrap();
@@ -573,7 +573,7 @@ async fn restart_keeps_datasets_runs_and_the_audit_chain_and_replacements_are_at
         // Re-uploading replaces the old version.
         upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
         upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
-        let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+        let caller = common::caller(&engine, ADV_TOKEN);
         let record = engine.run(&caller, "overlap").await.unwrap();
         assert_eq!(record.deliveries.len(), 1);
         assert_eq!(record.deliveries[0].status, "delivered", "{:?}", record.deliveries);
@@ -588,7 +588,7 @@ async fn restart_keeps_datasets_runs_and_the_audit_chain_and_replacements_are_at
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
 
     let engine = engine(dir.path(), 2, sinks).await;
-    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let caller = common::caller(&engine, ADV_TOKEN);
     let datasets: HashMap<String, _> =
         engine.datasets(&caller).unwrap().into_iter().map(|d| (d.table.clone(), d)).collect();
     assert_eq!(datasets["crm"].rows, Some(6));
@@ -605,13 +605,7 @@ async fn rooms_that_refuse_the_simulated_tee_are_not_hosted() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = contract(2);
     c.attestation.as_mut().unwrap().allow_simulated = false;
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let err = Engine::open(config, vec![c], Arc::new(EngineMetrics::unregistered())).await.unwrap_err().to_string();
+    let err = common::try_open(dir.path(), vec![c], vec![]).await.unwrap_err().to_string();
     assert!(err.contains("does not accept the simulated TEE"), "{err}");
 }
 
@@ -645,7 +639,7 @@ async fn what_a_crash_leaves_behind_is_cleaned_on_start() {
     let engine = engine(dir.path(), 2, vec![]).await;
     assert_eq!(std::fs::read_dir(room_dir.join("staging")).unwrap().count(), 0);
     assert!(!room_dir.join("tables").join("crm").join("v-orphan.arrow").exists());
-    let caller = engine.authenticate(engine.room_ids()[0].as_str(), ADV_TOKEN).unwrap();
+    let caller = common::caller(&engine, ADV_TOKEN);
     assert_eq!(engine.datasets(&caller).unwrap()[0].rows, Some(2), "the committed version survives");
 }
 

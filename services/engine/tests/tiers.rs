@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BinaryArray, ListBuilder, StringArray, StringBuilder};
 use arrow::record_batch::RecordBatch;
-use sealroom_engine::{Engine, EngineConfig, EngineMetrics, TeeMode, UploadLimits};
 use sealroom_matching::clk::{self, ClkSchema, Encoder};
 use sealroom_matching::hash::sha256;
 use sealroom_proto::RoomFile;
@@ -370,13 +369,7 @@ async fn bad_fuzzy_settings_are_refused_when_the_room_is_hosted() {
         "tiers",
     )
     .unwrap();
-    let config = EngineConfig {
-        data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
-        limits: UploadLimits::default(),
-        sinks: vec![],
-    };
-    let err = Engine::open(config, vec![contract], Arc::new(EngineMetrics::unregistered())).await.err().unwrap();
+    let err = common::try_open(dir.path(), vec![contract], vec![]).await.err().unwrap();
     let e = err.to_string();
     assert!(e.contains("computations[0].overlap.fuzzy.settings") && e.contains("threshold 2"), "{e}");
 }

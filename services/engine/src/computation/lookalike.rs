@@ -210,20 +210,6 @@ fn features(
     Ok(Features { schema, x, columns: columns + segment_columns })
 }
 
-/// Counts along a ranking: `found[i]` = seed users among the first `i` ranked.
-fn cumulative_found(scores: &[f64], labels: &[bool]) -> Vec<u64> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-    let mut found = Vec::with_capacity(order.len() + 1);
-    found.push(0);
-    let mut sum = 0;
-    for i in order {
-        sum += u64::from(labels[i]);
-        found.push(sum);
-    }
-    found
-}
-
 /// One curve point before suppression: the top `top` held-out users, `found` of them seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CurveCount {
@@ -261,9 +247,15 @@ fn compute(
 ) -> Result<(Vec<ComputedSection>, Artifacts)> {
     let k = u64::from(contract.effective_k());
     let n = m.publisher_individuals;
-    let seed: HashSet<u32> = m.pairs.tier_of.keys().map(|(_, p)| *p).collect();
+    // Matched publisher individuals are the seed.
+    let mut y = vec![false; n];
+    for (_, p) in m.pairs.tier_of.keys() {
+        if let Some(s) = y.get_mut(*p as usize) {
+            *s = true;
+        }
+    }
     let matched_advertiser = m.pairs.tier_of.keys().map(|(a, _)| *a).collect::<HashSet<u32>>().len() as u64;
-    let seeds = seed.len() as u64;
+    let seeds = y.iter().filter(|s| **s).count() as u64;
     if seeds < k {
         return Err(Error::FailedPrecondition(format!(
             "a lookalike needs at least k = {k} seed users (publisher users matched to the advertiser's list) and \
@@ -276,10 +268,10 @@ fn compute(
              was trained"
         )));
     }
-    let y: Vec<bool> = (0..n as u32).map(|i| seed.contains(&i)).collect();
     let f = features(publisher, p_input, segments, m, &spec.features, k)?;
 
-    let kind = if spec.model == "forest" { ModelKind::Forest } else { ModelKind::Logistic };
+    // Validation admits only the models' names; empty is the default.
+    let kind = ModelKind::from_name(&spec.model).unwrap_or_default();
     let mut options = TrainOptions { kind, balanced: true, ..TrainOptions::default() };
     // Every leaf of a released tree is about at least k users.
     options.forest =
@@ -295,7 +287,7 @@ fn compute(
     drop(x_train);
     let test_scores = evaluation.scores(x_test.view()).map_err(model_error)?;
     let auc = sealroom_models::eval::roc_auc(&test_scores, &y_test).unwrap_or(0.5);
-    let found = cumulative_found(&test_scores, &y_test);
+    let found = sealroom_models::eval::found_in_top(&test_scores, &y_test);
     let test_seed = y_test.iter().filter(|v| **v).count() as u64;
     let test_n = y_test.len() as u64;
     let at = |share: f64| {
@@ -410,7 +402,7 @@ pub(crate) async fn run(
     tables: &HashMap<String, InputTable>,
 ) -> Result<(Vec<ComputedSection>, Artifacts)> {
     let matching = spec.matching.as_ref().ok_or_else(|| Error::Contract("lookalike needs `matching:`".to_owned()))?;
-    let m = matched(contract, matching, tables).await?;
+    let m = matched(contract, matching, tables, false).await?;
     let publisher = table(contract, &matching.publisher_table)?.clone();
     let p_input = input(tables, &publisher.name)?.clone();
     let segments = if matching.segment_table.is_empty() {

@@ -119,7 +119,6 @@ pub(crate) fn measure(
         .ok_or_else(|| Error::Computation("the campaign column is not stored as strings".to_owned()))?;
     let partners = segments::Partners::new(m.pairs.tier_of.keys().copied(), m.publisher_individuals);
     let matched_advertiser: HashSet<u32> = m.pairs.tier_of.keys().map(|(a, _)| *a).collect();
-    let matched_publisher: HashSet<u32> = m.pairs.tier_of.keys().map(|(_, p)| *p).collect();
     let converted: HashSet<u32> = match conversion_keys {
         Some(keys) => linkage::individuals_by_key(m.advertiser_person.as_ref(), keys, m.advertiser_individuals)?
             .into_iter()
@@ -139,7 +138,8 @@ pub(crate) fn measure(
     }
     for (row, individual) in exposed_individual.iter().enumerate() {
         let Some(p) = individual else { continue };
-        if !matched_publisher.contains(p) || campaigns.is_null(row) {
+        // A publisher individual is matched when it has a partner.
+        if partners.of(*p).is_empty() || campaigns.is_null(row) {
             continue;
         }
         *per_campaign.entry(campaigns.value(row)).or_default().entry(*p).or_default() += 1;
@@ -155,7 +155,7 @@ pub(crate) fn measure(
     };
     let mut out = Measured {
         matched_advertiser: matched_advertiser.len() as u64,
-        matched_publisher: matched_publisher.len() as u64,
+        matched_publisher: (0..m.publisher_individuals as u32).filter(|p| !partners.of(*p).is_empty()).count() as u64,
         has_conversions: conversion_keys.is_some(),
         campaigns: BTreeMap::new(),
         reached: BTreeMap::new(),
@@ -511,10 +511,7 @@ pub(crate) async fn run(
         .ok_or_else(|| Error::Contract(format!("measurement.confidence {} is not offered", spec.confidence)))?;
     let k = u64::from(contract.effective_k());
     let bounds = noise.map(|n| Bounds { campaigns: n.campaigns, impressions: n.impressions });
-    let mut m = overlap::matched(contract, matching, tables).await?;
-    if bounds.is_some() {
-        m.pairs.one_to_one();
-    }
+    let m = overlap::matched(contract, matching, tables, bounds.is_some()).await?;
     let exposure_table = overlap::table(contract, &spec.exposure_table)?.clone();
     let exposure = overlap::input(tables, &spec.exposure_table)?.clone();
     let conversions = if spec.conversion_table.is_empty() {

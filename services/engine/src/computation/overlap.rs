@@ -103,11 +103,14 @@ pub(crate) fn table<'c>(contract: &'c RoomContract, name: &str) -> Result<&'c Ta
     contract.table(name).ok_or_else(|| Error::Contract(format!("the computation names an unknown table '{name}'")))
 }
 
-/// Matches the advertiser and publisher tables in tiers, off the async runtime.
+/// Matches the advertiser and publisher tables in tiers, off the async runtime; with
+/// `one_to_one`, keeps at most one partner per individual (the contribution bound of differential
+/// privacy).
 pub(crate) async fn matched(
     contract: &RoomContract,
     spec: &OverlapComputation,
     tables: &HashMap<String, InputTable>,
+    one_to_one: bool,
 ) -> Result<Matched> {
     let advertiser = table(contract, &spec.advertiser_table)?.clone();
     let publisher = table(contract, &spec.publisher_table)?.clone();
@@ -125,7 +128,10 @@ pub(crate) async fn matched(
             .iter()
             .map(|(t, i)| Ok((t, arrow::compute::concat_batches(&i.schema, &i.batches)?)))
             .collect::<Result<_>>()?;
-        let pairs = linkage::link(&spec, &mut a, &mut p, &graphs)?;
+        let mut pairs = linkage::link(&spec, &mut a, &mut p, &graphs)?;
+        if one_to_one {
+            pairs.one_to_one();
+        }
         Ok(Matched {
             pairs,
             advertiser_individuals: a.individuals,
@@ -150,10 +156,7 @@ pub(crate) async fn counts(
     let publisher = table(contract, &spec.publisher_table)?.clone();
     let segment_table =
         if spec.segment_table.is_empty() { publisher.clone() } else { table(contract, &spec.segment_table)?.clone() };
-    let mut m = matched(contract, spec, tables).await?;
-    if bound.is_some() {
-        m.pairs.one_to_one();
-    }
+    let m = matched(contract, spec, tables, bound.is_some()).await?;
     let (pairs, a_individuals, p_individuals, p_person, p_of_row) =
         (m.pairs, m.advertiser_individuals, m.publisher_individuals, m.publisher_person, m.publisher_of_row);
 

@@ -447,12 +447,14 @@ async fn matched_table(
     spec: &sealroom_proto::room::v1::OverlapComputation,
     tables: &HashMap<String, InputTable>,
 ) -> Result<RecordBatch> {
-    let m = overlap::matched(contract, spec, tables).await?;
+    let m = overlap::matched(contract, spec, tables, false).await?;
     let a = super::first_text_per_individual(&m.advertiser_person, &m.advertiser_of_row, m.advertiser_individuals)?;
     let p = super::first_text_per_individual(&m.publisher_person, &m.publisher_of_row, m.publisher_individuals)?;
     let mut pairs: Vec<(u32, u32)> = m.pairs.tier_of.keys().copied().collect();
     pairs.sort_unstable();
-    let pick = |v: &[Option<String>], i: u32| v.get(i as usize).cloned().flatten().unwrap_or_default();
+    fn pick(v: &[Option<String>], i: u32) -> &str {
+        v.get(i as usize).and_then(|s| s.as_deref()).unwrap_or("")
+    }
     let advertiser: StringArray = pairs.iter().map(|(x, _)| Some(pick(&a, *x))).collect();
     let publisher: StringArray = pairs.iter().map(|(_, y)| Some(pick(&p, *y))).collect();
     Ok(RecordBatch::try_new(matched_schema(), vec![Arc::new(advertiser), Arc::new(publisher)])?)

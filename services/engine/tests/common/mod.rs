@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use sealroom_engine::{
-    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, Released, ReleasedCell, SinkBinding, TeeMode,
-    UploadLimits,
+    Caller, CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, Released, ReleasedCell, SinkBinding,
+    TeeMode, UploadLimits,
 };
 use sealroom_proto::room::v1::RoomContract;
 use sha2::{Digest, Sha256};
@@ -19,11 +19,25 @@ pub(crate) fn digest(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// An engine in the simulated TEE on `dir`, with default limits, hosting `contracts`.
-pub(crate) async fn open(dir: &Path, contracts: Vec<RoomContract>, sinks: Vec<SinkBinding>) -> Engine {
+/// An engine in the simulated TEE on `dir`, with default limits, hosting `contracts`, or why not.
+pub(crate) async fn try_open(
+    dir: &Path,
+    contracts: Vec<RoomContract>,
+    sinks: Vec<SinkBinding>,
+) -> Result<Engine, Error> {
     let config =
         EngineConfig { data_dir: dir.to_owned(), tee: TeeMode::Simulated, limits: UploadLimits::default(), sinks };
-    Engine::open(config, contracts, Arc::new(EngineMetrics::unregistered())).await.unwrap()
+    Engine::open(config, contracts, Arc::new(EngineMetrics::unregistered())).await
+}
+
+/// [`try_open`], which must succeed.
+pub(crate) async fn open(dir: &Path, contracts: Vec<RoomContract>, sinks: Vec<SinkBinding>) -> Engine {
+    try_open(dir, contracts, sinks).await.unwrap()
+}
+
+/// The holder of `token` in the engine's first room.
+pub(crate) fn caller(engine: &Engine, token: &str) -> Caller {
+    engine.authenticate(engine.room_ids()[0].as_str(), token).unwrap()
 }
 
 /// Uploads `batches` to `table` of the engine's first room as the holder of `token`.
@@ -40,8 +54,7 @@ pub(crate) async fn upload(engine: &Engine, token: &str, table: &str, batches: V
 /// Runs `computation` in the engine's first room as the holder of `token` and releases the run to
 /// them over REST.
 pub(crate) async fn run(engine: &Engine, token: &str, computation: &str) -> Released {
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), token).unwrap();
+    let analyst = caller(engine, token);
     engine.run(&analyst, computation).await.unwrap_or_else(|e| panic!("{e}"));
     engine.release(&analyst, computation, None, Channel::Rest).unwrap()
 }
