@@ -20,8 +20,8 @@
 //! trees.
 
 use ndarray::ArrayView2;
-use rand::SeedableRng;
 use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -253,6 +253,8 @@ fn histogram(d: &Data<'_>, rows: &[u32]) -> Histogram {
 struct BinSet([u64; 4]);
 
 impl BinSet {
+    const ALL: BinSet = BinSet([u64::MAX; 4]);
+
     fn insert(&mut self, b: u8) {
         self.0[usize::from(b) >> 6] |= 1 << (b & 63);
     }
@@ -349,23 +351,71 @@ enum Node {
     Split { feature: usize, left: BinSet, children: [usize; 2] },
 }
 
+/// A trained tree, also kept in a branch-free form for scoring: a leaf is a node that sends
+/// every bin to itself, so every row takes exactly `depth` steps and rows are moved down the tree
+/// level by level, a block at a time (data-dependent branches, one per level per row, cost more
+/// than the arithmetic).
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
+    steps: Vec<Step>,
+    values: Vec<f64>,
+    depth: usize,
+}
+
+/// One node in the branch-free form: the feature read, the bins sent to `next[0]`, the others to
+/// `next[1]`.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    feature: u32,
+    left: BinSet,
+    next: [u32; 2],
 }
 
 impl Tree {
-    /// The leaf value reached by a row whose bin of feature `f` is `bin(f)`.
-    fn predict(&self, bin: impl Fn(usize) -> u8) -> f64 {
-        let mut at = 0;
-        loop {
-            match &self.nodes[at] {
-                Node::Leaf(v) => return *v,
+    fn new(nodes: Vec<Node>) -> Self {
+        let mut steps = Vec::with_capacity(nodes.len());
+        let mut values = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let (step, value) = match n {
+                Node::Leaf(v) => (Step { feature: 0, left: BinSet::ALL, next: [i as u32; 2] }, *v),
                 Node::Split { feature, left, children } => {
-                    at = if left.contains(bin(*feature)) { children[0] } else { children[1] };
+                    (Step { feature: *feature as u32, left: *left, next: children.map(|c| c as u32) }, 0.0)
+                }
+            };
+            steps.push(step);
+            values.push(value);
+        }
+        // Children always come after their parent: one pass in order finds every node's depth.
+        let mut depths = vec![0usize; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            if let Node::Split { children, .. } = n {
+                for c in children {
+                    depths[*c] = depths[i] + 1;
                 }
             }
         }
+        let depth = depths.iter().copied().max().unwrap_or(0);
+        Self { nodes, steps, values, depth }
+    }
+
+    /// The leaf (node index) reached by each of `count` rows, whose bin of feature `f` is
+    /// `bin(row, f)`: all rows advance one level at a time.
+    fn leaves(&self, count: usize, bin: impl Fn(usize, usize) -> u8) -> Vec<u32> {
+        let mut at = vec![0u32; count];
+        for _ in 0..self.depth {
+            for (i, a) in at.iter_mut().enumerate() {
+                let s = &self.steps[*a as usize];
+                *a = s.next[usize::from(!s.left.contains(bin(i, s.feature as usize)))];
+            }
+        }
+        at
+    }
+
+    /// The leaf value reached by a row whose bin of feature `f` is `bin(f)`.
+    #[cfg(test)]
+    fn predict(&self, bin: impl Fn(usize) -> u8) -> f64 {
+        self.values[self.leaves(1, |_, f| bin(f))[0] as usize]
     }
 }
 
@@ -401,7 +451,7 @@ fn grow(
     let split = best_split(binning, &hist, &total, rules);
     let mut nodes = vec![Node::Leaf(0.0)];
     let mut leaves = vec![Growing { node: 0, start: 0, end: index.len(), hist, total, split }];
-    let mut scratch: Vec<u32> = Vec::with_capacity(index.len());
+    let mut scratch: Vec<u32> = Vec::new();
     while leaves.len() < o.max_leaves {
         let Some((at, _)) = leaves
             .iter()
@@ -443,7 +493,7 @@ fn grow(
         nodes[l.node] = Node::Leaf(value);
         ranges.push((l.start, l.end, value));
     }
-    (Tree { nodes }, ranges)
+    (Tree::new(nodes), ranges)
 }
 
 fn sigmoid(t: f64) -> f64 {
@@ -518,7 +568,7 @@ impl Forest {
             // Each tree starts from its rows in ascending order (partitions keep it within nodes),
             // so histograms read each column forwards.
             if subsample {
-                sample_rows(&train, o.max_rows_per_tree, &mut rng, &mut index, &mut rest);
+                sample_rows(&train, o.max_rows_per_tree, rng.random(), &mut index, &mut rest);
             } else {
                 index.copy_from_slice(&train);
             }
@@ -553,10 +603,10 @@ impl Forest {
                 tree
             };
             // The rows the tree was not grown on (the held-out ones, and the unsampled training
-            // rows) go down it by partition, a column at a time.
+            // rows) go down it.
             for rows in [&rest, &validation] {
-                for (r, value) in apply(&tree, &data, rows) {
-                    raw[r as usize] += value;
+                for (r, value) in rows.iter().zip(apply(&tree, &data, rows)) {
+                    raw[*r as usize] += value;
                 }
             }
             let single_leaf = tree.nodes.len() == 1;
@@ -597,9 +647,13 @@ impl Forest {
         let parts = par_map(chunks, |c| {
             let (from, to) = (c * PART_ROWS, ((c + 1) * PART_ROWS).min(rows));
             let bins = bin_rows(&self.binning, x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(from..to)));
-            bins.chunks_exact(p.max(1))
-                .map(|row| self.base + self.trees.iter().map(|t| t.predict(|f| row[f])).sum::<f64>())
-                .collect::<Vec<f64>>()
+            let mut scores = vec![self.base; to - from];
+            for t in &self.trees {
+                for (s, leaf) in scores.iter_mut().zip(t.leaves(to - from, |r, f| bins[r * p + f])) {
+                    *s += t.values[leaf as usize];
+                }
+            }
+            scores
         });
         Ok(parts.into_iter().flatten().collect())
     }
@@ -649,64 +703,57 @@ impl Forest {
 }
 
 /// Stable in-place partition: the rows `left` accepts first, then the others, each in their
-/// order; returns how many went left.
+/// order; returns how many went left. Branch-free: each row is written to both sides and only
+/// the side it belongs to advances (which side is a coin toss at most splits).
 fn partition(rows: &mut [u32], scratch: &mut Vec<u32>, left: impl Fn(u32) -> bool) -> usize {
-    scratch.clear();
-    let mut k = 0;
+    if scratch.len() < rows.len() {
+        scratch.resize(rows.len(), 0);
+    }
+    let (mut k, mut j) = (0, 0);
     for i in 0..rows.len() {
         let r = rows[i];
-        if left(r) {
-            rows[k] = r;
-            k += 1;
-        } else {
-            scratch.push(r);
-        }
+        let l = left(r);
+        rows[k] = r;
+        scratch[j] = r;
+        k += usize::from(l);
+        j += usize::from(!l);
     }
-    rows[k..].copy_from_slice(scratch);
+    rows[k..].copy_from_slice(&scratch[..j]);
     k
 }
 
 /// A seeded random sample of `rows` (ascending) of about `size` rows into `sample` (ascending),
-/// the others into `rest`.
-fn sample_rows(rows: &[u32], size: usize, rng: &mut ChaCha8Rng, sample: &mut Vec<u32>, rest: &mut Vec<u32>) {
-    use rand::Rng;
+/// the others into `rest`. Parts of the rows are drawn on every core, each from its own stream of
+/// `seed`, so the sample does not depend on the number of threads.
+fn sample_rows(rows: &[u32], size: usize, seed: u64, sample: &mut Vec<u32>, rest: &mut Vec<u32>) {
+    const PART: usize = 1 << 20;
     let threshold = ((size as f64 / rows.len() as f64) * f64::from(u32::MAX)) as u32;
+    let parts = par_map(rows.len().div_ceil(PART), |c| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(c as u64);
+        let (mut s, mut o) = (Vec::new(), Vec::new());
+        for r in &rows[c * PART..((c + 1) * PART).min(rows.len())] {
+            if rng.random::<u32>() <= threshold { s.push(*r) } else { o.push(*r) }
+        }
+        (s, o)
+    });
     sample.clear();
     rest.clear();
-    for r in rows {
-        if rng.random::<u32>() <= threshold {
-            sample.push(*r);
-        } else {
-            rest.push(*r);
-        }
+    for (s, o) in parts {
+        sample.extend_from_slice(&s);
+        rest.extend_from_slice(&o);
     }
 }
 
-/// Each row of `rows` with the leaf value `tree` gives it, by partitioning the rows down the tree
-/// node by node (each node reads one column over its rows, in order) on every core.
-fn apply(tree: &Tree, d: &Data<'_>, rows: &[u32]) -> Vec<(u32, f64)> {
-    let parts = rows.len().div_ceil(PART_ROWS * 16);
-    par_map(parts, |c| {
-        let mut mine: Vec<u32> = rows[c * PART_ROWS * 16..((c + 1) * PART_ROWS * 16).min(rows.len())].to_vec();
-        let mut out = Vec::with_capacity(mine.len());
-        let mut scratch = Vec::new();
-        let mut stack = vec![(0usize, 0usize, mine.len())];
-        while let Some((node, start, end)) = stack.pop() {
-            match &tree.nodes[node] {
-                Node::Leaf(v) => out.extend(mine[start..end].iter().map(|r| (*r, *v))),
-                Node::Split { feature, left, children } => {
-                    let k =
-                        partition(&mut mine[start..end], &mut scratch, |r| left.contains(d.bin(r as usize, *feature)));
-                    stack.push((children[0], start, start + k));
-                    stack.push((children[1], start + k, end));
-                }
-            }
-        }
-        out
+/// The leaf value `tree` gives each row of `rows` (in order), on every core, a block of
+/// consecutive rows at a time (the columns the tree reads stay in the cache for a block).
+fn apply(tree: &Tree, d: &Data<'_>, rows: &[u32]) -> Vec<f64> {
+    par_map(rows.len().div_ceil(PART_ROWS), |c| {
+        let block = &rows[c * PART_ROWS..((c + 1) * PART_ROWS).min(rows.len())];
+        let leaves = tree.leaves(block.len(), |i, f| d.bin(block[i] as usize, f));
+        leaves.iter().map(|l| tree.values[*l as usize]).collect::<Vec<f64>>()
     })
-    .into_iter()
-    .flatten()
-    .collect()
+    .concat()
 }
 
 fn update_gradients(
@@ -857,17 +904,16 @@ mod tests {
         assert_eq!(Forest::fit(&s, x.view(), &y, (1.0, 1.0), &o).unwrap().scores(x.view()).unwrap(), scores);
         let full = Forest::fit(&s, x.view(), &y, (1.0, 1.0), &ForestOptions::default()).unwrap();
         assert_ne!(full.scores(x.view()).unwrap(), scores, "the trees were grown on samples");
-        // The partitioned pass gives every row the leaf `predict` gives it.
+        // The pass over the rows a tree was not grown on gives each, in order, its leaf value.
         let bins = bin_columns(&f.binning, x.view());
         let zeros = vec![0f32; n];
         let d = Data { bins: &bins, n, p: 2, grad: &zeros, hess: &zeros };
         let rows: Vec<u32> = (0..n as u32).filter(|r| r % 3 != 0).collect();
         for tree in f.trees.iter().take(5) {
-            let mut got = apply(tree, &d, &rows);
-            got.sort_by_key(|(r, _)| *r);
-            assert_eq!(got.iter().map(|(r, _)| *r).collect::<Vec<_>>(), rows);
-            for (r, v) in got {
-                assert_eq!(v, tree.predict(|feature| bins[feature * n + r as usize]));
+            let got = apply(tree, &d, &rows);
+            assert_eq!(got.len(), rows.len());
+            for (r, v) in rows.iter().zip(got) {
+                assert_eq!(v, tree.predict(|feature| bins[feature * n + *r as usize]));
             }
         }
     }

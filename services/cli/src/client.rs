@@ -177,4 +177,8 @@ impl Rest {
     pub async fn post(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.base))).await
     }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
 }

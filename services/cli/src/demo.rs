@@ -22,7 +22,7 @@ use sealroom_matching::normalize;
 use sealroom_proto::RoomFile;
 use sealroom_proto::room_file::{
     AffinityFile, AttestationFile, ColumnFile, ColumnTypeFile, ComputationFile, CredentialFile, IdentifierFile,
-    KThresholdFile, OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
+    KThresholdFile, LookalikeFile, OverlapFile, ParticipantFile, PrivacyFile, RoleFile, TableFile,
 };
 use sealroom_server::config::{ServerConfig, SinkConfig};
 
@@ -50,6 +50,10 @@ pub struct DemoOutcome {
     pub result: serde_json::Value,
     /// The released top-affinity report.
     pub affinity: serde_json::Value,
+    /// The released lookalike report (held-out quality and the reach curve).
+    pub lookalike: serde_json::Value,
+    /// The lookalike audience Daily News took: the delivery record.
+    pub audience: serde_json::Value,
     pub activation_files: Vec<PathBuf>,
 }
 
@@ -148,10 +152,32 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
                 results_to: vec!["acme".into()],
                 deliver_to: vec![],
                 overlap: None,
-                affinity: Some(AffinityFile { matching, confidence: None, top: Some(10) }),
+                affinity: Some(AffinityFile { matching: matching.clone(), confidence: None, top: Some(10) }),
                 measurement: None,
                 sql: None,
                 lookalike: None,
+            },
+            ComputationFile {
+                name: "lookalike".into(),
+                description: "Daily News readers who look like ACME's matched customers, by their segments: the \
+                              model goes to ACME, the audience only to Daily News's sink"
+                    .into(),
+                run_by: vec!["acme".into()],
+                results_to: vec!["acme".into(), "news".into()],
+                deliver_to: vec![],
+                overlap: None,
+                affinity: None,
+                measurement: None,
+                sql: None,
+                lookalike: Some(LookalikeFile {
+                    matching,
+                    features: vec!["segments".into()],
+                    model: None,
+                    model_to: vec!["acme".into()],
+                    audience_to: Some("news".into()),
+                    max_audience: None,
+                    seed: None,
+                }),
             },
         ],
         privacy: PrivacyFile {
@@ -340,6 +366,33 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
             .map_err(|e| CliError::io(&affinity_path, e))?;
         step(&started, "ACME ranked Daily News segments by affinity; released:");
         println!("\n{}", report_table::render(&affinity));
+
+        // 8. ACME trains a lookalike on its matched customers; Daily News reads the curve, picks a
+        //    size and takes the audience into its own sink.
+        let lookalike_run = acme.post(&format!("/v1/rooms/{room_id}/computations/lookalike/runs")).await?;
+        let lookalike = acme.get(lookalike_run["result"].as_str().unwrap_or_default()).await?;
+        let lookalike_path = dir.join("lookalike_result.json");
+        fs::write(&lookalike_path, serde_json::to_vec_pretty(&lookalike).unwrap_or_default())
+            .map_err(|e| CliError::io(&lookalike_path, e))?;
+        step(&started, "ACME trained a lookalike model inside the enclave; released (held-out quality, reach):");
+        println!("\n{}", report_table::render(&lookalike));
+        let news = Rest::new(&rest_url, &news_token);
+        let size = audience_size(&lookalike, u64::from(options.k));
+        let taken = news
+            .post_json(
+                &format!("/v1/rooms/{room_id}/computations/lookalike/runs/latest/audience"),
+                &serde_json::json!({ "size": size }),
+            )
+            .await?;
+        let audience = taken["delivery"].clone();
+        step(
+            &started,
+            &format!(
+                "Daily News took the top {} of the lookalike ranking (never a matched customer) into its sink: {}",
+                report_table::thousands(audience["audience"].as_u64().unwrap_or(0)),
+                audience["location"].as_str().unwrap_or("?")
+            ),
+        );
         let activations: Vec<PathBuf> = run["run"]["deliveries"]
             .as_array()
             .into_iter()
@@ -354,11 +407,19 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         println!("  uploaded files       {}, {}", crm_hashed.display(), readers_parquet.display());
         println!("  enclave data dir     {}", dir.join("data").display());
         println!("  released report      {}", result_path.display());
+        println!("  lookalike report     {}", lookalike_path.display());
         for a in &activations {
             println!("  activation (news)    {}", a.display());
         }
         println!("  audit log            {rest_url}/v1/rooms/{room_id}/audit (GET with a participant token)");
-        Ok::<_, CliError>(DemoOutcome { room_id: room_id.clone(), result, affinity, activation_files: activations })
+        Ok::<_, CliError>(DemoOutcome {
+            room_id: room_id.clone(),
+            result,
+            affinity,
+            lookalike,
+            audience,
+            activation_files: activations,
+        })
     }
     .await;
 
@@ -375,6 +436,24 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     let outcome = outcome?;
     step(&started, "done");
     Ok(outcome)
+}
+
+/// The size Daily News picks from the released reach curve: the audience at 10% of its base when
+/// that point was released, otherwise the largest released point, otherwise 2k.
+fn audience_size(lookalike: &serde_json::Value, k: u64) -> u64 {
+    let rows = lookalike["sections"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "reach"))
+        .and_then(|s| s["rows"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let released =
+        |r: &serde_json::Value| r["audience"]["value"].as_u64().filter(|_| r["precision"]["value"].is_number());
+    rows.iter()
+        .find(|r| r["audience_share"] == "10%")
+        .and_then(released)
+        .or_else(|| rows.iter().filter_map(released).max())
+        .unwrap_or(2 * k)
 }
 
 #[cfg(unix)]

@@ -78,6 +78,37 @@ async fn the_demo_releases_the_true_overlap_and_writes_the_activation() {
     let by_segment = outcome.activation_files.iter().find(|p| p.to_string_lossy().contains("by_segment")).unwrap();
     let text = std::fs::read_to_string(by_segment).unwrap();
     assert_eq!(text.lines().count(), 24);
+    // The lookalike: the segments carry the planted affinity, so held-out AUC beats chance; the
+    // audience Daily News took holds no matched customer.
+    let quality = &outcome.lookalike["sections"][0]["rows"][0];
+    let auc = quality["auc"]["value"].as_f64().unwrap();
+    assert!(auc > 0.55 && auc <= 1.0, "{quality}");
+    let taken = outcome.audience["audience"].as_u64().unwrap();
+    assert!(taken >= 50, "{}", outcome.audience);
+    let text = std::fs::read_to_string(outcome.audience["location"].as_str().unwrap()).unwrap();
+    let users: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["row"]["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users.len() as u64, taken);
+    let crm_hashes: HashSet<String> = data
+        .crm
+        .iter()
+        .flat_map(|c| {
+            let e = c.email.as_deref().and_then(|e| normalize::email(e).ok()).map(|e| sha256_hex(e.as_bytes()));
+            let p = c.phone.as_deref().and_then(|p| normalize::phone(p, us).ok()).map(|p| sha256_hex(p.as_bytes()));
+            [e, p].into_iter().flatten()
+        })
+        .collect();
+    let seed: HashSet<&str> = data
+        .publisher
+        .iter()
+        .filter(|p| [&p.email_sha256, &p.phone_sha256].into_iter().flatten().any(|h| crm_hashes.contains(h)))
+        .map(|p| p.user_id.as_str())
+        .collect();
+    assert_eq!(quality["seed_individuals"]["value"], seed.len(), "the seed is the matched readers");
+    assert!(users.iter().all(|u| !seed.contains(u.as_str())), "a matched customer was in the audience");
+
     // The raw CRM never reached the enclave's storage: no stored file contains a raw email.
     let raw = data.crm.iter().find_map(|c| c.email.clone()).unwrap();
     for entry in walk(&options.dir.join("data")) {

@@ -7,7 +7,9 @@
 //!   id or latest>/sections/<section>` in UTF-8.
 //! - `ListFlights` / `GetFlightInfo` / `GetSchema` show a caller the result sections it may read
 //!   (with tickets) and the tables it owns (their expected schema and status); nothing else.
-//! - `DoAction("run-computation")` runs a computation.
+//! - `DoAction("run-computation")` runs a computation; `DoAction("lookalike-model")` releases a
+//!   lookalike's model to a participant the contract names in `model_to`;
+//!   `DoAction("lookalike-audience")` delivers the top N of a lookalike to the publisher's sink.
 //! - `Handshake` with the bearer token as payload answers which rooms the token belongs to.
 //!
 //! Every call carries `authorization: Bearer <token>` (except `Handshake`, which takes the token as
@@ -35,6 +37,10 @@ use crate::error::to_status;
 
 /// The name of the action that runs a computation.
 pub const RUN_ACTION: &str = "run-computation";
+/// The name of the action that releases a lookalike's model (to `model_to`).
+pub const MODEL_ACTION: &str = "lookalike-model";
+/// The name of the action that delivers a lookalike audience to the publisher's sink.
+pub const AUDIENCE_ACTION: &str = "lookalike-audience";
 
 #[derive(Debug, Clone)]
 pub struct SealroomFlight {
@@ -194,6 +200,93 @@ impl SealroomFlight {
 }
 
 type FlightStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The JSON body of the lookalike actions.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookalikeAction {
+    room_id: String,
+    computation: String,
+    #[serde(default)]
+    run: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+impl LookalikeAction {
+    fn parse(action: &Action, shape: &str) -> Result<Self, Status> {
+        serde_json::from_slice(&action.body)
+            .map_err(|e| Status::invalid_argument(format!("the {} body must be JSON like {shape}: {e}", action.r#type)))
+    }
+}
+
+impl SealroomFlight {
+    async fn run_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
+        let body = &request.get_ref().body;
+        let run = if body.first() == Some(&b'{') {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                room_id: String,
+                computation: String,
+            }
+            let b: Body = serde_json::from_slice(body).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "the {RUN_ACTION} body must be {{\"room_id\": …, \"computation\": …}}: {e}"
+                ))
+            })?;
+            RunComputation { room_id: b.room_id, computation: b.computation }
+        } else {
+            RunComputation::decode(body.clone()).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "the {RUN_ACTION} body is neither JSON nor a sealroom.flight.v1.RunComputation: {e}"
+                ))
+            })?
+        };
+        let caller = self.caller(request, &run.room_id)?;
+        let record = self.engine.run(&caller, &run.computation).await.map_err(status)?;
+        let tickets: serde_json::Map<String, serde_json::Value> = record
+            .sections
+            .iter()
+            .map(|s| (s.clone(), section_path(&run.room_id, &record.computation, &record.run_id, s).into()))
+            .collect();
+        Ok(serde_json::json!({ "run": record, "tickets": tickets }))
+    }
+
+    async fn model_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
+        let a =
+            LookalikeAction::parse(request.get_ref(), r#"{"room_id": "r", "computation": "lookalike", "run": "…"}"#)?;
+        if a.size.is_some() {
+            return Err(Status::invalid_argument(format!(
+                "{MODEL_ACTION} takes no size: the size is for {AUDIENCE_ACTION}"
+            )));
+        }
+        let caller = self.caller(request, &a.room_id)?;
+        let engine = self.engine.clone();
+        // A release fsyncs its audit entry: off the async workers.
+        let released = tokio::task::spawn_blocking(move || {
+            engine.release_model(&caller, &a.computation, a.run.as_deref(), Channel::Flight).map(|m| m.json().clone())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("release task failed: {e}")))?;
+        released.map_err(status)
+    }
+
+    async fn audience_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
+        let shape = r#"{"room_id": "r", "computation": "lookalike", "size": 50000}"#;
+        let a = LookalikeAction::parse(request.get_ref(), shape)?;
+        let size = a.size.ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "the {AUDIENCE_ACTION} body needs a size (how many users to take from the top of the ranking), \
+                 like {shape}"
+            ))
+        })?;
+        let caller = self.caller(request, &a.room_id)?;
+        let delivery =
+            self.engine.deliver_audience(&caller, &a.computation, a.run.as_deref(), size).await.map_err(status)?;
+        Ok(serde_json::json!({ "delivery": delivery }))
+    }
+}
 
 #[tonic::async_trait]
 impl FlightService for SealroomFlight {
@@ -362,54 +455,42 @@ impl FlightService for SealroomFlight {
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.get_ref();
-        if action.r#type != RUN_ACTION {
-            return Err(Status::invalid_argument(format!(
-                "unknown action '{}'; available actions: {RUN_ACTION}",
-                action.r#type
-            )));
-        }
-        let body = &action.body;
-        let run = if body.first() == Some(&b'{') {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Body {
-                room_id: String,
-                computation: String,
+        let body = match request.get_ref().r#type.as_str() {
+            RUN_ACTION => self.run_action(&request).await?,
+            MODEL_ACTION => self.model_action(&request).await?,
+            AUDIENCE_ACTION => self.audience_action(&request).await?,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action '{other}'; available actions: {RUN_ACTION}, {MODEL_ACTION}, {AUDIENCE_ACTION}"
+                )));
             }
-            let b: Body = serde_json::from_slice(body).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "the {RUN_ACTION} body must be {{\"room_id\": …, \"computation\": …}}: {e}"
-                ))
-            })?;
-            RunComputation { room_id: b.room_id, computation: b.computation }
-        } else {
-            RunComputation::decode(body.clone()).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "the {RUN_ACTION} body is neither JSON nor a sealroom.flight.v1.RunComputation: {e}"
-                ))
-            })?
         };
-        let caller = self.caller(&request, &run.room_id)?;
-        let record = self.engine.run(&caller, &run.computation).await.map_err(status)?;
-        let tickets: serde_json::Map<String, serde_json::Value> = record
-            .sections
-            .iter()
-            .map(|s| (s.clone(), section_path(&run.room_id, &record.computation, &record.run_id, s).into()))
-            .collect();
-        let body = serde_json::json!({ "run": record, "tickets": tickets });
         let result = arrow_flight::Result::new(body.to_string());
         Ok(Response::new(stream::once(async { Ok(result) }).boxed()))
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        let action = ActionType {
-            r#type: RUN_ACTION.into(),
-            description: "Run a computation. Body: {\"room_id\": …, \"computation\": …} (JSON) or \
-                          sealroom.flight.v1.RunComputation. Result: {\"run\": …, \"tickets\": {section: ticket}}"
-                .into(),
-        };
-        Ok(Response::new(stream::once(async { Ok(action) }).boxed()))
+        let actions = [
+            (
+                RUN_ACTION,
+                "Run a computation. Body: {\"room_id\": …, \"computation\": …} (JSON) or \
+                 sealroom.flight.v1.RunComputation. Result: {\"run\": …, \"tickets\": {section: ticket}}",
+            ),
+            (
+                MODEL_ACTION,
+                "A lookalike's trained model, for the participants the contract names in model_to. Body: \
+                 {\"room_id\": …, \"computation\": …, \"run\": run id (optional: the latest)}. Result: the \
+                 released model (JSON)",
+            ),
+            (
+                AUDIENCE_ACTION,
+                "The top `size` users of a lookalike, delivered to the publisher's sink (audience_to only). \
+                 Body: {\"room_id\": …, \"computation\": …, \"run\": run id (optional), \"size\": N}. \
+                 Result: {\"delivery\": …}",
+            ),
+        ];
+        let actions = actions.map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
+        Ok(Response::new(stream::iter(actions).boxed()))
     }
 
     async fn do_exchange(

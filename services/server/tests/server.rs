@@ -588,7 +588,7 @@ async fn a_restart_keeps_datasets_and_results() {
 }
 
 #[tokio::test]
-async fn lookalike_model_and_audience_over_rest() {
+async fn lookalike_model_and_audience_over_rest_and_flight() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     upload_both(&server, &data()).await;
@@ -631,11 +631,55 @@ async fn lookalike_model_and_audience_over_rest() {
         assert_eq!(code, status, "{body}: {err}");
         assert!(err["error"]["message"].as_str().unwrap().contains(says), "{body}: {err}");
     }
+
+    // The same over Flight actions, with the same permissions.
+    let action = |kind: &str, body: Value| Action::new(kind.to_owned(), body.to_string());
+    let mut acme = server.flight(ADV).await;
+    let got: Vec<_> = acme
+        .do_action(action("lookalike-model", serde_json::json!({"room_id": room, "computation": "lookalike"})))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let flight_model: Value = serde_json::from_slice(&got[0]).unwrap();
+    assert_eq!(flight_model["model"], model["model"], "the same run's model");
+    let mut news = server.flight(PUB).await;
+    let err = news
+        .do_action(action("lookalike-model", serde_json::json!({"room_id": room, "computation": "lookalike"})))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("may not receive the model"), "{err}");
+    let body = serde_json::json!({"room_id": room, "computation": "lookalike", "size": 20});
+    let got: Vec<_> =
+        news.do_action(action("lookalike-audience", body.clone())).await.unwrap().try_collect().await.unwrap();
+    let delivery: Value = serde_json::from_slice(&got[0]).unwrap();
+    assert_eq!(delivery["delivery"]["audience"], 20, "{delivery}");
+    assert_ne!(delivery["delivery"]["release_digest"], digest.as_str(), "a second release, audited on its own");
+    for (token, body, says) in [
+        (ADV, body.clone(), "only 'news'"),
+        (PUB, serde_json::json!({"room_id": room, "computation": "lookalike"}), "needs a size"),
+        (PUB, serde_json::json!({"room_id": room, "computation": "lookalike", "users": 5}), "unknown field"),
+    ] {
+        let mut client = server.flight(token).await;
+        let err = client.do_action(action("lookalike-audience", body)).await.err().unwrap().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+
     let (_, audit) = server.get(&format!("/v1/rooms/{room}/audit"), AUDITOR).await;
     let entries: Vec<sealroom_engine::audit::AuditEntry> = serde_json::from_value(audit["entries"].clone()).unwrap();
     sealroom_engine::audit::verify_chain(&entries).unwrap();
-    assert!(entries.iter().any(|e| matches!(&e.event,
-        sealroom_engine::audit::AuditEvent::AudienceReleased { release_sha256, .. } if *release_sha256 == digest)));
+    let audiences: Vec<&String> = entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            sealroom_engine::audit::AuditEvent::AudienceReleased { release_sha256, .. } => Some(release_sha256),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(audiences.len(), 2, "one per delivered audience, refusals release nothing");
+    assert_eq!(audiences[0], &digest);
     server.stop().await;
 }
 

@@ -1,0 +1,175 @@
+//! Intel SGX and TDX: DCAP quotes, verified with `dcap-qvl` against supplied collateral and
+//! Intel's SGX root CA (built into dcap-qvl).
+
+use dcap_qvl::QuoteCollateralV3;
+use dcap_qvl::quote::{Quote, Report};
+
+use crate::evidence::{Endorsements, Platform};
+use crate::verify::{Policy, Verification};
+
+/// The header's TEE type of an SGX quote and of a TDX quote.
+const TEE_TYPE_SGX: u32 = 0;
+const TEE_TYPE_TDX: u32 = 0x81;
+
+/// Verifies a quote that claims to come from `platform` (SGX or TDX) at time `now` (seconds since
+/// the Unix epoch); returns its report data when it could be parsed.
+pub(crate) fn verify(
+    platform: Platform,
+    raw: &[u8],
+    endorsements: &Endorsements,
+    policy: &Policy,
+    now: u64,
+    v: &mut Verification,
+) -> Option<[u8; 64]> {
+    let quote = match Quote::parse(raw) {
+        Ok(q) => q,
+        Err(e) => {
+            v.check("quote format", false, format!("not a DCAP quote: {e:#}"));
+            return None;
+        }
+    };
+    let actual = match quote.header.tee_type {
+        TEE_TYPE_SGX => Platform::Sgx,
+        TEE_TYPE_TDX => Platform::Tdx,
+        other => {
+            v.check("quote format", false, format!("unknown TEE type {other:#x} in the quote header"));
+            return None;
+        }
+    };
+    if actual != platform {
+        v.check(
+            "quote format",
+            false,
+            format!("the evidence says {} but the quote is from {}", platform.describe(), actual.describe()),
+        );
+        return None;
+    }
+    v.check("quote format", true, format!("DCAP quote version {} ({})", quote.header.version, actual.describe()));
+
+    match endorsements {
+        Endorsements::Collateral { collateral } => {
+            match serde_json::from_value::<QuoteCollateralV3>(collateral.clone()) {
+                Ok(c) => match dcap_qvl::verify::verify(raw, &c, now) {
+                    Ok(report) => {
+                        v.check(
+                        "Intel signature chain",
+                        true,
+                        "quote signed by the attestation key, certified by the QE and the PCK chain to Intel's root; \
+                         TCB info, QE identity and CRLs valid and signed",
+                    );
+                        let accepted = policy.accepted_tcb_statuses();
+                        let advisories = if report.advisory_ids.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (advisories: {})", report.advisory_ids.join(", "))
+                        };
+                        v.detail("TCB status", format!("{}{advisories}", report.status));
+                        v.check(
+                            "TCB status",
+                            accepted.contains(&report.status),
+                            format!("{}{advisories}; the room accepts {}", report.status, accepted.join(", ")),
+                        );
+                    }
+                    Err(e) => v.check("Intel signature chain", false, format!("{e:#}")),
+                },
+                Err(e) => v.check("Intel signature chain", false, format!("the collateral is malformed: {e}")),
+            }
+        }
+        _ => v.check(
+            "Intel signature chain",
+            false,
+            "no collateral was supplied: fetch it from a PCCS or Intel's PCS for this quote and pass it with the \
+             evidence or --collateral",
+        ),
+    }
+
+    match &quote.report {
+        Report::SgxEnclave(r) => {
+            v.measurement = Some(hex::encode(r.mr_enclave));
+            v.detail("MRSIGNER", hex::encode(r.mr_signer));
+            v.detail("ISV product / SVN", format!("{} / {}", r.isv_prod_id, r.isv_svn));
+            let debug = r.attributes[0] & 0x02 != 0;
+            debug_check(debug, policy, v);
+            policy.check_measurement(Platform::Sgx, &[&r.mr_enclave[..], &r.mr_signer[..]], v);
+            Some(r.report_data)
+        }
+        other => {
+            let Some(td) = other.as_td10() else {
+                v.check("quote format", false, "the TDX quote carries no TD report");
+                return None;
+            };
+            v.measurement = Some(hex::encode(td.mr_td));
+            for (i, rtmr) in [&td.rt_mr0, &td.rt_mr1, &td.rt_mr2, &td.rt_mr3].iter().enumerate() {
+                v.detail(&format!("RTMR{i}"), hex::encode(rtmr));
+            }
+            let debug = td.td_attributes[0] & 0x01 != 0;
+            debug_check(debug, policy, v);
+            policy.check_measurement(Platform::Tdx, &[&td.mr_td[..]], v);
+            Some(td.report_data)
+        }
+    }
+}
+
+fn debug_check(debug: bool, policy: &Policy, v: &mut Verification) {
+    v.check(
+        "debug disallowed",
+        !debug || policy.allow_debug,
+        if debug { "the quote comes from a debug-mode TEE: its memory is readable" } else { "not in debug mode" },
+    );
+}
+
+/// A TDX quote for `report_data` through the kernel's configfs-tsm interface.
+pub(crate) fn request_tdx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {
+    use crate::AttestError;
+    let base = std::path::Path::new(TSM_REPORT);
+    let provider = std::fs::read_to_string(base.join("provider")).unwrap_or_default();
+    let entry = base.join(format!("sealroom-{}", std::process::id()));
+    std::fs::create_dir(&entry).map_err(|e| {
+        AttestError::Unavailable(format!(
+            "cannot create {} (is this a TDX guest with configfs-tsm?): {e}",
+            entry.display()
+        ))
+    })?;
+    let result = (|| {
+        let provider = std::fs::read_to_string(entry.join("provider")).unwrap_or(provider);
+        if provider.trim() != "tdx_guest" {
+            return Err(AttestError::Unavailable(format!(
+                "configfs-tsm's provider is '{}', not tdx_guest",
+                provider.trim()
+            )));
+        }
+        std::fs::write(entry.join("inblob"), report_data)
+            .map_err(|e| AttestError::Device(format!("cannot write the TDX report data: {e}")))?;
+        std::fs::read(entry.join("outblob")).map_err(|e| AttestError::Device(format!("the TDX quote failed: {e}")))
+    })();
+    // The entry is the kernel's, not a file: removing it releases the report slot.
+    let _ = std::fs::remove_dir(&entry);
+    Ok((result?, Endorsements::None))
+}
+
+/// Where configfs-tsm lives.
+pub(crate) const TSM_REPORT: &str = "/sys/kernel/config/tsm/report";
+
+/// An SGX quote for `report_data` through Gramine's `/dev/attestation` pseudo-files.
+pub(crate) fn request_sgx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {
+    use crate::AttestError;
+    let kind = std::fs::read_to_string(format!("{GRAMINE}/attestation_type")).map_err(|e| {
+        AttestError::Unavailable(format!(
+            "cannot read {GRAMINE}/attestation_type (is this a Gramine SGX enclave?): {e}"
+        ))
+    })?;
+    if kind.trim() != "dcap" {
+        return Err(AttestError::Unavailable(format!(
+            "Gramine's attestation type is '{}'; sealroom needs DCAP (sgx.remote_attestation = \"dcap\")",
+            kind.trim()
+        )));
+    }
+    std::fs::write(format!("{GRAMINE}/user_report_data"), report_data)
+        .map_err(|e| AttestError::Device(format!("cannot write the SGX report data: {e}")))?;
+    let quote = std::fs::read(format!("{GRAMINE}/quote"))
+        .map_err(|e| AttestError::Device(format!("the SGX quote failed: {e}")))?;
+    Ok((quote, Endorsements::None))
+}
+
+/// Gramine's attestation pseudo-filesystem.
+pub(crate) const GRAMINE: &str = "/dev/attestation";

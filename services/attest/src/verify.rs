@@ -1,0 +1,303 @@
+//! The verifier: runs every check on a piece of evidence and reports each with its verdict.
+//!
+//! Vendor checks first (format, certificate chain to the vendor's root, signature, TCB status),
+//! then the room's policy (debug disallowed, measurement accepted, minimum TCB), then the binding
+//! (the report data is SHA-256 of the enclave key, the room and the nonce; the room and nonce are
+//! the ones the verifier expects). Evidence is accepted only if every check passes.
+
+use std::fmt::Write as _;
+
+use crate::evidence::{Endorsements, Evidence, Platform, report_data};
+use crate::{SIMULATION_BANNER, dcap, simulated, snp};
+
+/// A minimum SEV-SNP TCB (each component must be at least this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+impl std::fmt::Display for SnpTcb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bootloader {}, tee {}, snp {}, microcode {}", self.bootloader, self.tee, self.snp, self.microcode)
+    }
+}
+
+/// What a room accepts (from its contract).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    /// INSECURE: accept the simulated TEE.
+    pub allow_simulated: bool,
+    /// Accepted measurements: SEV-SNP launch measurement (48 bytes), TDX MRTD (48 bytes), SGX
+    /// MRENCLAVE or MRSIGNER (32 bytes).
+    pub measurements: Vec<(Platform, Vec<u8>)>,
+    /// Accept debug-mode TEEs (never in a real room: the host can read their memory).
+    pub allow_debug: bool,
+    pub snp_min_tcb: Option<SnpTcb>,
+    /// DCAP TCB statuses accepted; empty means only `UpToDate`.
+    pub tcb_statuses: Vec<String>,
+}
+
+impl Policy {
+    pub(crate) fn accepted_tcb_statuses(&self) -> Vec<String> {
+        if self.tcb_statuses.is_empty() { vec!["UpToDate".to_owned()] } else { self.tcb_statuses.clone() }
+    }
+
+    /// Passes when one of `values` (the report's measurement, or for SGX also its signer) is accepted.
+    pub(crate) fn check_measurement(&self, platform: Platform, values: &[&[u8]], v: &mut Verification) {
+        let accepted: Vec<&Vec<u8>> =
+            self.measurements.iter().filter(|(p, _)| *p == platform).map(|(_, m)| m).collect();
+        let found = values.iter().any(|m| accepted.iter().any(|a| a.as_slice() == *m));
+        let detail = if found {
+            format!("{} is in the contract's accepted measurements", hex::encode(values[0]))
+        } else if accepted.is_empty() {
+            format!("the contract accepts no {} measurement", platform.describe())
+        } else {
+            format!(
+                "{} is not among the {} accepted {} measurements",
+                hex::encode(values[0]),
+                accepted.len(),
+                platform.describe()
+            )
+        };
+        v.check("measurement accepted", found, detail);
+    }
+}
+
+/// What the report data must bind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Binding {
+    /// SHA-256(evidence key ‖ evidence room ‖ evidence nonce), where the room (and the nonce and
+    /// key, when given) are the ones the verifier expects.
+    Evidence { room_id: String, nonce: Option<Vec<u8>>, public_key: Option<Vec<u8>> },
+    /// Exactly these bytes (reports made outside sealroom, such as the vendors' samples).
+    ReportData([u8; 64]),
+}
+
+/// One check and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The outcome of verifying one piece of evidence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Verification {
+    pub platform: Platform,
+    /// The launch measurement (SNP), MRTD (TDX) or MRENCLAVE (SGX), hex.
+    pub measurement: Option<String>,
+    /// Facts read from the report (TCB, signer, …), for the reader.
+    pub details: Vec<(String, String)>,
+    pub checks: Vec<Check>,
+}
+
+impl Verification {
+    fn new(platform: Platform) -> Self {
+        Self { platform, measurement: None, details: Vec::new(), checks: Vec::new() }
+    }
+
+    pub(crate) fn check(&mut self, name: &str, passed: bool, detail: impl Into<String>) {
+        self.checks.push(Check { name: name.to_owned(), passed, detail: detail.into() });
+    }
+
+    pub(crate) fn detail(&mut self, name: &str, value: impl Into<String>) {
+        self.details.push((name.to_owned(), value.into()));
+    }
+
+    /// Every check ran and passed.
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// The check named `name`, if it ran.
+    pub fn get(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// `Ok` when every check passed; otherwise an error naming each failed check.
+    pub fn into_result(self) -> Result<Self, String> {
+        if self.passed() {
+            return Ok(self);
+        }
+        let failed: Vec<String> = self.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
+        Err(format!("attestation refused ({}): {}", self.platform.describe(), failed.join("; ")))
+    }
+
+    /// A readable report: platform, measurement, facts, then each check with its verdict.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "platform     {}", self.platform.describe());
+        if self.platform.is_insecure() {
+            let _ = writeln!(out, "             {SIMULATION_BANNER}");
+        }
+        let _ = writeln!(out, "measurement  {}", self.measurement.as_deref().unwrap_or("(unknown)"));
+        for (k, v) in &self.details {
+            let _ = writeln!(out, "{k:<12} {v}");
+        }
+        let _ = writeln!(out);
+        for c in &self.checks {
+            let _ = writeln!(out, "[{}] {:<24} {}", if c.passed { "pass" } else { "FAIL" }, c.name, c.detail);
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "verdict      {}", if self.passed() { "ACCEPTED" } else { "REFUSED" });
+        out
+    }
+}
+
+/// Verifies `evidence` against `policy` and `binding` at `now` (seconds since the Unix epoch; DCAP
+/// collateral and certificates must be valid then). `endorsements` replaces the evidence's own
+/// (a VCEK or collateral the verifier fetched itself).
+pub fn verify(
+    evidence: &Evidence,
+    policy: &Policy,
+    binding: &Binding,
+    endorsements: Option<&Endorsements>,
+    now: u64,
+) -> Verification {
+    let mut v = Verification::new(evidence.platform);
+    let endorsements = endorsements.unwrap_or(&evidence.endorsements);
+    let data = match evidence.platform {
+        Platform::SevSnp => snp::verify(&evidence.report, endorsements, policy, &mut v),
+        Platform::Sgx | Platform::Tdx => {
+            dcap::verify(evidence.platform, &evidence.report, endorsements, policy, now, &mut v)
+        }
+        Platform::Simulated => verify_simulated(&evidence.report, endorsements, policy, &mut v),
+    };
+    if let Some(data) = data {
+        check_binding(evidence, binding, &data, &mut v);
+    }
+    v
+}
+
+fn verify_simulated(
+    report: &[u8],
+    endorsements: &Endorsements,
+    policy: &Policy,
+    v: &mut Verification,
+) -> Option<[u8; 64]> {
+    v.check(
+        "simulated TEE allowed",
+        policy.allow_simulated,
+        if policy.allow_simulated {
+            "INSECURE: the contract allows the simulated TEE (development only)"
+        } else {
+            "the contract does not allow the simulated TEE (attestation.allow_simulated): only hardware evidence is accepted"
+        },
+    );
+    let Endorsements::SimulatedKey { public_key } = endorsements else {
+        v.check("statement signature", false, "no simulated platform key came with the evidence");
+        return None;
+    };
+    let statement = hex::decode(public_key)
+        .map_err(|e| format!("the simulated platform key is not hex: {e}"))
+        .and_then(|key| simulated::open(report, &key));
+    let statement = match statement {
+        Ok(s) => {
+            v.check("statement signature", true, "signed by the simulated platform key (which proves nothing)");
+            s
+        }
+        Err(e) => {
+            v.check("statement signature", false, e);
+            return None;
+        }
+    };
+    v.measurement = Some(statement.measurement.clone());
+    v.detail("measures", "SHA-256 of the server executable");
+    v.check(
+        "debug disallowed",
+        !statement.debug || policy.allow_debug,
+        if statement.debug { "the statement says debug" } else { "not in debug mode" },
+    );
+    let mut data = [0u8; 64];
+    match hex::decode(&statement.report_data) {
+        Ok(bytes) if bytes.len() == 64 => data.copy_from_slice(&bytes),
+        _ => {
+            v.check("report data binding", false, "the statement's report data is not 64 hex bytes");
+            return None;
+        }
+    }
+    Some(data)
+}
+
+fn check_binding(evidence: &Evidence, binding: &Binding, data: &[u8; 64], v: &mut Verification) {
+    match binding {
+        Binding::ReportData(expected) => {
+            let ok = expected == data;
+            v.check(
+                "report data binding",
+                ok,
+                if ok {
+                    "the report data is the expected value".to_owned()
+                } else {
+                    format!(
+                        "the report data is {}…, not the expected {}…",
+                        hex::encode(&data[..16]),
+                        hex::encode(&expected[..16])
+                    )
+                },
+            );
+        }
+        Binding::Evidence { room_id, nonce, public_key } => {
+            let (key, evidence_nonce) = match (evidence.public_key_bytes(), evidence.nonce_bytes()) {
+                (Ok(k), Ok(n)) => (k, n),
+                (Err(e), _) | (_, Err(e)) => {
+                    v.check("report data binding", false, e.to_string());
+                    return;
+                }
+            };
+            let ok = report_data(&key, &evidence.room_id, &evidence_nonce) == *data;
+            v.check(
+                "report data binding",
+                ok,
+                if ok {
+                    "report data = SHA-256(enclave key ‖ room id ‖ nonce)"
+                } else {
+                    "the report data does not bind the evidence's key, room and nonce: the key was not made in this TEE"
+                },
+            );
+            let room_ok = evidence.room_id == *room_id;
+            v.check(
+                "room",
+                room_ok,
+                if room_ok {
+                    format!("room {room_id}")
+                } else {
+                    format!("the evidence is for room {}, not {room_id}", evidence.room_id)
+                },
+            );
+            if let Some(nonce) = nonce {
+                let fresh = *nonce == evidence_nonce;
+                v.check(
+                    "nonce (freshness)",
+                    fresh,
+                    if fresh {
+                        "the evidence answers this verifier's nonce"
+                    } else {
+                        "the evidence answers another nonce: it may be a replay"
+                    },
+                );
+            }
+            if let Some(expected) = public_key {
+                let same = *expected == key;
+                v.check(
+                    "enclave key",
+                    same,
+                    if same {
+                        "the key the server presented is the attested key"
+                    } else {
+                        "the key the server presented (TLS or audit) is not the attested key"
+                    },
+                );
+            }
+        }
+    }
+}
