@@ -169,6 +169,10 @@ mod tests {
     use super::*;
     use crate::verify::{Binding, Policy, verify};
 
+    /// Shaped like SubjectPublicKeyInfo DER (one SEQUENCE), which the binding requires.
+    const ENCLAVE_KEY: &[u8] = &[0x30, 3, 1, 2, 3];
+    const OTHER_KEY: &[u8] = &[0x30, 3, 1, 2, 4];
+
     fn no_tee(dir: &Path) -> Probe {
         Probe { sev_guest: dir.join("sev-guest"), tsm_report: dir.join("tsm"), gramine: dir.join("attestation") }
     }
@@ -209,16 +213,16 @@ mod tests {
             assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let room = "ab".repeat(32);
-        let e = a.attest(b"enclave-key", &room, b"nonce-1").unwrap();
+        let e = a.attest(ENCLAVE_KEY, &room, b"nonce-1").unwrap();
         // The same key file gives the same platform key.
-        let again = Simulated::new(Some(&key_file)).unwrap().attest(b"enclave-key", &room, b"nonce-1").unwrap();
+        let again = Simulated::new(Some(&key_file)).unwrap().attest(ENCLAVE_KEY, &room, b"nonce-1").unwrap();
         assert_eq!(again.endorsements, e.endorsements);
 
         let allow = Policy { allow_simulated: true, ..Policy::default() };
         let expect = |nonce: &[u8]| Binding::Evidence {
             room_id: room.clone(),
             nonce: Some(nonce.to_vec()),
-            public_key: Some(b"enclave-key".to_vec()),
+            public_key: Some(ENCLAVE_KEY.to_vec()),
         };
         let ok = verify(&e, &allow, &expect(b"nonce-1"), None, 0);
         assert!(ok.passed(), "{}", ok.render());
@@ -234,7 +238,7 @@ mod tests {
 
         // A swapped key: the report data no longer binds it.
         let mut swapped = e.clone();
-        swapped.public_key = hex::encode(b"other-key");
+        swapped.public_key = hex::encode(OTHER_KEY);
         let v = verify(&swapped, &allow, &expect(b"nonce-1"), None, 0);
         let failed: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
         assert_eq!(failed, ["report data binding", "enclave key"], "{}", v.render());
@@ -245,6 +249,26 @@ mod tests {
             verify(&e, &allow, &other, None, 0).failures().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["room"]
         );
+
+        // The parts of the binding must split one way only.
+        let mut trailing = a.attest(&[0x30, 1, 1, 0xff], &room, b"nonce-1").unwrap();
+        let v = verify(
+            &trailing,
+            &allow,
+            &Binding::Evidence { room_id: room.clone(), nonce: None, public_key: None },
+            None,
+            0,
+        );
+        assert!(v.get("report data binding").unwrap().detail.contains("exactly one DER"), "{}", v.render());
+        trailing = a.attest(ENCLAVE_KEY, "not-a-room", b"nonce-1").unwrap();
+        let v = verify(
+            &trailing,
+            &allow,
+            &Binding::Evidence { room_id: "not-a-room".into(), nonce: None, public_key: None },
+            None,
+            0,
+        );
+        assert!(v.get("report data binding").unwrap().detail.contains("64 lowercase hex"), "{}", v.render());
 
         // Any change to the signed statement breaks its signature.
         let mut tampered = e.clone();

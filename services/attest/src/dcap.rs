@@ -36,6 +36,10 @@ pub(crate) fn verify(
             return None;
         }
     };
+    if matches!(quote.report, Report::SgxEnclave(_)) != (actual == Platform::Sgx) {
+        v.check("quote format", false, "the quote's header and body disagree on the TEE type");
+        return None;
+    }
     if actual != platform {
         v.check(
             "quote format",
@@ -49,7 +53,10 @@ pub(crate) fn verify(
     match endorsements {
         Endorsements::Collateral { collateral } => {
             match serde_json::from_value::<QuoteCollateralV3>(collateral.clone()) {
-                Ok(c) => match dcap_qvl::verify::verify(raw, &c, now) {
+                Ok(c) => match dcap_qvl::verify::QuoteVerifier::new_prod()
+                    .allow_debug(policy.allow_debug)
+                    .verify(raw, &c, now)
+                {
                     Ok(report) => {
                         v.check(
                         "Intel signature chain",

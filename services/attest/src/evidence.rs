@@ -123,6 +123,24 @@ pub fn report_data(public_key: &[u8], room_id: &str, nonce: &[u8]) -> [u8; 64] {
     out
 }
 
+/// The parts of the binding must split one way only: the key is exactly one DER value (a
+/// SubjectPublicKeyInfo SEQUENCE) and the room id exactly 64 lowercase hex characters.
+pub(crate) fn check_binding_parts(public_key: &[u8], room_id: &str) -> Result<(), String> {
+    if room_id.len() != 64 || !room_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!("the evidence's room id '{room_id}' is not 64 lowercase hex characters"));
+    }
+    let der_len = match public_key {
+        [0x30, n, ..] if *n < 0x80 => Some(2 + usize::from(*n)),
+        [0x30, 0x81, n, ..] => Some(3 + usize::from(*n)),
+        [0x30, 0x82, a, b, ..] => Some(4 + (usize::from(*a) << 8 | usize::from(*b))),
+        _ => None,
+    };
+    if der_len != Some(public_key.len()) {
+        return Err("the evidence's public key is not exactly one DER SubjectPublicKeyInfo".into());
+    }
+    Ok(())
+}
+
 mod b64 {
     use super::*;
 

@@ -120,6 +120,15 @@ pub(crate) fn verify(
         }
     }
 
+    v.check(
+        "VMPL 0",
+        report.vmpl == 0,
+        if report.vmpl == 0 {
+            "requested at VMPL 0 (the guest's most privileged level)".to_owned()
+        } else {
+            format!("requested at VMPL {}: a less privileged layer could have asked for it", report.vmpl)
+        },
+    );
     let debug = report.policy.debug_allowed();
     v.check(
         "debug disallowed",
@@ -179,16 +188,15 @@ fn vcek_matches(der: &[u8], report: &AttestationReport) -> Result<(), String> {
     let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
     let value =
         |oid: &str| extensions.iter().find(|e| e.extn_id.to_string() == oid).map(|e| e.extn_value.as_bytes().to_vec());
-    // The hwID is the 64 raw bytes of the chip id (a Turin VCEK's is 8); absent from VLEKs.
-    if let Some(hwid) = value(OID_HWID) {
-        let hwid = if hwid.len() > 2 && hwid[0] == 0x04 && usize::from(hwid[1]) == hwid.len() - 2 {
-            hwid[2..].to_vec()
-        } else {
-            hwid
-        };
-        if !report.chip_id.starts_with(&hwid) || hwid.is_empty() {
-            return Err("the VCEK was issued for another chip (its hwID is not the report's chip id)".into());
-        }
+    // The hwID is the chip id as raw bytes: all 64 (Milan, Genoa) or the first 8 (Turin).
+    let hwid = value(OID_HWID).ok_or("the VCEK has no hwID extension (a VLEK is not supported)")?;
+    let same_chip = match hwid.len() {
+        64 => hwid == report.chip_id,
+        8 => hwid == report.chip_id[..8],
+        _ => false,
+    };
+    if !same_chip {
+        return Err("the VCEK was issued for another chip (its hwID is not the report's chip id)".into());
     }
     let reported = &report.reported_tcb;
     let have = [reported.bootloader, reported.tee, reported.snp, reported.microcode];

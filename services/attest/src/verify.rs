@@ -254,6 +254,10 @@ fn check_binding(evidence: &Evidence, binding: &Binding, data: &[u8; 64], v: &mu
                     return;
                 }
             };
+            if let Err(e) = crate::evidence::check_binding_parts(&key, &evidence.room_id) {
+                v.check("report data binding", false, e);
+                return;
+            }
             let ok = report_data(&key, &evidence.room_id, &evidence_nonce) == *data;
             v.check(
                 "report data binding",

@@ -85,6 +85,7 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
             "report format",
             "AMD certificate chain",
             "report signature",
+            "VMPL 0",
             "debug disallowed",
             "measurement accepted",
             "minimum TCB",
@@ -149,6 +150,21 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
         0,
     );
     assert_eq!(failed(&v), ["report signature", "debug disallowed"], "{}", v.render());
+    // The VCEK must be this chip's, at the reported TCB (the chain alone does not say so).
+    for (at, says) in
+        [(0x1A0, "another chip"), (0x186, "the VCEK is for snp 8 but the report's reported TCB has snp 9")]
+    {
+        let mut bad = report.clone();
+        bad[at] ^= 0x01;
+        let v = verify(
+            &evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone() }),
+            &policy,
+            &binding,
+            None,
+            0,
+        );
+        assert!(v.get("AMD certificate chain").unwrap().detail.contains(says), "{}", v.render());
+    }
     // A truncated report.
     let v =
         verify(&evidence(Platform::SevSnp, report[..1000].to_vec(), Endorsements::None), &policy, &binding, None, 0);
@@ -229,6 +245,24 @@ fn the_intel_samples_verify_at_a_time_their_collateral_was_valid() {
         failed(&verify(&e, &Policy::default(), &Binding::ReportData(report_data), None, DCAP_NOW)),
         ["measurement accepted"]
     );
+    // Every fifth byte of the TDX quote's header and TD report, which its signature covers.
+    let Endorsements::Collateral { collateral } = &e.endorsements else { unreachable!() };
+    for at in (0..632).step_by(5) {
+        let mut bad = quote.clone();
+        bad[at] ^= 0x01;
+        let v = verify(
+            &evidence(Platform::Tdx, bad, Endorsements::Collateral { collateral: collateral.clone() }),
+            &policy,
+            &Binding::ReportData(report_data),
+            None,
+            DCAP_NOW,
+        );
+        assert!(
+            failed(&v).iter().any(|f| ["quote format", "Intel signature chain"].contains(f)),
+            "TDX byte {at}: {:?}",
+            failed(&v)
+        );
+    }
 }
 
 #[test]
