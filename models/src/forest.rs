@@ -399,23 +399,27 @@ impl Tree {
         Self { nodes, steps, values, depth }
     }
 
-    /// The leaf (node index) reached by each of `count` rows, whose bin of feature `f` is
+    /// Adds to `out[row]` the leaf value each row reaches, whose bin of feature `f` is
     /// `bin(row, f)`: all rows advance one level at a time.
-    fn leaves(&self, count: usize, bin: impl Fn(usize, usize) -> u8) -> Vec<u32> {
-        let mut at = vec![0u32; count];
+    fn add_to(&self, out: &mut [f64], bin: impl Fn(usize, usize) -> u8) {
+        let mut at = vec![0u32; out.len()];
         for _ in 0..self.depth {
             for (i, a) in at.iter_mut().enumerate() {
                 let s = &self.steps[*a as usize];
                 *a = s.next[usize::from(!s.left.contains(bin(i, s.feature as usize)))];
             }
         }
-        at
+        for (o, a) in out.iter_mut().zip(at) {
+            *o += self.values[a as usize];
+        }
     }
 
     /// The leaf value reached by a row whose bin of feature `f` is `bin(f)`.
     #[cfg(test)]
     fn predict(&self, bin: impl Fn(usize) -> u8) -> f64 {
-        self.values[self.leaves(1, |_, f| bin(f))[0] as usize]
+        let mut v = [0.0];
+        self.add_to(&mut v, |_, f| bin(f));
+        v[0]
     }
 }
 
@@ -649,9 +653,7 @@ impl Forest {
             let bins = bin_rows(&self.binning, x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(from..to)));
             let mut scores = vec![self.base; to - from];
             for t in &self.trees {
-                for (s, leaf) in scores.iter_mut().zip(t.leaves(to - from, |r, f| bins[r * p + f])) {
-                    *s += t.values[leaf as usize];
-                }
+                t.add_to(&mut scores, |r, f| bins[r * p + f]);
             }
             scores
         });
@@ -750,8 +752,9 @@ fn sample_rows(rows: &[u32], size: usize, seed: u64, sample: &mut Vec<u32>, rest
 fn apply(tree: &Tree, d: &Data<'_>, rows: &[u32]) -> Vec<f64> {
     par_map(rows.len().div_ceil(PART_ROWS), |c| {
         let block = &rows[c * PART_ROWS..((c + 1) * PART_ROWS).min(rows.len())];
-        let leaves = tree.leaves(block.len(), |i, f| d.bin(block[i] as usize, f));
-        leaves.iter().map(|l| tree.values[*l as usize]).collect::<Vec<f64>>()
+        let mut values = vec![0.0; block.len()];
+        tree.add_to(&mut values, |i, f| d.bin(block[i] as usize, f));
+        values
     })
     .concat()
 }

@@ -46,42 +46,22 @@ pub trait Attester: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// AMD SEV-SNP through `/dev/sev-guest`.
+/// A hardware TEE: SEV-SNP through `/dev/sev-guest`, TDX through configfs-tsm, SGX through
+/// Gramine's `/dev/attestation`.
 #[derive(Debug)]
-pub struct SevSnp;
+pub struct Hardware(Platform);
 
-impl Attester for SevSnp {
+impl Attester for Hardware {
     fn platform(&self) -> Platform {
-        Platform::SevSnp
+        self.0
     }
     fn report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), AttestError> {
-        snp::request(report_data)
-    }
-}
-
-/// Intel TDX through configfs-tsm.
-#[derive(Debug)]
-pub struct Tdx;
-
-impl Attester for Tdx {
-    fn platform(&self) -> Platform {
-        Platform::Tdx
-    }
-    fn report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), AttestError> {
-        dcap::request_tdx(report_data)
-    }
-}
-
-/// Intel SGX through Gramine's `/dev/attestation`.
-#[derive(Debug)]
-pub struct Sgx;
-
-impl Attester for Sgx {
-    fn platform(&self) -> Platform {
-        Platform::Sgx
-    }
-    fn report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), AttestError> {
-        dcap::request_sgx(report_data)
+        match self.0 {
+            Platform::SevSnp => snp::request(report_data),
+            Platform::Tdx => dcap::request_tdx(report_data),
+            Platform::Sgx => dcap::request_sgx(report_data),
+            Platform::Simulated => Err(AttestError::Unavailable("the simulated TEE is not hardware".into())),
+        }
     }
 }
 
@@ -157,10 +137,8 @@ pub fn open(backend: Backend, probe: &Probe, simulated_key: Option<&Path>) -> Re
         Backend::Simulated => Platform::Simulated,
     };
     Ok(match platform {
-        Platform::SevSnp => Box::new(SevSnp),
-        Platform::Tdx => Box::new(Tdx),
-        Platform::Sgx => Box::new(Sgx),
         Platform::Simulated => Box::new(Simulated::new(simulated_key)?),
+        hardware => Box::new(Hardware(hardware)),
     })
 }
 

@@ -96,7 +96,7 @@ pub(crate) fn verify(
             v.detail("MRSIGNER", hex::encode(r.mr_signer));
             v.detail("ISV product / SVN", format!("{} / {}", r.isv_prod_id, r.isv_svn));
             let debug = r.attributes[0] & 0x02 != 0;
-            debug_check(debug, policy, v);
+            policy.check_debug(debug, DEBUG, v);
             policy.check_measurement(Platform::Sgx, &[&r.mr_enclave[..], &r.mr_signer[..]], v);
             Some(r.report_data)
         }
@@ -110,20 +110,15 @@ pub(crate) fn verify(
                 v.detail(&format!("RTMR{i}"), hex::encode(rtmr));
             }
             let debug = td.td_attributes[0] & 0x01 != 0;
-            debug_check(debug, policy, v);
+            policy.check_debug(debug, DEBUG, v);
             policy.check_measurement(Platform::Tdx, &[&td.mr_td[..]], v);
             Some(td.report_data)
         }
     }
 }
 
-fn debug_check(debug: bool, policy: &Policy, v: &mut Verification) {
-    v.check(
-        "debug disallowed",
-        !debug || policy.allow_debug,
-        if debug { "the quote comes from a debug-mode TEE: its memory is readable" } else { "not in debug mode" },
-    );
-}
+/// What a debug-mode quote means.
+const DEBUG: &str = "the quote comes from a debug-mode TEE: its memory is readable";
 
 /// A TDX quote for `report_data` through the kernel's configfs-tsm interface.
 pub(crate) fn request_tdx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {

@@ -58,66 +58,14 @@ pub(crate) fn verify(
     v.detail("chip id", hex::encode(&report.chip_id[..8]) + "…");
     v.detail("guest policy", format!("{:#x}", report.policy.0));
 
-    let vcek = match endorsements {
-        Endorsements::Vcek { der } => match Certificate::from_der(der) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                v.check("AMD certificate chain", false, format!("the VCEK is not a DER certificate: {e}"));
-                None
-            }
-        },
-        _ => {
-            v.check(
-                "AMD certificate chain",
-                false,
-                "no VCEK was supplied: fetch the chip's VCEK from AMD's KDS (chip id and reported TCB above) and \
-                 pass it with the evidence or --vcek",
-            );
-            None
-        }
-    };
-    if let Some(vek) = vcek {
-        let roots: [(&str, CertFn, CertFn); 3] = [
-            ("Milan", builtin::milan::ark, builtin::milan::ask),
-            ("Genoa", builtin::genoa::ark, builtin::genoa::ask),
-            ("Turin", builtin::turin::ark, builtin::turin::ask),
-        ];
-        let chain = roots.iter().find_map(|(name, ark, ask)| {
-            let chain = Chain { ca: ca::Chain { ark: ark().ok()?, ask: ask().ok()? }, vek: vek.clone() };
-            chain.verify().is_ok().then_some((*name, chain))
-        });
-        let vcek_ok = match endorsements {
-            Endorsements::Vcek { der } => vcek_matches(der, &report),
-            _ => Err("no VCEK".into()),
-        };
-        match chain {
-            Some((product, chain)) => {
-                match vcek_ok {
-                    Ok(()) => v.check(
-                        "AMD certificate chain",
-                        true,
-                        format!(
-                            "AMD {product} ARK → ASK → VCEK (roots built in); the VCEK is this chip's at the reported TCB"
-                        ),
-                    ),
-                    Err(e) => v.check("AMD certificate chain", false, e),
-                }
-                let signed = (&chain, &report).verify();
-                v.check(
-                    "report signature",
-                    signed.is_ok(),
-                    match signed {
-                        Ok(()) => "ECDSA P-384 signature by the VCEK".to_owned(),
-                        Err(e) => format!("the report is not signed by this VCEK: {e}"),
-                    },
-                );
-            }
-            None => v.check(
-                "AMD certificate chain",
-                false,
-                "the VCEK is not signed by the ASK of AMD's Milan, Genoa or Turin root (ARK)",
-            ),
-        }
+    match endorsements {
+        Endorsements::Vcek { der } => check_chain(der, &report, v),
+        _ => v.check(
+            "AMD certificate chain",
+            false,
+            "no VCEK was supplied: fetch the chip's VCEK from AMD's KDS (chip id and reported TCB above) and \
+             pass it with the evidence or --vcek",
+        ),
     }
 
     v.check(
@@ -129,15 +77,10 @@ pub(crate) fn verify(
             format!("requested at VMPL {}: a less privileged layer could have asked for it", report.vmpl)
         },
     );
-    let debug = report.policy.debug_allowed();
-    v.check(
-        "debug disallowed",
-        !debug || policy.allow_debug,
-        if debug {
-            "the guest policy allows debugging: the host can read the guest's memory".to_owned()
-        } else {
-            "the guest policy forbids debugging".to_owned()
-        },
+    policy.check_debug(
+        report.policy.debug_allowed(),
+        "the guest policy allows debugging: the host can read the guest's memory",
+        v,
     );
     policy.check_measurement(Platform::SevSnp, &[&report.measurement[..]], v);
     match &policy.snp_min_tcb {
@@ -166,6 +109,49 @@ pub(crate) fn verify(
         }
     }
     Some(report.report_data)
+}
+
+/// The VCEK chains to one of AMD's built-in roots, is this chip's at the reported TCB, and signed
+/// the report.
+fn check_chain(der: &[u8], report: &AttestationReport, v: &mut Verification) {
+    let vek = match Certificate::from_der(der) {
+        Ok(c) => c,
+        Err(e) => return v.check("AMD certificate chain", false, format!("the VCEK is not a DER certificate: {e}")),
+    };
+    let roots: [(&str, CertFn, CertFn); 3] = [
+        ("Milan", builtin::milan::ark, builtin::milan::ask),
+        ("Genoa", builtin::genoa::ark, builtin::genoa::ask),
+        ("Turin", builtin::turin::ark, builtin::turin::ask),
+    ];
+    let product = roots.iter().find_map(|(name, ark, ask)| {
+        let chain = Chain { ca: ca::Chain { ark: ark().ok()?, ask: ask().ok()? }, vek: vek.clone() };
+        chain.verify().is_ok().then_some(*name)
+    });
+    let Some(product) = product else {
+        return v.check(
+            "AMD certificate chain",
+            false,
+            "the VCEK is not signed by the ASK of AMD's Milan, Genoa or Turin root (ARK)",
+        );
+    };
+    match vcek_matches(der, report) {
+        Ok(()) => v.check(
+            "AMD certificate chain",
+            true,
+            format!("AMD {product} ARK → ASK → VCEK (roots built in); the VCEK is this chip's at the reported TCB"),
+        ),
+        Err(e) => v.check("AMD certificate chain", false, e),
+    }
+    // The chain is verified: only the VCEK's signature over the report is left.
+    let signed = (&vek, report).verify();
+    v.check(
+        "report signature",
+        signed.is_ok(),
+        match signed {
+            Ok(()) => "ECDSA P-384 signature by the VCEK".to_owned(),
+            Err(e) => format!("the report is not signed by this VCEK: {e}"),
+        },
+    );
 }
 
 /// AMD's VCEK extensions: the chip id and the TCB the key was derived for.

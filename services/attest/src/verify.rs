@@ -46,6 +46,12 @@ impl Policy {
         if self.tcb_statuses.is_empty() { vec!["UpToDate".to_owned()] } else { self.tcb_statuses.clone() }
     }
 
+    /// Passes unless the TEE is in debug mode (`why`: what that means on this platform) and the
+    /// policy refuses debug.
+    pub(crate) fn check_debug(&self, debug: bool, why: &str, v: &mut Verification) {
+        v.check("debug disallowed", !debug || self.allow_debug, if debug { why } else { "not in debug mode" });
+    }
+
     /// Passes when one of `values` (the report's measurement, or for SGX also its signer) is accepted.
     pub(crate) fn check_measurement(&self, platform: Platform, values: &[&[u8]], v: &mut Verification) {
         let accepted: Vec<&Vec<u8>> =
@@ -212,11 +218,7 @@ fn verify_simulated(
     };
     v.measurement = Some(statement.measurement.clone());
     v.detail("measures", "SHA-256 of the server executable");
-    v.check(
-        "debug disallowed",
-        !statement.debug || policy.allow_debug,
-        if statement.debug { "the statement says debug" } else { "not in debug mode" },
-    );
+    policy.check_debug(statement.debug, "the statement says debug", v);
     let mut data = [0u8; 64];
     match hex::decode(&statement.report_data) {
         Ok(bytes) if bytes.len() == 64 => data.copy_from_slice(&bytes),

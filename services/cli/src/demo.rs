@@ -344,11 +344,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
 
         // 6. ACME runs the overlap over REST and reads the released report.
         let acme = Rest::new(&rest_url, &acme_token);
-        let run = acme.post(&format!("/v1/rooms/{room_id}/computations/overlap/runs")).await?;
-        let result = acme.get(run["result"].as_str().unwrap_or_default()).await?;
-        let result_path = dir.join("overlap_result.json");
-        fs::write(&result_path, serde_json::to_vec_pretty(&result).unwrap_or_default())
-            .map_err(|e| CliError::io(&result_path, e))?;
+        let (run, result, result_path) = run_and_save(&acme, &room_id, "overlap", &dir).await?;
         step(
             &started,
             &format!(
@@ -359,21 +355,13 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         println!("\n{}", report_table::render(&result));
 
         // 7. ACME ranks Daily News segments by affinity with its customers.
-        let affinity_run = acme.post(&format!("/v1/rooms/{room_id}/computations/top_affinity/runs")).await?;
-        let affinity = acme.get(affinity_run["result"].as_str().unwrap_or_default()).await?;
-        let affinity_path = dir.join("top_affinity_result.json");
-        fs::write(&affinity_path, serde_json::to_vec_pretty(&affinity).unwrap_or_default())
-            .map_err(|e| CliError::io(&affinity_path, e))?;
+        let (_, affinity, _) = run_and_save(&acme, &room_id, "top_affinity", &dir).await?;
         step(&started, "ACME ranked Daily News segments by affinity; released:");
         println!("\n{}", report_table::render(&affinity));
 
         // 8. ACME trains a lookalike on its matched customers; Daily News reads the curve, picks a
         //    size and takes the audience into its own sink.
-        let lookalike_run = acme.post(&format!("/v1/rooms/{room_id}/computations/lookalike/runs")).await?;
-        let lookalike = acme.get(lookalike_run["result"].as_str().unwrap_or_default()).await?;
-        let lookalike_path = dir.join("lookalike_result.json");
-        fs::write(&lookalike_path, serde_json::to_vec_pretty(&lookalike).unwrap_or_default())
-            .map_err(|e| CliError::io(&lookalike_path, e))?;
+        let (_, lookalike, lookalike_path) = run_and_save(&acme, &room_id, "lookalike", &dir).await?;
         step(&started, "ACME trained a lookalike model inside the enclave; released (held-out quality, reach):");
         println!("\n{}", report_table::render(&lookalike));
         let news = Rest::new(&rest_url, &news_token);
@@ -436,6 +424,21 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     let outcome = outcome?;
     step(&started, "done");
     Ok(outcome)
+}
+
+/// Runs `computation` over REST, reads its released result and saves it as
+/// `<computation>_result.json` in `dir`: the run record, the result and where it was saved.
+async fn run_and_save(
+    rest: &Rest,
+    room_id: &str,
+    computation: &str,
+    dir: &Path,
+) -> Result<(serde_json::Value, serde_json::Value, PathBuf), CliError> {
+    let run = rest.post(&format!("/v1/rooms/{room_id}/computations/{computation}/runs")).await?;
+    let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
+    let path = dir.join(format!("{computation}_result.json"));
+    fs::write(&path, serde_json::to_vec_pretty(&result).unwrap_or_default()).map_err(|e| CliError::io(&path, e))?;
+    Ok((run, result, path))
 }
 
 /// The size Daily News picks from the released reach curve: the audience at 10% of its base when

@@ -149,8 +149,7 @@ impl Room {
                 if path.extension().and_then(|e| e.to_str()) != Some("json") {
                     continue;
                 }
-                let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
-                let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
+                let file: RunFile = crate::storage::read_json(&path)?;
                 records.push(file.record);
             }
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -394,9 +393,7 @@ impl Room {
     }
 
     fn load_artifacts(&self, computation: &str, run_id: &str) -> Result<Artifacts> {
-        let path = self.artifacts_path(computation, run_id);
-        let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))
+        crate::storage::read_json(&self.artifacts_path(computation, run_id))
     }
 
     /// Releases a lookalike run's model to a participant of `model_to` through the gate.
@@ -502,9 +499,7 @@ impl Room {
     }
 
     fn load_report(&self, computation: &str, run_id: &str) -> Result<ComputedReport> {
-        let path = self.run_path(computation, run_id);
-        let bytes = std::fs::read(&path).map_err(|e| Error::storage(&path, e))?;
-        let file: RunFile = serde_json::from_slice(&bytes).map_err(|e| Error::storage(&path, e))?;
+        let file: RunFile = crate::storage::read_json(&self.run_path(computation, run_id))?;
         Ok(file.report)
     }
 

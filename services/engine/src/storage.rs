@@ -79,6 +79,12 @@ impl Drop for DatasetFile {
     }
 }
 
+/// Reads the JSON file at `path`.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(|e| Error::storage(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::storage(path, e))
+}
+
 /// Writes `value` as JSON to `path` atomically, creating its directory first.
 pub(crate) fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::storage(path, "no parent directory"))?;

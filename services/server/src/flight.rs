@@ -263,13 +263,11 @@ impl SealroomFlight {
         }
         let caller = self.caller(request, &a.room_id)?;
         let engine = self.engine.clone();
-        // A release fsyncs its audit entry: off the async workers.
-        let released = tokio::task::spawn_blocking(move || {
+        crate::off_runtime(move || {
             engine.release_model(&caller, &a.computation, a.run.as_deref(), Channel::Flight).map(|m| m.json().clone())
         })
         .await
-        .map_err(|e| Status::internal(format!("release task failed: {e}")))?;
-        released.map_err(status)
+        .map_err(status)
     }
 
     async fn audience_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
@@ -374,7 +372,11 @@ impl FlightService for SealroomFlight {
             ));
         };
         let caller = self.caller(&request, &room)?;
-        let released = self.engine.release(&caller, &computation, Some(&run), Channel::Flight).map_err(status)?;
+        let engine = self.engine.clone();
+        let (name, id) = (computation.clone(), run.clone());
+        let released = crate::off_runtime(move || engine.release(&caller, &name, Some(&id), Channel::Flight))
+            .await
+            .map_err(status)?;
         let section = released.section(&section).ok_or_else(|| {
             Status::not_found(format!(
                 "computation '{computation}' has no section '{section}' (sections: {})",

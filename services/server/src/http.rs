@@ -223,10 +223,7 @@ async fn released_json(
 ) -> ApiResult<Json<Value>> {
     let caller = caller(state, &room, token)?;
     let engine = state.engine.clone();
-    let json = tokio::task::spawn_blocking(move || release(&engine, &caller, &name, &run))
-        .await
-        .map_err(|e| Error::Computation(format!("release task failed: {e}")))??;
-    Ok(Json(json))
+    Ok(Json(crate::off_runtime(move || release(&engine, &caller, &name, &run)).await?))
 }
 
 async fn result(

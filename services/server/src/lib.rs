@@ -11,6 +11,15 @@ pub mod error;
 pub mod flight;
 pub mod http;
 
+/// Runs `f` off the async workers: releases fsync their audit entry before returning.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, sealroom_engine::Error> + Send + 'static,
+) -> Result<T, sealroom_engine::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| sealroom_engine::Error::Computation(format!("release task failed: {e}")))?
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
