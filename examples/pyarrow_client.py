@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Talk to a sealroom enclave server with nothing but pyarrow.
 
-    python examples/pyarrow_client.py --flight grpc://127.0.0.1:50051 --room <room id> --token <token> \
-        upload crm crm_hashed.parquet
-    python examples/pyarrow_client.py --flight grpc://127.0.0.1:50051 --room <room id> --token <token> \
-        run overlap
+    sealroom attest --rest https://127.0.0.1:8080 --room-file room.yaml --save-cert enclave.pem
+    python examples/pyarrow_client.py --flight grpc+tls://127.0.0.1:50051 --enclave-cert enclave.pem \
+        --room <room id> --token <token> upload crm crm_hashed.parquet
+    python examples/pyarrow_client.py --flight grpc+tls://127.0.0.1:50051 --enclave-cert enclave.pem \
+        --room <room id> --token <token> run overlap
+
+The server speaks only TLS, with a key generated inside the enclave. `sealroom attest` verifies the
+enclave's attestation evidence against the room file and saves its certificate; pyarrow then trusts
+that certificate alone (tls_root_certs), so the token goes only to the attested enclave.
 
 `upload` sends a Parquet file to a table with DoPut; the descriptor is the path
 rooms/<room id>/tables/<table>. `run` runs a computation with the `run-computation` action and reads
@@ -20,7 +25,10 @@ import pyarrow.parquet as pq
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flight", required=True, help="e.g. grpc://127.0.0.1:50051")
+    parser.add_argument("--flight", required=True, help="e.g. grpc+tls://127.0.0.1:50051")
+    parser.add_argument(
+        "--enclave-cert", required=True, help="the certificate `sealroom attest --save-cert` wrote (PEM)"
+    )
     parser.add_argument("--room", required=True, help="room id (sealroom room id <room file>)")
     parser.add_argument("--token", required=True, help="the participant's bearer token")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -31,7 +39,10 @@ def main() -> int:
     run.add_argument("computation")
     args = parser.parse_args()
 
-    client = flight.FlightClient(args.flight)
+    with open(args.enclave_cert, "rb") as f:
+        enclave_cert = f.read()
+    # Trust exactly the attested enclave's certificate.
+    client = flight.FlightClient(args.flight, tls_root_certs=enclave_cert)
     # Every call carries the participant's token.
     options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {args.token}".encode())])
 

@@ -151,6 +151,8 @@ impl RoomContract {
                 (a.platform, &a.measurement, &a.description).cmp(&(b.platform, &b.measurement, &b.description))
             });
             attestation.accepted_measurements.dedup();
+            attestation.accepted_tcb_statuses.sort();
+            attestation.accepted_tcb_statuses.dedup();
         }
     }
 

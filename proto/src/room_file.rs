@@ -458,6 +458,25 @@ pub struct AttestationFile {
     pub allow_simulated: bool,
     #[serde(default)]
     pub accepted_measurements: Vec<MeasurementFile>,
+    /// The lowest AMD SEV-SNP TCB accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_snp_tcb: Option<SnpTcbFile>,
+    /// Intel DCAP TCB statuses accepted for SGX and TDX; empty means `UpToDate` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_tcb_statuses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcbFile {
+    #[serde(default)]
+    pub bootloader: u32,
+    #[serde(default)]
+    pub tee: u32,
+    #[serde(default)]
+    pub snp: u32,
+    #[serde(default)]
+    pub microcode: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -584,6 +603,13 @@ impl RoomFile {
                         description: m.description.clone(),
                     })
                     .collect(),
+                min_snp_tcb: self.attestation.min_snp_tcb.map(|t| pb::SnpTcb {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                }),
+                accepted_tcb_statuses: self.attestation.accepted_tcb_statuses.clone(),
             }),
         }
     }
@@ -697,6 +723,17 @@ impl RoomFile {
                         })
                     })
                     .collect(),
+                min_snp_tcb: contract.attestation.as_ref().and_then(|a| a.min_snp_tcb.as_ref()).map(|t| SnpTcbFile {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                }),
+                accepted_tcb_statuses: contract
+                    .attestation
+                    .as_ref()
+                    .map(|a| a.accepted_tcb_statuses.clone())
+                    .unwrap_or_default(),
             },
         }
     }

@@ -982,10 +982,37 @@ fn validate_differential_privacy(contract: &RoomContract, c: &mut Collector) {
     }
 }
 
+/// The Intel DCAP TCB statuses a contract may accept.
+pub const TCB_STATUSES: [&str; 6] = [
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+];
+
 fn validate_attestation(contract: &RoomContract, c: &mut Collector) {
     let Some(attestation) = &contract.attestation else {
         return;
     };
+    if let Some(tcb) = &attestation.min_snp_tcb {
+        for (name, v) in
+            [("bootloader", tcb.bootloader), ("tee", tcb.tee), ("snp", tcb.snp), ("microcode", tcb.microcode)]
+        {
+            if v > 255 {
+                c.push(format!("attestation.min_snp_tcb.{name}"), "is a security patch level: 0..255");
+            }
+        }
+    }
+    for (i, status) in attestation.accepted_tcb_statuses.iter().enumerate() {
+        if !TCB_STATUSES.contains(&status.as_str()) {
+            c.push(
+                format!("attestation.accepted_tcb_statuses[{i}]"),
+                format!("unknown TCB status '{status}': use one of {}", TCB_STATUSES.join(", ")),
+            );
+        }
+    }
     for (i, m) in attestation.accepted_measurements.iter().enumerate() {
         let path = format!("attestation.accepted_measurements[{i}]");
         let expected = match Platform::try_from(m.platform) {

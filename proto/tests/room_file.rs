@@ -396,3 +396,30 @@ fn differential_privacy_refuses_computations_that_cannot_bound_one_person() {
         "{err}"
     );
 }
+
+#[test]
+fn attestation_policy_round_trips_and_bad_tcb_settings_are_refused() {
+    let attestation = "attestation:\n  allow_simulated: false\n  accepted_measurements:\n    - { platform: amd_sev_snp, \
+                       measurement: AABB00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 }\n  \
+                       min_snp_tcb: { bootloader: 3, tee: 0, snp: 8, microcode: 115 }\n  \
+                       accepted_tcb_statuses: [UpToDate, SWHardeningNeeded, UpToDate]\n";
+    let text = example();
+    let start = text.find("attestation:").unwrap();
+    let with = |a: &str| format!("{}{a}", &text[..start]);
+    let contract = RoomFile::parse(&with(attestation), "r").unwrap();
+    let a = contract.attestation.as_ref().unwrap();
+    assert_eq!(a.min_snp_tcb.as_ref().unwrap().microcode, 115);
+    let again = RoomFile::parse(&RoomFile::from_contract(&contract).to_yaml(), "r").unwrap();
+    assert_eq!(contract.room_id(), again.room_id());
+    // Status order and repeats do not change the room; the minimum TCB does.
+    let reordered =
+        with(&attestation.replace("[UpToDate, SWHardeningNeeded, UpToDate]", "[SWHardeningNeeded, UpToDate]"));
+    assert_eq!(RoomFile::parse(&reordered, "r").unwrap().room_id(), contract.room_id());
+    let newer = with(&attestation.replace("microcode: 115", "microcode: 116"));
+    assert_ne!(RoomFile::parse(&newer, "r").unwrap().room_id(), contract.room_id());
+
+    let err = invalid(&with(&attestation.replace("SWHardeningNeeded", "Fine")));
+    assert!(err.contains("attestation.accepted_tcb_statuses[1]") && err.contains("unknown TCB status 'Fine'"), "{err}");
+    let err = invalid(&with(&attestation.replace("snp: 8", "snp: 300")));
+    assert!(err.contains("attestation.min_snp_tcb.snp"), "{err}");
+}

@@ -27,7 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sealroom_engine::{Channel, Engine, EngineConfig, EngineMetrics, ReleasedCell, TeeMode, UploadLimits};
+use sealroom_engine::{Channel, Engine, EngineConfig, EngineMetrics, ReleasedCell, UploadLimits};
 use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
@@ -223,7 +223,7 @@ async fn run(dir: &Path, k: u32) -> Result<(), String> {
     }
     let config = EngineConfig {
         data_dir: data.clone(),
-        tee: TeeMode::Simulated,
+        enclave: sealroom_engine::Enclave::insecure_simulated().map_err(|e| e.to_string())?,
         limits: UploadLimits::default(),
         sinks: vec![],
     };

@@ -17,6 +17,8 @@
 
 pub mod attester;
 pub mod evidence;
+pub mod identity;
+pub mod tls;
 pub mod verify;
 
 mod dcap;
@@ -25,6 +27,7 @@ mod snp;
 
 pub use attester::{Attester, Backend};
 pub use evidence::{Endorsements, Evidence, Platform};
+pub use identity::EnclaveIdentity;
 pub use verify::{Binding, Check, Policy, Verification};
 
 /// Why evidence could not be produced.

@@ -42,6 +42,41 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy a room's contract states (its `attestation` section). Debug-mode TEEs are never
+    /// accepted by a contract.
+    pub fn from_contract(contract: &sealroom_proto::room::v1::RoomContract) -> Self {
+        use sealroom_proto::room::v1::Platform as P;
+        let Some(a) = &contract.attestation else {
+            return Self::default();
+        };
+        let measurements = a
+            .accepted_measurements
+            .iter()
+            .filter_map(|m| {
+                let platform = match m.platform() {
+                    P::AmdSevSnp => Platform::SevSnp,
+                    P::IntelTdx => Platform::Tdx,
+                    P::IntelSgx => Platform::Sgx,
+                    P::Unspecified => return None,
+                };
+                Some((platform, hex::decode(&m.measurement).ok()?))
+            })
+            .collect();
+        let level = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
+        Self {
+            allow_simulated: a.allow_simulated,
+            measurements,
+            allow_debug: false,
+            snp_min_tcb: a.min_snp_tcb.as_ref().map(|t| SnpTcb {
+                bootloader: level(t.bootloader),
+                tee: level(t.tee),
+                snp: level(t.snp),
+                microcode: level(t.microcode),
+            }),
+            tcb_statuses: a.accepted_tcb_statuses.clone(),
+        }
+    }
+
     pub(crate) fn accepted_tcb_statuses(&self) -> Vec<String> {
         if self.tcb_statuses.is_empty() { vec!["UpToDate".to_owned()] } else { self.tcb_statuses.clone() }
     }

@@ -1,4 +1,5 @@
-//! Clients of a running server: Flight uploads and REST calls.
+//! Clients of a running server: Flight uploads and REST calls, over TLS to the attested enclave
+//! only (see [`crate::attest`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,18 +13,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::CliError;
+use crate::attest::{Pinned, error_chain};
 
 /// Rows per uploaded record batch: well under the default 64 MiB message limit.
 const UPLOAD_BATCH_ROWS: usize = 100_000;
 
-/// Connects a Flight client that sends the bearer token on every call.
-pub async fn flight_client(url: &str, token: &str) -> Result<FlightClient, CliError> {
-    let endpoint = tonic::transport::Channel::from_shared(url.to_owned())
-        .map_err(|e| CliError::Usage(format!("'{url}' is not a Flight address (e.g. http://127.0.0.1:50051): {e}")))?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| CliError::Connect(format!("cannot connect to the Flight server at {url}: {e}")))?;
+/// Connects a Flight client to the attested enclave (`enclave`: its pinned certificate) that
+/// sends the bearer token on every call.
+pub async fn flight_client(url: &str, token: &str, enclave: &Pinned) -> Result<FlightClient, CliError> {
+    let channel = enclave.channel(url).await?;
     let mut client = FlightClient::new(channel);
     client
         .add_header("authorization", &format!("Bearer {token}"))
@@ -90,6 +88,8 @@ pub struct UploadRequest {
     pub room: String,
     pub table: String,
     pub token: String,
+    /// The attested enclave's certificate.
+    pub enclave: Pinned,
     pub file: PathBuf,
     pub progress: bool,
 }
@@ -113,7 +113,7 @@ pub async fn upload(request: &UploadRequest) -> Result<Value, CliError> {
     let descriptor =
         FlightDescriptor::new_path(vec!["rooms".into(), request.room.clone(), "tables".into(), request.table.clone()]);
     let stream = FlightDataEncoderBuilder::new().with_flight_descriptor(Some(descriptor)).build(batches);
-    let mut client = flight_client(&request.flight, &request.token).await?;
+    let mut client = flight_client(&request.flight, &request.token, &request.enclave).await?;
     let results: Vec<_> = client
         .do_put(stream)
         .await
@@ -150,16 +150,15 @@ pub struct Rest {
 }
 
 impl Rest {
-    pub fn new(base: &str, token: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
+    /// A client of the attested enclave at `base` (`enclave`: its pinned certificate).
+    pub fn new(base: &str, token: &str, enclave: &Pinned) -> Result<Self, CliError> {
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http: enclave.http_client()? })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| CliError::Connect(format!("cannot reach the REST server at {}: {e}", self.base)))?;
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
+            CliError::Connect(format!("cannot reach the REST server at {}: {}", self.base, error_chain(&e)))
+        })?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {

@@ -184,7 +184,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
             k_thresholds: vec![KThresholdFile { set_by: "news".into(), k }],
             differential_privacy: None,
         },
-        attestation: AttestationFile { allow_simulated: true, accepted_measurements: vec![] },
+        attestation: AttestationFile { allow_simulated: true, ..AttestationFile::default() },
     }
 }
 
@@ -311,14 +311,34 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
             room: None,
             sink: serde_json::json!({"type": "file", "path": dir.join("activations"), "format": "ndjson"}),
         }],
+        // The demo runs anywhere: the INSECURE simulated TEE, which its room allows.
+        tee: sealroom_attest::Backend::Simulated,
         ..ServerConfig::default()
     };
-    let server = sealroom_server::start(&config, vec![contract]).await.map_err(|e| CliError::Server(e.to_string()))?;
-    let flight = format!("http://{}", server.flight_addr);
-    let rest_url = format!("http://{}", server.http_addr);
-    step(&started, &format!("enclave server up (INSECURE SIMULATION): Flight {flight}, REST {rest_url}"));
+    let server =
+        sealroom_server::start(&config, vec![contract.clone()]).await.map_err(|e| CliError::Server(e.to_string()))?;
+    let flight = format!("https://{}", server.flight_addr);
+    let rest_url = format!("https://{}", server.http_addr);
+    step(&started, &format!("enclave server up (INSECURE SIMULATION): Flight {flight}, REST {rest_url} (TLS)"));
 
     let outcome = async {
+        // 4b. Before sending anything, the participants attest the enclave and pin its TLS key.
+        let attested = crate::attest::attest(&rest_url, &contract, None, crate::attest::now()).await?;
+        let verification = attested.verification.into_result().map_err(CliError::Server)?;
+        let enclave_cert = &dir.join("enclave.pem");
+        attested.certificate.save(enclave_cert)?;
+        step(
+            &started,
+            &format!(
+                "the participants attested the enclave ({} checks passed; platform {}) and pinned its TLS certificate \
+                 {}",
+                verification.checks.len(),
+                verification.platform.describe(),
+                enclave_cert.display()
+            ),
+        );
+        let enclave = attested.certificate;
+
         // 5. Each side uploads over Flight as its own participant.
         for (who, token, table, file) in
             [("ACME", &acme_token, "crm", &crm_hashed), ("Daily News", &news_token, "readers", &readers_parquet)]
@@ -328,6 +348,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
                 room: room_id.clone(),
                 table: table.into(),
                 token: token.clone(),
+                enclave: enclave.clone(),
                 file: file.clone(),
                 progress: options.progress,
             })
@@ -343,7 +364,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         }
 
         // 6. ACME runs the overlap over REST and reads the released report.
-        let acme = Rest::new(&rest_url, &acme_token);
+        let acme = Rest::new(&rest_url, &acme_token, &enclave)?;
         let (run, result, result_path) = run_and_save(&acme, &room_id, "overlap", &dir).await?;
         step(
             &started,
@@ -364,7 +385,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
         let (_, lookalike, lookalike_path) = run_and_save(&acme, &room_id, "lookalike", &dir).await?;
         step(&started, "ACME trained a lookalike model inside the enclave; released (held-out quality, reach):");
         println!("\n{}", report_table::render(&lookalike));
-        let news = Rest::new(&rest_url, &news_token);
+        let news = Rest::new(&rest_url, &news_token, &enclave)?;
         let size = audience_size(&lookalike, u64::from(options.k));
         let taken = news
             .post_json(
@@ -413,9 +434,12 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
 
     if outcome.is_ok() && options.keep_running {
         println!("\nThe server keeps running. Try:");
-        println!("  curl -H 'Authorization: Bearer {acme_token}' {rest_url}/v1/rooms/{room_id}");
+        let cert = dir.join("enclave.pem");
+        let cert = cert.display();
+        println!("  curl --cacert {cert} -H 'Authorization: Bearer {acme_token}' {rest_url}/v1/rooms/{room_id}");
         println!(
-            "  curl -H 'Authorization: Bearer {acme_token}' {rest_url}/v1/rooms/{room_id}/computations/overlap/runs/latest/result"
+            "  curl --cacert {cert} -H 'Authorization: Bearer {acme_token}' \
+             {rest_url}/v1/rooms/{room_id}/computations/overlap/runs/latest/result"
         );
         println!("Press Ctrl-C to stop.");
         crate::shutdown_signal().await;

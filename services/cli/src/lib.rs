@@ -5,6 +5,8 @@
 //! | `sealroom demo` | the whole collaboration in one process on embedded defaults |
 //! | `sealroom hash` | a CSV of raw emails/phones → a hashed Parquet/Arrow file ready to upload |
 //! | `sealroom serve` | the enclave server for room files and a data directory |
+//! | `sealroom attest` | verify a server's attestation against a room file; save its certificate to pin |
+//! | `sealroom audit verify` | check an audit log's chain, signatures and signers' evidence offline |
 //! | `sealroom upload` | upload a file to a table over Arrow Flight |
 //! | `sealroom run` / `result` | run a computation / read its released result over REST |
 //! | `sealroom room check` / `id` | validate a room file / print its room id |
@@ -13,6 +15,8 @@
 // A command line prints its results.
 #![allow(clippy::print_stdout)]
 
+pub mod attest;
+pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod hash;
@@ -79,6 +83,12 @@ pub enum Command {
     Hash(HashArgs),
     /// Serve room files: Arrow Flight and REST.
     Serve(ServeArgs),
+    /// Verify a server's attestation evidence against a room file (before sending it anything)
+    /// and save its TLS certificate for the other commands to pin.
+    Attest(AttestArgs),
+    /// Audit logs: verify chain, signatures and the signers' attestation offline.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Upload a Parquet or Arrow file to a table over Arrow Flight.
     Upload(UploadArgs),
     /// Run a computation over REST and print its released result.
@@ -176,10 +186,67 @@ pub struct ServeArgs {
     pub http_addr: Option<SocketAddr>,
 }
 
+/// Where the attested enclave's certificate is (saved by `sealroom attest --save-cert`).
+#[derive(Debug, Args)]
+pub struct EnclaveArgs {
+    /// The enclave certificate `sealroom attest --save-cert` wrote after verifying the server:
+    /// only a server holding its key is talked to.
+    #[arg(long, env = "SEALROOM_ENCLAVE_CERT", default_value = "enclave.pem")]
+    pub enclave_cert: PathBuf,
+}
+
+/// Offline verification inputs: endorsements and the time.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The chip's VCEK certificate (DER) from AMD's KDS, for SEV-SNP evidence that came without it.
+    #[arg(long)]
+    pub vcek: Option<PathBuf>,
+    /// DCAP collateral (JSON) from a PCCS, for SGX and TDX evidence that came without it.
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Verify as of this time (seconds since the Unix epoch) instead of now.
+    #[arg(long)]
+    pub now: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// REST server address.
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
+    pub rest: String,
+    /// The room file you agreed to: its attestation section is the policy, its id the room.
+    #[arg(long)]
+    pub room_file: PathBuf,
+    /// Where to save the verified certificate (PEM), for --enclave-cert, pyarrow or curl --cacert.
+    #[arg(long, default_value = "enclave.pem")]
+    pub save_cert: PathBuf,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// Print the verification as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log (the JSON lines file, or the REST `/audit` response) with nothing but the
+    /// room file: hash chain, every entry's signature, and each signing key's attestation evidence.
+    Verify {
+        /// The log: `audit.jsonl` from the data directory, or the JSON from `GET .../audit`.
+        #[arg(long)]
+        log: PathBuf,
+        /// The room file: its id and attestation policy.
+        #[arg(long)]
+        room_file: PathBuf,
+        #[command(flatten)]
+        verify: VerifyArgs,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct UploadArgs {
     /// Flight server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub flight: String,
     /// Room id (`sealroom room id <room file>`).
     #[arg(long)]
@@ -189,6 +256,8 @@ pub struct UploadArgs {
     /// The participant's bearer token.
     #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
     pub token: String,
+    #[command(flatten)]
+    pub enclave: EnclaveArgs,
     /// A .parquet or .arrow file.
     pub file: PathBuf,
     #[arg(long)]
@@ -198,7 +267,7 @@ pub struct UploadArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// REST server address.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
     pub rest: String,
     #[arg(long)]
     pub room: String,
@@ -206,6 +275,8 @@ pub struct RunArgs {
     pub computation: String,
     #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
     pub token: String,
+    #[command(flatten)]
+    pub enclave: EnclaveArgs,
     /// Print the released JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -213,7 +284,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ResultArgs {
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
     pub rest: String,
     #[arg(long)]
     pub room: String,
@@ -224,6 +295,8 @@ pub struct ResultArgs {
     pub run: String,
     #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
     pub token: String,
+    #[command(flatten)]
+    pub enclave: EnclaveArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -403,13 +476,53 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             for c in &contracts {
                 println!("hosting room {} ({}), k = {}", c.room_id(), c.name, c.effective_k());
             }
-            println!("{}", sealroom_engine::tee::SIMULATION_BANNER);
             let server =
                 sealroom_server::start(&config, contracts).await.map_err(|e| CliError::Server(e.to_string()))?;
-            println!("Flight: grpc://{}   REST: http://{}", server.flight_addr, server.http_addr);
+            let tee = server.engine.tee();
+            if tee.is_insecure() {
+                println!("{}", sealroom_engine::tee::SIMULATION_BANNER);
+            }
+            println!(
+                "TEE {} · enclave key sha256 {}",
+                tee.0.describe(),
+                server.engine.enclave().identity().fingerprint()
+            );
+            println!(
+                "Flight: https://{}   REST: https://{} (TLS with the enclave key: clients run `sealroom attest` first)",
+                server.flight_addr, server.http_addr
+            );
             shutdown_signal().await;
             println!("shutting down: draining requests, then flushing sinks");
             server.shutdown().await.map_err(|e| CliError::Server(e.to_string()))?;
+        }
+        Command::Attest(a) => {
+            let contract = load_room(&a.room_file)?;
+            let endorsements = attest::endorsements(a.verify.vcek.as_deref(), a.verify.collateral.as_deref())?;
+            let now = a.verify.now.unwrap_or_else(attest::now);
+            let attested = attest::attest(&a.rest, &contract, endorsements.as_ref(), now).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&attested.verification).unwrap_or_default());
+            } else {
+                print!("{}", attested.verification.render());
+            }
+            if !attested.verification.passed() {
+                return Err(CliError::Server(format!(
+                    "the server at {} failed attestation: nothing was sent to it and its certificate was not saved",
+                    a.rest
+                )));
+            }
+            attested.certificate.save(&a.save_cert)?;
+            println!("saved the attested enclave certificate to {} (pass it as --enclave-cert)", a.save_cert.display());
+        }
+        Command::Audit(AuditCommand::Verify { log, room_file, verify }) => {
+            let contract = load_room(&room_file)?;
+            let endorsements = attest::endorsements(verify.vcek.as_deref(), verify.collateral.as_deref())?;
+            let now = verify.now.unwrap_or_else(attest::now);
+            let report = audit::verify_file(&log, &contract, endorsements.as_ref(), now)?;
+            print!("{}", report.render());
+            if !report.passed() {
+                return Err(CliError::Input(format!("{} fails verification", log.display())));
+            }
         }
         Command::Upload(a) => {
             let ack = client::upload(&client::UploadRequest {
@@ -417,6 +530,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 room: a.room,
                 table: a.table,
                 token: a.token,
+                enclave: attest::Pinned::load(&a.enclave.enclave_cert)?,
                 file: a.file,
                 progress: !a.no_progress,
             })
@@ -424,7 +538,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&ack).unwrap_or_default());
         }
         Command::Run(a) => {
-            let rest = client::Rest::new(&a.rest, &a.token);
+            let rest = client::Rest::new(&a.rest, &a.token, &attest::Pinned::load(&a.enclave.enclave_cert)?)?;
             let run = rest.post(&format!("/v1/rooms/{}/computations/{}/runs", a.room, a.computation)).await?;
             let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
             if !a.json {
@@ -433,7 +547,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print_result(&result, a.json);
         }
         Command::Result(a) => {
-            let rest = client::Rest::new(&a.rest, &a.token);
+            let rest = client::Rest::new(&a.rest, &a.token, &attest::Pinned::load(&a.enclave.enclave_cert)?)?;
             let result =
                 rest.get(&format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.room, a.computation, a.run)).await?;
             print_result(&result, a.json);

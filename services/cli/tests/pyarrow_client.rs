@@ -18,10 +18,10 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
 }
 
-fn client(flight: &str, room: &str, token: &str, args: &[&str]) -> serde_json::Value {
+fn client(flight: &str, cert: &Path, room: &str, token: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(example("pyarrow_client.py"))
-        .args(["--flight", flight, "--room", room, "--token", token])
+        .args(["--flight", flight, "--enclave-cert", cert.to_str().unwrap(), "--room", room, "--token", token])
         .args(args)
         .output()
         .unwrap();
@@ -55,10 +55,17 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
         data_dir: dir.path().join("data"),
         flight_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        tee: sealroom_attest::Backend::Simulated,
         ..ServerConfig::default()
     };
-    let server = sealroom_server::start(&config, vec![contract]).await.unwrap();
-    let flight = format!("grpc://{}", server.flight_addr);
+    let server = sealroom_server::start(&config, vec![contract.clone()]).await.unwrap();
+    let flight = format!("grpc+tls://{}", server.flight_addr);
+    // `sealroom attest`: verify the server against the room file, save the certificate to pin.
+    let rest = format!("https://{}", server.http_addr);
+    let attested = sealroom_cli::attest::attest(&rest, &contract, None, sealroom_cli::attest::now()).await.unwrap();
+    assert!(attested.verification.passed(), "{}", attested.verification.render());
+    let cert = dir.path().join("enclave.pem");
+    attested.certificate.save(&cert).unwrap();
     let acme = "acme-example-token-0123456789abcdef";
     let news = "news-example-token-0123456789abcdef";
 
@@ -66,10 +73,11 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     let readers = demo_dir.join("publisher_readers.parquet");
     let flight2 = flight.clone();
     let room2 = room.clone();
+    let cert2 = cert.clone();
     let (a, b, result) = tokio::task::spawn_blocking(move || {
-        let a = client(&flight2, &room2, acme, &["upload", "crm", crm.to_str().unwrap()]);
-        let b = client(&flight2, &room2, news, &["upload", "readers", readers.to_str().unwrap()]);
-        let result = client(&flight2, &room2, acme, &["run", "overlap"]);
+        let a = client(&flight2, &cert2, &room2, acme, &["upload", "crm", crm.to_str().unwrap()]);
+        let b = client(&flight2, &cert2, &room2, news, &["upload", "readers", readers.to_str().unwrap()]);
+        let result = client(&flight2, &cert2, &room2, acme, &["run", "overlap"]);
         (a, b, result)
     })
     .await
@@ -94,7 +102,8 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     let stderr = tokio::task::spawn_blocking(move || {
         let out = Command::new(python())
             .arg(example("pyarrow_client.py"))
-            .args(["--flight", &flight, "--room", &room, "--token", "wrong", "run", "overlap"])
+            .args(["--flight", &flight, "--enclave-cert", cert.to_str().unwrap()])
+            .args(["--room", &room, "--token", "wrong", "run", "overlap"])
             .output()
             .unwrap();
         assert!(!out.status.success());

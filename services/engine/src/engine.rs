@@ -22,7 +22,7 @@ use crate::ingest::{UploadLimits, UploadSession};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, Released, ReleasedModel};
 use crate::room::{AudienceDelivery, Room, RunRecord, SectionShape};
-use crate::tee::TeeMode;
+use crate::tee::{Enclave, TeeMode};
 
 /// An activation sink of one participant.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,8 @@ pub struct SinkBinding {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    pub tee: TeeMode,
+    /// The TEE and the enclave key generated in it at start.
+    pub enclave: Enclave,
     pub limits: UploadLimits,
     pub sinks: Vec<SinkBinding>,
 }
@@ -107,7 +108,7 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     rooms: BTreeMap<RoomId, Arc<Room>>,
-    tee: TeeMode,
+    enclave: Enclave,
     limits: UploadLimits,
 }
 
@@ -167,16 +168,13 @@ impl Engine {
             if rooms.contains_key(&id) {
                 return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));
             }
-            match config.tee {
-                TeeMode::Simulated if !contract.allows_simulated_tee() => {
-                    return Err(Error::Contract(format!(
-                        "room '{}' ({id}) does not accept the simulated TEE (attestation.allow_simulated is false), and \
-                         this server runs in simulated mode; run it in a hardware enclave whose measurement the room \
-                         accepts, or (for development only) set attestation.allow_simulated: true",
-                        contract.name
-                    )));
-                }
-                TeeMode::Simulated => {}
+            if config.enclave.mode().is_insecure() && !contract.allows_simulated_tee() {
+                return Err(Error::Contract(format!(
+                    "room '{}' ({id}) does not accept the simulated TEE (attestation.allow_simulated is false), and \
+                     this server runs in simulated mode; run it in a hardware enclave whose measurement the room \
+                     accepts, or (for development only) set attestation.allow_simulated: true",
+                    contract.name
+                )));
             }
             let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
             for (i, binding) in config.sinks.iter().enumerate() {
@@ -195,12 +193,12 @@ impl Engine {
                 bound[i] = true;
             }
             let data_dir = config.data_dir.clone();
-            let tee = config.tee;
+            let enclave = config.enclave.clone();
             let m = metrics.clone();
-            let room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, tee, m, sinks))
+            let room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, &enclave, m, sinks))
                 .await
                 .map_err(|e| Error::storage(&config.data_dir, e))??;
-            if tee.is_insecure() {
+            if config.enclave.mode().is_insecure() {
                 tracing::warn!(room = %id, "{}", crate::tee::SIMULATION_BANNER);
             }
             tracing::info!(room = %id, name = %room.contract.name, k = room.k, "hosting room");
@@ -214,11 +212,34 @@ impl Engine {
                 b.room.as_ref().map(|r| format!(" in room {r}")).unwrap_or_default()
             )));
         }
-        Ok(Self { inner: Arc::new(Inner { rooms, tee: config.tee, limits: config.limits }) })
+        Ok(Self { inner: Arc::new(Inner { rooms, enclave: config.enclave, limits: config.limits }) })
     }
 
     pub fn tee(&self) -> TeeMode {
-        self.inner.tee
+        self.inner.enclave.mode()
+    }
+
+    pub fn enclave(&self) -> &Enclave {
+        &self.inner.enclave
+    }
+
+    /// Attestation evidence for a hosted room, fresh for `nonce_hex` (16 to 64 random bytes, hex),
+    /// with the enclave's TLS certificate. Anyone may ask: it is what a participant checks before
+    /// sending its credentials. Talks to the TEE device: call it off the async workers.
+    pub fn attestation(&self, room_id: &str, nonce_hex: &str) -> Result<Value> {
+        let room = self.room(&RoomId::parse(room_id).map_err(Error::InvalidRequest)?)?;
+        let nonce = hex::decode(nonce_hex).ok().filter(|n| (16..=64).contains(&n.len())).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "nonce '{nonce_hex}' must be 16 to 64 random bytes in hex (32 to 128 hex characters)"
+            ))
+        })?;
+        let evidence = self.inner.enclave.attest(room.id.as_str(), &nonce)?;
+        Ok(json!({
+            "room_id": room.id.as_str(),
+            "tee": room.tee.describe(),
+            "evidence": evidence.to_json(),
+            "certificate_pem": self.inner.enclave.identity().certificate_pem(),
+        }))
     }
 
     /// Ids of the hosted rooms.

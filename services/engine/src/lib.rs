@@ -29,4 +29,4 @@ pub use release_gate::{Channel, Released, ReleasedAudience, ReleasedCell, Releas
 pub use report::{CellValue, MetricKind, MetricSpec};
 pub use room::{AudienceDelivery, DeliveryRecord, RunRecord, SectionShape};
 pub use storage::DatasetManifest;
-pub use tee::TeeMode;
+pub use tee::{Enclave, TeeMode};

@@ -580,14 +580,28 @@ mod tests {
         }
     }
 
+    fn test_log(path: &std::path::Path) -> AuditLog {
+        let room = "1111111111111111111111111111111111111111111111111111111111111111";
+        let log = AuditLog::open(path, room, &crate::tee::Enclave::insecure_simulated().unwrap()).unwrap();
+        log.append_hosting("Room", 10).unwrap();
+        log
+    }
+
     fn gate<'a>(audit: &'a AuditLog, metrics: &'a EngineMetrics, k: u32) -> ReleaseGate<'a> {
-        ReleaseGate { k, room_id: "room", room_name: "Room", tee: TeeMode::Simulated, audit, metrics }
+        ReleaseGate {
+            k,
+            room_id: "room",
+            room_name: "Room",
+            tee: TeeMode(crate::tee::Platform::Simulated),
+            audit,
+            metrics,
+        }
     }
 
     #[test]
     fn a_cell_at_k_minus_one_is_suppressed_and_at_k_released() {
         let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::open(&dir.path().join("a.jsonl"), "room").unwrap();
+        let audit = test_log(&dir.path().join("a.jsonl"));
         let released = gate(&audit, &EngineMetrics::unregistered(), 10)
             .release(&report(&[(9, 9), (10, 10)]), "acme", &Channel::Rest)
             .unwrap();
@@ -600,7 +614,7 @@ mod tests {
         assert_eq!(json["sections"][0]["rows"][1]["overlap"]["value"], 10);
         // The release was audited with the digest of exactly what was released.
         let entries = audit.entries().unwrap();
-        let AuditEvent::ResultReleased { release_sha256, cells_released, cells_suppressed, .. } = &entries[0].event
+        let AuditEvent::ResultReleased { release_sha256, cells_released, cells_suppressed, .. } = &entries[1].event
         else {
             panic!("expected a release entry")
         };
@@ -613,7 +627,7 @@ mod tests {
     #[test]
     fn suppressed_cells_are_null_with_a_flag_in_arrow() {
         let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::open(&dir.path().join("a.jsonl"), "room").unwrap();
+        let audit = test_log(&dir.path().join("a.jsonl"));
         let released = gate(&audit, &EngineMetrics::unregistered(), 5)
             .release(&report(&[(4, 4), (7, 7)]), "acme", &Channel::Flight)
             .unwrap();
@@ -635,7 +649,7 @@ mod tests {
             k in 2u32..300,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let audit = AuditLog::open(&dir.path().join("a.jsonl"), "room").unwrap();
+            let audit = test_log(&dir.path().join("a.jsonl"));
             let released = gate(&audit, &EngineMetrics::unregistered(), k).release(&report(&cells), "acme", &Channel::Rest).unwrap();
             let rows = released.sections()[0].rows();
             prop_assert_eq!(rows.len(), cells.len());

@@ -19,7 +19,7 @@ use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
 use crate::report::ComputedReport;
 use crate::storage::{DatasetFile, RoomStorage, new_id, write_json_atomically};
-use crate::tee::TeeMode;
+use crate::tee::{Enclave, TeeMode};
 
 /// What happened to one activation delivery of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,13 +124,13 @@ impl Room {
     pub(crate) fn open(
         data_dir: &Path,
         contract: RoomContract,
-        tee: TeeMode,
+        enclave: &Enclave,
         metrics: Arc<EngineMetrics>,
         sinks: HashMap<String, Box<dyn Sink>>,
     ) -> Result<Self> {
         let id = contract.room_id();
         let storage = RoomStorage::open(data_dir, id.as_str(), &contract.canonical_bytes())?;
-        let audit = AuditLog::open(&storage.audit_path(), id.as_str())?;
+        let audit = AuditLog::open(&storage.audit_path(), id.as_str(), enclave)?;
         let mut datasets = HashMap::new();
         for table in &contract.tables {
             if let Some(file) = storage.load_dataset(&table.name)? {
@@ -156,15 +156,11 @@ impl Room {
             runs.insert(computation.name.clone(), records);
         }
         let k = contract.effective_k();
-        audit.append(AuditEvent::RoomHosted {
-            room_name: contract.name.clone(),
-            tee_mode: tee.name().into(),
-            effective_k: k,
-        })?;
+        audit.append_hosting(&contract.name, k)?;
         Ok(Self {
             id,
             k,
-            tee,
+            tee: enclave.mode(),
             storage,
             audit,
             metrics,

@@ -1,41 +1,77 @@
 //! The trusted execution environment the engine runs in.
 //!
 //! Hardware backends (AMD SEV-SNP, Intel TDX, Intel SGX) produce attestation evidence that binds the
-//! engine's code to its keys. The simulated TEE produces none of that guarantee: it exists so the
-//! whole system can run on a laptop and in CI, and it is labelled INSECURE SIMULATION everywhere it
-//! appears. A room must opt into it in its contract (`attestation.allow_simulated: true`).
+//! engine's code to the enclave key generated at start. The simulated TEE produces none of that
+//! guarantee: it exists so the whole system can run on a laptop and in CI, and it is labelled
+//! INSECURE SIMULATION everywhere it appears. A room must opt into it in its contract
+//! (`attestation.allow_simulated: true`).
 
+use std::sync::Arc;
+
+use sealroom_attest::{Attester, EnclaveIdentity};
+pub use sealroom_attest::{Evidence, Platform, SIMULATION_BANNER};
 use serde_json::{Value, json};
 
-/// The banner shown wherever the simulated TEE is in use.
-pub const SIMULATION_BANNER: &str = "INSECURE SIMULATION: no hardware enclave protects this data; the operator can read \
-     everything. Use only for development and tests.";
+use crate::error::{Error, Result};
 
+/// Which TEE the engine runs in (as stated in results, views and the audit log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TeeMode {
-    /// No hardware protection. Accepted only by rooms whose contract allows it.
-    Simulated,
-}
+pub struct TeeMode(pub Platform);
 
 impl TeeMode {
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Simulated => "simulated",
-        }
+        self.0.name()
     }
 
     pub fn is_insecure(self) -> bool {
-        match self {
-            Self::Simulated => true,
-        }
+        self.0.is_insecure()
     }
 
     /// How the TEE is described in results and room views.
     pub fn describe(self) -> Value {
-        match self {
-            Self::Simulated => {
-                json!({ "mode": "simulated", "insecure": true, "notice": SIMULATION_BANNER })
-            }
+        if self.is_insecure() {
+            json!({ "mode": self.name(), "insecure": true, "notice": SIMULATION_BANNER })
+        } else {
+            json!({ "mode": self.name(), "insecure": false, "platform": self.0.describe() })
         }
+    }
+}
+
+/// The enclave: the TEE's attester and the key pair generated in it at start (the TLS key, which
+/// also signs the audit log).
+#[derive(Debug, Clone)]
+pub struct Enclave {
+    attester: Arc<dyn Attester>,
+    identity: Arc<EnclaveIdentity>,
+}
+
+impl Enclave {
+    pub fn new(attester: Box<dyn Attester>, identity: EnclaveIdentity) -> Self {
+        Self { attester: Arc::from(attester), identity: Arc::new(identity) }
+    }
+
+    /// INSECURE: the simulated TEE with a fresh platform key and enclave key (tests and the demo).
+    pub fn insecure_simulated() -> Result<Self> {
+        let attester = sealroom_attest::attester::Simulated::new(None)
+            .map_err(|e| Error::Computation(format!("simulated TEE: {e}")))?;
+        let identity = EnclaveIdentity::generate(&["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| Error::Computation(format!("enclave key: {e}")))?;
+        Ok(Self::new(Box::new(attester), identity))
+    }
+
+    pub fn mode(&self) -> TeeMode {
+        TeeMode(self.attester.platform())
+    }
+
+    pub fn identity(&self) -> &Arc<EnclaveIdentity> {
+        &self.identity
+    }
+
+    /// Evidence that the enclave key is held by this TEE for `room_id`, fresh for `nonce`. Talks to
+    /// the TEE device: call it off the async workers.
+    pub fn attest(&self, room_id: &str, nonce: &[u8]) -> Result<Evidence> {
+        self.attester
+            .attest(self.identity.public_key(), room_id, nonce)
+            .map_err(|e| Error::Computation(format!("attestation failed: {e}")))
     }
 }

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 use sealroom_engine::{
-    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, ReleasedCell, SinkBinding, TeeMode, UploadLimits,
+    CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, ReleasedCell, SinkBinding, UploadLimits,
 };
 use sealroom_proto::RoomFile;
 use sealroom_proto::room::v1::RoomContract;
@@ -614,7 +614,7 @@ async fn oversized_uploads_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         data_dir: dir.path().to_owned(),
-        tee: TeeMode::Simulated,
+        enclave: sealroom_engine::Enclave::insecure_simulated().unwrap(),
         limits: UploadLimits { max_rows: 3, max_bytes: u64::MAX },
         sinks: vec![],
     };

@@ -4,20 +4,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use sealroom_engine::{SinkBinding, TeeMode, UploadLimits};
+use sealroom_attest::Backend;
+use sealroom_engine::{SinkBinding, UploadLimits};
 use sealroom_proto::RoomFile;
 use sealroom_proto::room::v1::RoomContract;
 use serde::{Deserialize, Serialize};
 
 /// The committed example configuration; a test parses it.
 pub const EXAMPLE: &str = include_str!("../config/server.example.yaml");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeeSetting {
-    /// INSECURE: no hardware protection. Rooms must allow it in their contract.
-    Simulated,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,8 +54,12 @@ pub struct ServerConfig {
     pub flight_addr: SocketAddr,
     /// REST listen address.
     pub http_addr: SocketAddr,
-    /// The TEE backend. Only `simulated` exists in this build.
-    pub tee: TeeSetting,
+    /// The TEE: `auto` (probe for SEV-SNP, TDX, SGX; never the simulation), `sev-snp`, `tdx`,
+    /// `sgx`, or `simulated` (INSECURE: rooms must allow it in their contract).
+    pub tee: Backend,
+    /// Host names and IP addresses the enclave's TLS certificate names. Sealroom clients pin the
+    /// attested certificate whatever its names; other TLS clients (pyarrow, curl) check them.
+    pub tls_names: Vec<String>,
     pub limits: Limits,
     /// Activation sinks of participants.
     pub sinks: Vec<SinkConfig>,
@@ -74,7 +72,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("sealroom-data"),
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            tee: TeeSetting::Simulated,
+            tee: Backend::Auto,
+            tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             limits: Limits::default(),
             sinks: Vec::new(),
         }
@@ -119,12 +118,6 @@ impl ServerConfig {
             self.rooms = v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
         }
         Ok(())
-    }
-
-    pub fn tee_mode(&self) -> TeeMode {
-        match self.tee {
-            TeeSetting::Simulated => TeeMode::Simulated,
-        }
     }
 
     pub fn upload_limits(&self) -> UploadLimits {

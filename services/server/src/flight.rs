@@ -41,6 +41,8 @@ pub const RUN_ACTION: &str = "run-computation";
 pub const MODEL_ACTION: &str = "lookalike-model";
 /// The name of the action that delivers a lookalike audience to the publisher's sink.
 pub const AUDIENCE_ACTION: &str = "lookalike-audience";
+/// The name of the action that returns attestation evidence (no token needed).
+pub const ATTESTATION_ACTION: &str = "attestation";
 
 #[derive(Debug, Clone)]
 pub struct SealroomFlight {
@@ -270,6 +272,22 @@ impl SealroomFlight {
         .map_err(status)
     }
 
+    async fn attestation_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            room_id: String,
+            nonce: String,
+        }
+        let body: Body = serde_json::from_slice(&request.get_ref().body).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the {ATTESTATION_ACTION} body must be JSON like {{\"room_id\": \"…\", \"nonce\": \"<32 to 128 hex \
+                 characters>\"}}: {e}"
+            ))
+        })?;
+        let engine = self.engine.clone();
+        crate::off_runtime(move || engine.attestation(&body.room_id, &body.nonce)).await.map_err(status)
+    }
+
     async fn audience_action(&self, request: &Request<Action>) -> Result<serde_json::Value, Status> {
         let shape = r#"{"room_id": "r", "computation": "lookalike", "size": 50000}"#;
         let a = LookalikeAction::parse(request.get_ref(), shape)?;
@@ -461,9 +479,11 @@ impl FlightService for SealroomFlight {
             RUN_ACTION => self.run_action(&request).await?,
             MODEL_ACTION => self.model_action(&request).await?,
             AUDIENCE_ACTION => self.audience_action(&request).await?,
+            ATTESTATION_ACTION => self.attestation_action(&request).await?,
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}'; available actions: {RUN_ACTION}, {MODEL_ACTION}, {AUDIENCE_ACTION}"
+                    "unknown action '{other}'; available actions: {RUN_ACTION}, {MODEL_ACTION}, {AUDIENCE_ACTION}, \
+                     {ATTESTATION_ACTION}"
                 )));
             }
         };
@@ -489,6 +509,12 @@ impl FlightService for SealroomFlight {
                 "The top `size` users of a lookalike, delivered to the publisher's sink (audience_to only). \
                  Body: {\"room_id\": …, \"computation\": …, \"run\": run id (optional), \"size\": N}. \
                  Result: {\"delivery\": …}",
+            ),
+            (
+                ATTESTATION_ACTION,
+                "Attestation evidence binding the enclave's TLS key to a room, fresh for a nonce; needs no \
+                 token. Body: {\"room_id\": …, \"nonce\": 16 to 64 random bytes in hex}. Result: \
+                 {\"evidence\": …, \"certificate_pem\": …, \"tee\": …}",
             ),
         ];
         let actions = actions.map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));

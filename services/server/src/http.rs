@@ -14,8 +14,11 @@
 //! | GET | `/v1/rooms/{room}/computations/{name}/runs/{run}/model` | a lookalike's trained model, for `model_to` |
 //! | POST | `/v1/rooms/{room}/computations/{name}/runs/{run}/audience` | `{"size": N}`: the top N of a lookalike to the publisher's sink |
 //! | GET | `/v1/rooms/{room}/audit` | the verified audit log |
+//! | GET | `/v1/rooms/{room}/attestation?nonce=<hex>` | attestation evidence for the enclave key (no token) |
 //!
-//! Every `/v1` call carries `Authorization: Bearer <token>`. Errors are
+//! Everything is served over TLS with the enclave's certificate (see `sealroom_attest::tls`).
+//! Every `/v1` call but `attestation` carries `Authorization: Bearer <token>`: a client attests the
+//! server and pins its certificate before it sends its token. Errors are
 //! `{"error": {"code": …, "message": …}}` with the status from [`crate::error::to_http`].
 
 use std::sync::Arc;
@@ -113,7 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/computations/{name}/runs/{run}/result", get(result))
         .route("/rooms/{room}/computations/{name}/runs/{run}/model", get(model))
         .route("/rooms/{room}/computations/{name}/runs/{run}/audience", post(audience))
-        .route("/rooms/{room}/audit", get(audit));
+        .route("/rooms/{room}/audit", get(audit))
+        .route("/rooms/{room}/attestation", get(attestation));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -270,6 +274,23 @@ async fn audience(
     })?;
     let delivery = state.engine.deliver_audience(&caller, &name, Some(&run), request.size).await?;
     Ok((StatusCode::CREATED, Json(json!({ "delivery": delivery }))))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NonceQuery {
+    nonce: Option<String>,
+}
+
+async fn attestation(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<NonceQuery>,
+) -> ApiResult<Json<Value>> {
+    let nonce = query
+        .nonce
+        .ok_or_else(|| Error::InvalidRequest("give a fresh random nonce: ?nonce=<32 to 128 hex characters>".into()))?;
+    let engine = state.engine.clone();
+    Ok(Json(crate::off_runtime(move || engine.attestation(&room, &nonce)).await?))
 }
 
 async fn audit(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod http;
+mod tls;
 
 /// Runs `f` off the async workers: releases fsync their audit entry before returning.
 pub(crate) async fn off_runtime<T: Send + 'static>(
@@ -26,7 +27,8 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use prometheus_client::registry::Registry;
-use sealroom_engine::{Engine, EngineConfig, EngineMetrics};
+use sealroom_attest::EnclaveIdentity;
+use sealroom_engine::{Enclave, Engine, EngineConfig, EngineMetrics};
 use sealroom_proto::room::v1::RoomContract;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -66,14 +68,27 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Opens the engine, binds the Flight and REST listeners and starts serving.
+/// Opens the TEE (probing or as configured) and generates the enclave key and its certificate.
+fn open_enclave(config: &ServerConfig) -> Result<Enclave, ServerError> {
+    let probe = sealroom_attest::attester::Probe::default();
+    let attester = sealroom_attest::attester::open(config.tee, &probe, None)
+        .map_err(|e| ServerError::Config(format!("tee: {e}")))?;
+    let identity =
+        EnclaveIdentity::generate(&config.tls_names).map_err(|e| ServerError::Config(format!("tls_names: {e}")))?;
+    Ok(Enclave::new(attester, identity))
+}
+
+/// Opens the engine, binds the Flight and REST listeners and starts serving both over TLS with
+/// the enclave's key.
 pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Result<RunningServer, ServerError> {
+    let enclave = open_enclave(config)?;
+    let identity = enclave.identity().clone();
     let mut registry = Registry::default();
     let engine_metrics = Arc::new(EngineMetrics::register(&mut registry));
     let http_metrics = http::HttpMetrics::register(&mut registry);
     let engine_config = EngineConfig {
         data_dir: config.data_dir.clone(),
-        tee: config.tee_mode(),
+        enclave,
         limits: config.upload_limits(),
         sinks: config.sink_bindings(),
     };
@@ -92,9 +107,14 @@ pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Resul
     let service = FlightServiceServer::new(flight::SealroomFlight::new(engine.clone()))
         .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(config.limits.max_message_bytes);
+    let flight_tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(identity.certificate_pem(), identity.private_key_pem()));
+    let mut flight_server = tonic::transport::Server::builder()
+        .tls_config(flight_tls)
+        .map_err(|e| ServerError::Config(format!("Flight TLS: {e}")))?;
     let flight_rx = rx.clone();
     let flight = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        flight_server
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), stopped(flight_rx))
             .await
@@ -103,10 +123,16 @@ pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Resul
 
     let state = http::AppState { engine: engine.clone(), registry: Arc::new(registry), metrics: http_metrics };
     let app = http::router(state);
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app).with_graceful_shutdown(stopped(rx)).await.map_err(|e| e.to_string())
-    });
-    tracing::info!(%flight_addr, %http_addr, tee = engine.tee().name(), "sealroom server listening");
+    let http_tls = sealroom_attest::tls::server_config(&identity, &[b"h2", b"http/1.1"])
+        .map_err(|e| ServerError::Config(format!("REST TLS: {e}")))?;
+    let http = tokio::spawn(tls::serve(http_listener, app, Arc::new(http_tls), stopped(rx)));
+    tracing::info!(
+        %flight_addr,
+        %http_addr,
+        tee = engine.tee().name(),
+        enclave_key_sha256 = %identity.fingerprint(),
+        "sealroom server listening (TLS with the enclave key)"
+    );
     Ok(RunningServer { flight_addr, http_addr, engine, stop, flight, http })
 }
 

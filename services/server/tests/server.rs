@@ -1,4 +1,6 @@
-//! Integration tests: the real server on 127.0.0.1:0, real Flight and REST clients.
+//! Integration tests: the real server on 127.0.0.1:0, real Flight and REST clients over TLS. The
+//! clients trust exactly the enclave's certificate (as `curl --cacert` and pyarrow's
+//! `tls_root_certs` do); the attestation tests check the evidence that vouches for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,23 @@ attestation: {{ allow_simulated: true }}
     RoomFile::parse(&yaml, "test room").unwrap()
 }
 
+/// The config of a test server: the INSECURE simulated TEE (the test room allows it).
+fn test_config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.join("data"),
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        tee: sealroom_attest::Backend::Simulated,
+        ..ServerConfig::default()
+    }
+}
+
+/// A REST client that trusts only the server's enclave certificate.
+fn pinned_http(server: &RunningServer) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_der(server.engine.enclave().identity().certificate_der()).unwrap();
+    reqwest::Client::builder().tls_built_in_root_certs(false).add_root_certificate(cert).build().unwrap()
+}
+
 struct TestServer {
     server: Option<RunningServer>,
     data_dir: PathBuf,
@@ -84,20 +103,18 @@ impl TestServer {
         let data_dir = dir.join("data");
         let activations = dir.join("activations");
         let config = ServerConfig {
-            data_dir: data_dir.clone(),
-            flight_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
             sinks: vec![SinkConfig {
                 participant: "news".into(),
                 room: None,
                 sink: serde_json::json!({"type": "file", "path": activations, "format": "ndjson"}),
             }],
-            ..ServerConfig::default()
+            ..test_config(dir)
         };
         let contract = room_contract();
         let room_id = contract.room_id().to_string();
         let server = start(&config, vec![contract]).await.unwrap();
-        Self { server: Some(server), data_dir, activations, room_id, http: reqwest::Client::new() }
+        let http = pinned_http(&server);
+        Self { server: Some(server), data_dir, activations, room_id, http }
     }
 
     fn server(&self) -> &RunningServer {
@@ -109,7 +126,11 @@ impl TestServer {
     }
 
     async fn flight(&self, token: &str) -> FlightClient {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.server().flight_addr))
+        let pem = self.server().engine.enclave().identity().certificate_pem().to_owned();
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        let channel = tonic::transport::Channel::from_shared(format!("https://{}", self.server().flight_addr))
+            .unwrap()
+            .tls_config(tls)
             .unwrap()
             .connect()
             .await
@@ -120,7 +141,7 @@ impl TestServer {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.server().http_addr)
+        format!("https://{}{path}", self.server().http_addr)
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -422,6 +443,10 @@ async fn end_to_end_over_flight_and_rest() {
     let (_, audit) = server.get(&format!("/v1/rooms/{room}/audit"), AUDITOR).await;
     let entries: Vec<sealroom_engine::audit::AuditEntry> = serde_json::from_value(audit["entries"].clone()).unwrap();
     sealroom_engine::audit::verify_chain(&entries).unwrap();
+    // Signed by the enclave key, which the first entry's evidence vouches for.
+    let signers = sealroom_engine::audit::verify_signatures(&entries).unwrap();
+    assert_eq!(signers.len(), 1);
+    assert_eq!(signers[0].enclave_key, hex::encode(server.server().engine.enclave().identity().public_key()));
     let releases =
         entries.iter().filter(|e| matches!(e.event, sealroom_engine::audit::AuditEvent::ResultReleased { .. })).count();
     assert_eq!(releases, 6, "REST ×2, Flight ×2, sink ×2");
@@ -732,20 +757,18 @@ async fn rest_errors_health_and_metrics() {
 async fn an_oversized_message_is_refused_with_advice_and_nothing_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
-        data_dir: dir.path().join("data"),
-        flight_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
         limits: sealroom_server::config::Limits { max_message_bytes: 16 * 1024, ..Default::default() },
-        ..ServerConfig::default()
+        ..test_config(dir.path())
     };
     let contract = room_contract();
     let room_id = contract.room_id().to_string();
+    let running = start(&config, vec![contract]).await.unwrap();
     let server = TestServer {
-        server: Some(start(&config, vec![contract]).await.unwrap()),
+        http: pinned_http(&running),
+        server: Some(running),
         data_dir: config.data_dir.clone(),
         activations: dir.path().join("activations"),
         room_id,
-        http: reqwest::Client::new(),
     };
     // One batch of 300 rows with two 64-character hex columns is well over 16 KiB.
     let d = data();
@@ -769,5 +792,103 @@ async fn an_oversized_message_is_refused_with_advice_and_nothing_is_kept() {
         .await
         .unwrap();
     assert_eq!(r["rows"], 300);
+    server.stop().await;
+}
+
+/// GET attestation with a client that accepts any certificate and records it (what `sealroom
+/// attest` does before it trusts anything).
+async fn fetch_attestation(server: &RunningServer, room: &str, nonce: &str) -> (u16, Value, Option<Vec<u8>>) {
+    let capture = sealroom_attest::tls::PinnedCert::capture();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(capture.client_config(&[b"http/1.1"]).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/v1/rooms/{room}/attestation?nonce={nonce}", server.http_addr);
+    let r = http.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null), capture.seen())
+}
+
+#[tokio::test]
+async fn attestation_binds_the_tls_key_to_the_room_and_the_nonce() {
+    use sealroom_attest::{Binding, Evidence, Policy, verify::verify};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let running = server.server();
+    let contract = room_contract();
+    let nonce = [7u8; 32];
+    // No token is needed: this is what a participant checks before sending its token.
+    let (status, body, seen) = fetch_attestation(running, &server.room_id, &hex::encode(nonce)).await;
+    assert_eq!(status, 200, "{body}");
+    let cert = seen.expect("the server presented a certificate");
+    assert_eq!(cert, running.engine.enclave().identity().certificate_der());
+    assert_eq!(body["tee"]["mode"], "simulated");
+    assert_eq!(body["tee"]["insecure"], true);
+    let evidence: Evidence = serde_json::from_value(body["evidence"].clone()).unwrap();
+    let key = sealroom_attest::identity::certificate_public_key(&cert).unwrap();
+    let policy = Policy::from_contract(&contract);
+    let binding = |nonce: &[u8], key: &[u8]| Binding::Evidence {
+        room_id: server.room_id.clone(),
+        nonce: Some(nonce.to_vec()),
+        public_key: Some(key.to_vec()),
+    };
+    let v = verify(&evidence, &policy, &binding(&nonce, &key), None, 1_800_000_000);
+    assert!(v.passed(), "{}", v.render());
+    // A replay for another nonce, or a TLS key that is not the attested one, is refused, saying why.
+    let v = verify(&evidence, &policy, &binding(&[8u8; 32], &key), None, 1_800_000_000);
+    assert!(!v.get("nonce (freshness)").unwrap().passed, "{}", v.render());
+    let other = sealroom_attest::EnclaveIdentity::generate(&["localhost".into()]).unwrap();
+    let v = verify(&evidence, &policy, &binding(&nonce, other.public_key()), None, 1_800_000_000);
+    assert!(!v.get("enclave key").unwrap().passed, "{}", v.render());
+    // A room that does not allow the simulation refuses it.
+    let v = verify(&evidence, &Policy::default(), &binding(&nonce, &key), None, 1_800_000_000);
+    assert!(!v.get("simulated TEE allowed").unwrap().passed, "{}", v.render());
+
+    // Bad requests say what is wrong.
+    let (status, body, _) = fetch_attestation(running, &server.room_id, "abcd").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("16 to 64 random bytes"), "{body}");
+    let (status, body, _) = fetch_attestation(running, &"0".repeat(64), &hex::encode(nonce)).await;
+    assert_eq!(status, 404, "{body}");
+
+    // The same evidence over Flight.
+    let mut flight = server.flight("no token needed").await;
+    let body = serde_json::json!({ "room_id": server.room_id, "nonce": hex::encode(nonce) }).to_string();
+    let mut results = flight.do_action(Action::new("attestation", body)).await.unwrap();
+    let result: Value = serde_json::from_slice(&results.next().await.unwrap().unwrap()).unwrap();
+    let evidence: Evidence = serde_json::from_value(result["evidence"].clone()).unwrap();
+    let v = verify(&evidence, &policy, &binding(&nonce, &key), None, 1_800_000_000);
+    assert!(v.passed(), "{}", v.render());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn clients_pinned_to_another_enclave_or_speaking_plain_http_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let path = format!("https://{}/v1/rooms/{}", server.server().http_addr, server.room_id);
+    // A client that attested another enclave (e.g. before a restart) refuses this one before
+    // sending its token.
+    let other = sealroom_attest::EnclaveIdentity::generate(&["localhost".into()]).unwrap();
+    let pinned = sealroom_attest::tls::PinnedCert::expect(other.certificate_der().to_vec());
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(pinned.client_config(&[b"http/1.1"]).unwrap())
+        .build()
+        .unwrap();
+    let err = http.get(&path).bearer_auth(ADV).send().await.unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(chain.contains("not the attested enclave's"), "{chain}");
+    assert_eq!(pinned.seen().unwrap(), server.server().engine.enclave().identity().certificate_der());
+    // Plain HTTP is not served.
+    let plain = reqwest::Client::new().get(path.replacen("https://", "http://", 1)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // The pinned client gets through.
+    let (status, _) = server.get(&format!("/v1/rooms/{}", server.room_id), ADV).await;
+    assert_eq!(status, 200);
     server.stop().await;
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use sealroom_engine::{
-    Caller, CellValue, Channel, Engine, EngineConfig, EngineMetrics, Error, Released, ReleasedCell, SinkBinding,
-    TeeMode, UploadLimits,
+    Caller, CellValue, Channel, Enclave, Engine, EngineConfig, EngineMetrics, Error, Released, ReleasedCell,
+    SinkBinding, UploadLimits,
 };
 use sealroom_proto::room::v1::RoomContract;
 use sha2::{Digest, Sha256};
@@ -25,8 +25,12 @@ pub(crate) async fn try_open(
     contracts: Vec<RoomContract>,
     sinks: Vec<SinkBinding>,
 ) -> Result<Engine, Error> {
-    let config =
-        EngineConfig { data_dir: dir.to_owned(), tee: TeeMode::Simulated, limits: UploadLimits::default(), sinks };
+    let config = EngineConfig {
+        data_dir: dir.to_owned(),
+        enclave: Enclave::insecure_simulated()?,
+        limits: UploadLimits::default(),
+        sinks,
+    };
     Engine::open(config, contracts, Arc::new(EngineMetrics::unregistered())).await
 }
 
