@@ -47,13 +47,7 @@ impl Pinned {
 
     /// A REST client that accepts only this certificate.
     pub fn http_client(&self) -> Result<reqwest::Client, CliError> {
-        let tls = PinnedCert::expect(self.0.clone())
-            .client_config(&[b"http/1.1"])
-            .map_err(|e| CliError::Connect(e.to_string()))?;
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .map_err(|e| CliError::Connect(format!("cannot make the TLS client: {e}")))
+        https_client(&PinnedCert::expect(self.0.clone()))
     }
 
     /// A gRPC channel to `url` (`https://host:port`) over TLS that accepts only this certificate.
@@ -68,6 +62,20 @@ impl Pinned {
             CliError::Connect(format!("cannot connect to the Flight server at {url}: {}", error_chain(&e)))
         })
     }
+}
+
+/// A REST client whose TLS certificates are checked by `verifier`.
+fn https_client(verifier: &Arc<PinnedCert>) -> Result<reqwest::Client, CliError> {
+    let tls = verifier.client_config(&[b"http/1.1"]).map_err(|e| CliError::Connect(e.to_string()))?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| CliError::Connect(format!("cannot make the TLS client: {e}")))
+}
+
+/// The server's own message of an error response (`{"error": {"message": …}}`), or the status.
+pub fn server_message(status: reqwest::StatusCode, body: &Value) -> String {
+    body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned)
 }
 
 /// An error and its sources, so a TLS refusal (a certificate that is not the pinned one) shows.
@@ -134,8 +142,6 @@ pub struct Attested {
     pub verification: Verification,
     /// The certificate the server presented, to pin when the verification passed.
     pub certificate: Pinned,
-    /// The server's description of its TEE.
-    pub tee: Value,
 }
 
 /// Asks the REST server at `rest` for evidence for `contract`'s room and verifies it at `now`
@@ -147,16 +153,12 @@ pub async fn attest(
     endorsements: Option<&Endorsements>,
     now: u64,
 ) -> Result<Attested, CliError> {
+    host_port(rest)?;
     let room_id = contract.room_id();
     let nonce: [u8; 32] = rand::random();
     let capture = PinnedCert::capture();
-    let tls = capture.client_config(&[b"http/1.1"]).map_err(|e| CliError::Connect(e.to_string()))?;
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .map_err(|e| CliError::Connect(format!("cannot make the TLS client: {e}")))?;
+    let http = https_client(&capture)?;
     let url = format!("{}/v1/rooms/{room_id}/attestation?nonce={}", rest.trim_end_matches('/'), hex::encode(nonce));
-    host_port(rest)?;
     let response = http
         .get(&url)
         .send()
@@ -165,8 +167,7 @@ pub async fn attest(
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        let message = body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-        return Err(CliError::Server(format!("the server gave no evidence: {message}")));
+        return Err(CliError::Server(format!("the server gave no evidence: {}", server_message(status, &body))));
     }
     let certificate = capture.seen().ok_or_else(|| CliError::Connect("the server presented no certificate".into()))?;
     let evidence: Evidence = serde_json::from_value(body["evidence"].clone())
@@ -175,7 +176,7 @@ pub async fn attest(
     let binding =
         Binding::Evidence { room_id: room_id.as_str().to_owned(), nonce: Some(nonce.to_vec()), public_key: Some(key) };
     let verification = verify(&evidence, &Policy::from_contract(contract), &binding, endorsements, now);
-    Ok(Attested { verification, certificate: Pinned(certificate), tee: body["tee"].clone() })
+    Ok(Attested { verification, certificate: Pinned(certificate) })
 }
 
 /// `--vcek` (DER) or `--collateral` (JSON) files as endorsements.

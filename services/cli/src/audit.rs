@@ -75,16 +75,18 @@ impl AuditReport {
 /// Reads a log: JSON lines (the data directory's `audit.jsonl`) or the REST response
 /// (`{"entries": [...]}`).
 fn read_entries(path: &Path) -> Result<(Vec<AuditEntry>, bool), CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
-    if text.trim_start().starts_with('{')
-        && let Ok(body) = serde_json::from_str::<serde_json::Value>(&text)
+    let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
+    if bytes.trim_ascii_start().starts_with(b"{")
+        && let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes)
         && let Some(entries) = body.get("entries")
     {
         let entries = serde_json::from_value(entries.clone())
             .map_err(|e| CliError::Input(format!("{}: the entries are not audit entries: {e}", path.display())))?;
         return Ok((entries, false));
     }
-    parse_log(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+    parse_log(&bytes)
+        .map(|p| (p.entries, p.torn))
+        .map_err(|e| CliError::Input(format!("{}: audit log {e}", path.display())))
 }
 
 /// Verifies the log at `path` for `contract`'s room at `now`.

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::CliError;
-use crate::attest::{Pinned, error_chain};
+use crate::attest::{Pinned, error_chain, server_message};
 
 /// Rows per uploaded record batch: well under the default 64 MiB message limit.
 const UPLOAD_BATCH_ROWS: usize = 100_000;
@@ -161,12 +161,7 @@ impl Rest {
         })?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(body)
-        } else {
-            let message = body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-            Err(CliError::Server(message))
-        }
+        if status.is_success() { Ok(body) } else { Err(CliError::Server(server_message(status, &body))) }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {

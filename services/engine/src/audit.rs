@@ -14,7 +14,7 @@
 //! of each signer against the room's policy: `sealroom audit verify`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -221,20 +221,37 @@ pub fn verify_signatures(entries: &[AuditEntry]) -> std::result::Result<Vec<Sign
     Ok(signers)
 }
 
-/// Parses a log's text (JSON lines). A torn last line (a crash mid-append, which the engine drops
-/// when it next opens the log) is left out and reported; damage anywhere else is an error.
-pub fn parse_log(text: &str) -> std::result::Result<(Vec<AuditEntry>, bool), String> {
+/// A log file's entries. A torn last line (a crash mid-append) is left out: `torn` says so, and
+/// `good_len` is the length of the complete lines before it.
+#[derive(Debug)]
+pub struct ParsedLog {
+    pub entries: Vec<AuditEntry>,
+    pub torn: bool,
+    pub good_len: usize,
+}
+
+/// Parses a log file (JSON lines). Only the last line may be damaged (a torn append, which the
+/// engine cuts off when it next opens the log); damage anywhere else is an error.
+pub fn parse_log(bytes: &[u8]) -> std::result::Result<ParsedLog, String> {
     let mut entries = Vec::new();
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut good_len = 0;
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
     for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<AuditEntry>(line.trim_end()) {
-            Ok(entry) if line.ends_with('\n') => entries.push(entry),
-            _ if i + 1 == lines.len() => return Ok((entries, true)),
-            Err(e) => return Err(format!("line {} is not an audit entry: {e}", i + 1)),
-            Ok(_) => return Err(format!("line {} is not terminated", i + 1)),
+        match serde_json::from_slice::<AuditEntry>(line) {
+            Ok(entry) if line.ends_with(b"\n") => {
+                entries.push(entry);
+                good_len += line.len();
+            }
+            _ if i + 1 == lines.len() => return Ok(ParsedLog { entries, torn: true, good_len }),
+            _ => {
+                return Err(format!(
+                    "entry {} is not valid JSON and is not the last line: the log was damaged",
+                    entries.len()
+                ));
+            }
         }
     }
-    Ok((entries, false))
+    Ok(ParsedLog { entries, torn: false, good_len })
 }
 
 #[derive(Debug)]
@@ -277,50 +294,18 @@ impl AuditLog {
 
     /// Reads and verifies a log file. With `repair`, a torn last line is cut off the file.
     fn read_verified(path: &Path, repair: bool) -> Result<Vec<AuditEntry>> {
-        let file = File::open(path).map_err(|e| Error::storage(path, e))?;
-        let mut reader = BufReader::new(file);
-        let mut entries = Vec::new();
-        let mut good_len = 0u64;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line).map_err(|e| Error::storage(path, e))?;
-            if n == 0 {
-                break;
-            }
-            let complete = line.ends_with('\n');
-            match serde_json::from_str::<AuditEntry>(line.trim_end()) {
-                Ok(entry) if complete => {
-                    entries.push(entry);
-                    good_len += n as u64;
-                }
-                _ => {
-                    // Only the very last line may be damaged (a torn append); anything else is tampering.
-                    let mut rest = String::new();
-                    let more = reader.read_line(&mut rest).map_err(|e| Error::storage(path, e))?;
-                    if more > 0 {
-                        return Err(Error::storage(
-                            path,
-                            format!(
-                                "audit log entry {} is not valid JSON and is not the last line: the log was damaged",
-                                entries.len()
-                            ),
-                        ));
-                    }
-                    if repair {
-                        tracing::warn!(path = %path.display(), entry = entries.len(), "dropping a torn last audit entry");
-                        let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::storage(path, e))?;
-                        f.set_len(good_len).map_err(|e| Error::storage(path, e))?;
-                        f.sync_all().map_err(|e| Error::storage(path, e))?;
-                    }
-                    break;
-                }
-            }
+        let bytes = std::fs::read(path).map_err(|e| Error::storage(path, e))?;
+        let parsed = parse_log(&bytes).map_err(|e| Error::storage(path, format!("audit log {e}")))?;
+        if parsed.torn && repair {
+            tracing::warn!(path = %path.display(), entry = parsed.entries.len(), "dropping a torn last audit entry");
+            let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::storage(path, e))?;
+            f.set_len(parsed.good_len as u64).map_err(|e| Error::storage(path, e))?;
+            f.sync_all().map_err(|e| Error::storage(path, e))?;
         }
-        verify_chain(&entries)
-            .and_then(|_| verify_signatures(&entries))
+        verify_chain(&parsed.entries)
+            .and_then(|_| verify_signatures(&parsed.entries))
             .map_err(|e| Error::storage(path, format!("audit log fails verification: {e}")))?;
-        Ok(entries)
+        Ok(parsed.entries)
     }
 
     /// Appends an event and syncs it to disk before returning.
@@ -395,15 +380,19 @@ mod tests {
         log
     }
 
+    /// A start that appends `events` after its hosting entry, then a stop.
+    fn run_once(path: &Path, events: std::ops::Range<u64>) {
+        let log = start(path);
+        for i in events {
+            log.append(event(i)).unwrap();
+        }
+    }
+
     #[test]
     fn entries_are_chained_and_signed_by_each_start_s_attested_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = start(&path);
-        for i in 0..3 {
-            log.append(event(i)).unwrap();
-        }
-        drop(log);
+        run_once(&path, 0..3);
         let log = start(&path);
         let e = log.append(event(3)).unwrap();
         assert_eq!(e.seq, 5);
@@ -469,11 +458,7 @@ mod tests {
     fn a_torn_last_line_is_dropped_but_damage_elsewhere_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = start(&path);
-        for i in 0..3 {
-            log.append(event(i)).unwrap();
-        }
-        drop(log);
+        run_once(&path, 0..3);
         let text = std::fs::read_to_string(&path).unwrap();
         // A crash mid-append: half of a fifth line.
         std::fs::write(&path, format!("{text}{{\"seq\":4,\"ti")).unwrap();
@@ -492,14 +477,8 @@ mod tests {
     fn a_crash_at_any_byte_leaves_a_log_that_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = start(&path);
-        for i in 0..3 {
-            log.append(event(i)).unwrap();
-        }
-        drop(log);
-        let log = start(&path);
-        log.append(event(3)).unwrap();
-        drop(log);
+        run_once(&path, 0..3);
+        run_once(&path, 3..4);
         let full = std::fs::read(&path).unwrap();
         let boundaries: Vec<usize> =
             full.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
@@ -508,8 +487,8 @@ mod tests {
         let cut = |n: usize| n.is_multiple_of(37) || boundaries.iter().any(|b| b.abs_diff(n) <= 2);
         let crash = dir.path().join("crash.jsonl");
         for n in (0..=full.len()).filter(|n| cut(*n)) {
-            let prefix = std::str::from_utf8(&full[..n]).unwrap();
-            let (entries, torn) = parse_log(prefix).unwrap();
+            let prefix = &full[..n];
+            let ParsedLog { entries, torn, .. } = parse_log(prefix).unwrap();
             let whole = boundaries.iter().filter(|b| **b <= n).count();
             assert_eq!((entries.len(), torn), (whole, !boundaries.contains(&n) && n > 0), "offset {n}");
             verify_chain(&entries).unwrap();

@@ -24,10 +24,7 @@ fn room(k: u32) -> String {
     format!(
         r#"
 name: lookalike room
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -68,8 +65,7 @@ privacy:
   k_thresholds: [{{ set_by: pub, k: {k} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV),
-        p = digest(PUB)
+        parties = common::participants(ADV, PUB, true)
     )
 }
 

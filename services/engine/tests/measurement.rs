@@ -21,10 +21,7 @@ fn room(k: u32) -> String {
     format!(
         r#"
 name: measurement room
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -56,8 +53,7 @@ privacy:
   k_thresholds: [{{ set_by: adv, k: {k} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV),
-        p = digest(PUB)
+        parties = common::participants(ADV, PUB, false)
     )
 }
 

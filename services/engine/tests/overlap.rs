@@ -24,10 +24,7 @@ fn contract(k: u32) -> RoomContract {
     let yaml = format!(
         r#"
 name: test room
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -54,8 +51,7 @@ privacy:
   k_thresholds: [{{ set_by: adv, k: {k} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV_TOKEN),
-        p = digest(PUB_TOKEN)
+        parties = common::participants(ADV_TOKEN, PUB_TOKEN, true)
     );
     RoomFile::parse(&yaml, "test").unwrap()
 }
@@ -650,10 +646,7 @@ async fn a_separate_segment_table_joins_on_the_user_id() {
     let yaml = format!(
         r#"
 name: segment table room
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -678,8 +671,7 @@ privacy:
   k_thresholds: [{{ set_by: adv, k: 2 }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV_TOKEN),
-        p = digest(PUB_TOKEN)
+        parties = common::participants(ADV_TOKEN, PUB_TOKEN, false)
     );
     let dir = tempfile::tempdir().unwrap();
     let engine = common::open(dir.path(), vec![RoomFile::parse(&yaml, "t").unwrap()], vec![]).await;

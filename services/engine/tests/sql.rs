@@ -19,10 +19,7 @@ fn room(computations: &str) -> String {
     format!(
         r#"
 name: sql room
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -46,8 +43,7 @@ privacy:
   k_thresholds: [{{ set_by: pub, k: 10 }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV),
-        p = digest(PUB)
+        parties = common::participants(ADV, PUB, true)
     )
 }
 

@@ -9,7 +9,6 @@ use arrow::record_batch::RecordBatch;
 use sealroom_matching::clk::{self, ClkSchema, Encoder};
 use sealroom_matching::hash::sha256;
 use sealroom_proto::RoomFile;
-use sha2::{Digest, Sha256};
 
 mod common;
 use common::count;
@@ -64,14 +63,10 @@ const LAST: [&str; 20] = [
 ];
 
 fn room(overlap: &str) -> String {
-    let token = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
     format!(
         r#"
 name: tiers
-participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
-tables:
+{parties}tables:
   - name: crm
     owner: adv
     columns:
@@ -110,8 +105,7 @@ privacy:
   k_thresholds: [{{ set_by: adv, k: 5 }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = token(ADV),
-        p = token(PUB)
+        parties = common::participants(ADV, PUB, true)
     )
 }
 

@@ -19,6 +19,19 @@ pub(crate) fn digest(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// The `participants:` block of a two-party test room: `adv` (data owner and analyst) and `pub`
+/// (data owner, and analyst when `pub_runs`), each with the digest of its token.
+pub(crate) fn participants(adv_token: &str, pub_token: &str, pub_runs: bool) -> String {
+    let pub_roles = if pub_runs { "data_owner, analyst" } else { "data_owner" };
+    format!(
+        "participants:\n  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ \
+         bearer_token_sha256: {} }} }}\n  - {{ id: pub, name: Publisher, roles: [{pub_roles}], credential: {{ \
+         bearer_token_sha256: {} }} }}\n",
+        digest(adv_token),
+        digest(pub_token)
+    )
+}
+
 /// An engine in the simulated TEE on `dir`, with default limits, hosting `contracts`, or why not.
 pub(crate) async fn try_open(
     dir: &Path,
