@@ -2,10 +2,11 @@
 """Talk to a sealroom enclave server with nothing but pyarrow.
 
     sealroom attest --rest https://127.0.0.1:8080 --room-file room.yaml --save-cert enclave.pem
+    TOKEN=$(sealroom token --key acme.key.pem --participant acme --room-file room.yaml)
     python examples/pyarrow_client.py --flight grpc+tls://127.0.0.1:50051 --enclave-cert enclave.pem \
-        --room <room id> --token <token> upload crm crm_hashed.parquet
+        --room <room id> --token "$TOKEN" upload crm crm_hashed.parquet
     python examples/pyarrow_client.py --flight grpc+tls://127.0.0.1:50051 --enclave-cert enclave.pem \
-        --room <room id> --token <token> run overlap
+        --room <room id> --token "$TOKEN" run overlap
 
 The server speaks only TLS, with a key generated inside the enclave. `sealroom attest` verifies the
 enclave's attestation evidence against the room file and saves its certificate; pyarrow then trusts
@@ -30,7 +31,7 @@ def main() -> int:
         "--enclave-cert", required=True, help="the certificate `sealroom attest --save-cert` wrote (PEM)"
     )
     parser.add_argument("--room", required=True, help="room id (sealroom room id <room file>)")
-    parser.add_argument("--token", required=True, help="the participant's bearer token")
+    parser.add_argument("--token", required=True, help="the participant's token (`sealroom token --key ... --participant ...`)")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("upload")
     up.add_argument("table")

@@ -87,12 +87,8 @@ impl RoomContract {
         for participant in &mut self.participants {
             sort_dedup(&mut participant.roles);
             if let Some(credential) = &mut participant.credential {
-                match &mut credential.kind {
-                    Some(crate::room::v1::credential::Kind::BearerTokenSha256(digest)) => {
-                        *digest = digest.to_ascii_lowercase();
-                    }
-                    None => {}
-                }
+                sort_dedup(&mut credential.issuer_keys);
+                sort_dedup(&mut credential.revoked_token_ids);
             }
         }
         self.participants.sort_by(|a, b| a.id.cmp(&b.id));
@@ -153,6 +149,12 @@ impl RoomContract {
             attestation.accepted_measurements.dedup();
             attestation.accepted_tcb_statuses.sort();
             attestation.accepted_tcb_statuses.dedup();
+        }
+        if self.authentication.as_ref().is_some_and(|a| {
+            a.max_token_lifetime_seconds == 0
+                || a.max_token_lifetime_seconds == crate::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
+        }) {
+            self.authentication = None;
         }
     }
 

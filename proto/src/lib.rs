@@ -34,6 +34,23 @@ pub use canonical::RoomId;
 pub use room_file::{RoomFile, RoomFileError};
 pub use validate::{ValidationError, ValidationErrors};
 
+/// The longest a participant's token may live unless the contract says otherwise: one day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u32 = 86_400;
+
+/// The longest token lifetime a contract may allow: 30 days.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u32 = 30 * 86_400;
+
+/// The byte length of the DER SubjectPublicKeyInfo of an ECDSA P-256 key (uncompressed point).
+pub const P256_SPKI_LEN: usize = 91;
+
+/// The fixed DER prefix of every ECDSA P-256 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { id-ecPublicKey,
+/// prime256v1 }, BIT STRING (no unused bits) } — followed by the 65-byte uncompressed point (0x04, X, Y).
+/// DER is canonical, so a P-256 SPKI is exactly this prefix and the point.
+pub const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
 /// The k-anonymity threshold of a room whose participants set none.
 pub const DEFAULT_K: u32 = 100;
 

@@ -37,6 +37,22 @@ pub struct RoomFile {
     pub privacy: PrivacyFile,
     #[serde(default)]
     pub attestation: AttestationFile,
+    #[serde(default, skip_serializing_if = "AuthenticationFile::is_default")]
+    pub authentication: AuthenticationFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticationFile {
+    /// The longest a participant's token may live, in seconds (default one day, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_seconds: Option<u32>,
+}
+
+impl AuthenticationFile {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,8 +75,28 @@ pub enum RoleFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialFile {
-    /// Lowercase hex SHA-256 of the participant's bearer token (`sealroom token` makes one).
-    pub bearer_token_sha256: String,
+    /// ECDSA P-256 public keys that sign the participant's tokens, each a PEM `PUBLIC KEY` block (or its
+    /// base64 body on one line); `sealroom keygen` makes a key pair.
+    pub issuer_keys: Vec<String>,
+    /// Token ids (`jti`) revoked before they expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_token_ids: Vec<String>,
+}
+
+/// The base64 body of a PEM block (armor lines and whitespace dropped); a one-line base64 key is kept.
+pub fn pem_body(text: &str) -> String {
+    text.lines().filter(|l| !l.trim_start().starts_with("-----")).flat_map(|l| l.split_whitespace()).collect()
+}
+
+/// A base64 DER public key as a PEM `PUBLIC KEY` block (64 characters a line).
+pub fn public_key_pem(base64_der: &str) -> String {
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for chunk in base64_der.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -539,7 +575,8 @@ impl RoomFile {
                     name: p.name.clone(),
                     roles: p.roles.iter().map(|r| r.to_proto() as i32).collect(),
                     credential: p.credential.as_ref().map(|c| pb::Credential {
-                        kind: Some(pb::credential::Kind::BearerTokenSha256(c.bearer_token_sha256.clone())),
+                        issuer_keys: c.issuer_keys.iter().map(|k| pem_body(k)).collect(),
+                        revoked_token_ids: c.revoked_token_ids.clone(),
                     }),
                 })
                 .collect(),
@@ -611,6 +648,10 @@ impl RoomFile {
                 }),
                 accepted_tcb_statuses: self.attestation.accepted_tcb_statuses.clone(),
             }),
+            authentication: self
+                .authentication
+                .max_token_lifetime_seconds
+                .map(|s| pb::Authentication { max_token_lifetime_seconds: s }),
         }
     }
 
@@ -627,8 +668,9 @@ impl RoomFile {
                     id: p.id.clone(),
                     name: p.name.clone(),
                     roles: p.roles().filter_map(RoleFile::from_proto).collect(),
-                    credential: p.credential.as_ref().and_then(|c| c.kind.as_ref()).map(|k| match k {
-                        pb::credential::Kind::BearerTokenSha256(d) => CredentialFile { bearer_token_sha256: d.clone() },
+                    credential: p.credential.as_ref().map(|c| CredentialFile {
+                        issuer_keys: c.issuer_keys.iter().map(|k| public_key_pem(k)).collect(),
+                        revoked_token_ids: c.revoked_token_ids.clone(),
                     }),
                 })
                 .collect(),
@@ -734,6 +776,13 @@ impl RoomFile {
                     .as_ref()
                     .map(|a| a.accepted_tcb_statuses.clone())
                     .unwrap_or_default(),
+            },
+            authentication: AuthenticationFile {
+                max_token_lifetime_seconds: contract
+                    .authentication
+                    .as_ref()
+                    .map(|a| a.max_token_lifetime_seconds)
+                    .filter(|s| *s != 0),
             },
         }
     }

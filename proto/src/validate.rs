@@ -10,8 +10,8 @@ use std::fmt;
 use crate::canonical::truncate_for_message;
 use crate::room::v1::{
     AffinityComputation, Column, ColumnType, Computation, IdentifierKind, LookalikeComputation, MeasurementComputation,
-    NormalizationProfile, OverlapComputation, Platform, Role, RoomContract, SqlComputation, Table, computation,
-    credential,
+    NormalizationProfile, OverlapComputation, Participant, Platform, Role, RoomContract, SqlComputation, Table,
+    computation,
 };
 
 /// Largest k a room may set: beyond this nothing could ever be released.
@@ -122,37 +122,82 @@ fn validate_participants(contract: &RoomContract, c: &mut Collector) {
                 );
             }
         }
-        match p.credential.as_ref().and_then(|cr| cr.kind.as_ref()) {
-            None => c.push(
-                format!("{path}.credential"),
-                format!(
-                    "participant '{}' has no credential: add `credential: {{bearer_token_sha256: <hex>}}` \
-                     (`sealroom token` makes a token and its digest)",
-                    p.id
-                ),
-            ),
-            Some(credential::Kind::BearerTokenSha256(digest)) => {
-                if !is_hex_of_len(digest, 32) {
-                    c.push(
-                        format!("{path}.credential.bearer_token_sha256"),
-                        "must be the 64-character hex SHA-256 of the bearer token, not the token itself \
-                         (`sealroom token` prints both)",
-                    );
-                }
+        validate_credential(p, &path, c);
+    }
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for p in &contract.participants {
+        for key in p.credential.iter().flat_map(|cr| &cr.issuer_keys) {
+            if let Some(other) = owners.insert(key.as_str(), p.id.as_str())
+                && other != p.id
+            {
+                c.push(
+                    "participants",
+                    format!(
+                        "participants '{other}' and '{}' share an issuer key; each participant needs its own key \
+                         (`sealroom keygen`), or one could act as the other",
+                        p.id
+                    ),
+                );
             }
         }
     }
-    let mut digests: HashMap<&str, &str> = HashMap::new();
-    for p in &contract.participants {
-        if let Some(credential::Kind::BearerTokenSha256(d)) = p.credential.as_ref().and_then(|c| c.kind.as_ref())
-            && let Some(other) = digests.insert(d.as_str(), p.id.as_str())
-        {
+    if let Some(a) = &contract.authentication
+        && a.max_token_lifetime_seconds != 0
+        && !(60..=crate::MAX_TOKEN_LIFETIME_SECONDS).contains(&a.max_token_lifetime_seconds)
+    {
+        c.push(
+            "authentication.max_token_lifetime_seconds",
+            format!(
+                "{} is out of range: give 60 to {} seconds (30 days), or leave it out for one day",
+                a.max_token_lifetime_seconds,
+                crate::MAX_TOKEN_LIFETIME_SECONDS
+            ),
+        );
+    }
+}
+
+/// A participant's credential: at least one well-formed ECDSA P-256 issuer key and sane token ids.
+fn validate_credential(p: &Participant, path: &str, c: &mut Collector) {
+    let Some(credential) = p.credential.as_ref().filter(|cr| !cr.issuer_keys.is_empty()) else {
+        return c.push(
+            format!("{path}.credential.issuer_keys"),
+            format!(
+                "participant '{}' has no issuer key: run `sealroom keygen --out {}.key.pem` and put the public key \
+                 it prints under `credential: {{issuer_keys: [...]}}`; the participant keeps the private key",
+                p.id, p.id
+            ),
+        );
+    };
+    for (j, key) in credential.issuer_keys.iter().enumerate() {
+        if let Err(e) = decode_p256_spki(key) {
+            c.push(format!("{path}.credential.issuer_keys[{j}]"), e);
+        }
+    }
+    for (j, id) in credential.revoked_token_ids.iter().enumerate() {
+        if id.is_empty() || id.len() > 128 || id.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
             c.push(
-                "participants",
-                format!("participants '{other}' and '{}' share a credential; each needs its own token", p.id),
+                format!("{path}.credential.revoked_token_ids[{j}]"),
+                "a token id (`jti`) is 1 to 128 printable characters without spaces",
             );
         }
     }
+}
+
+/// Decodes an issuer key of the contract (standard base64 of a DER SubjectPublicKeyInfo) and checks
+/// that it is an ECDSA P-256 key; returns the DER bytes.
+pub fn decode_p256_spki(base64_der: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD.decode(base64_der).map_err(|e| {
+        format!("not a PEM public key or its base64 body ({e}); paste the key `sealroom keygen` printed")
+    })?;
+    if der.len() != crate::P256_SPKI_LEN || !der.starts_with(&crate::P256_SPKI_PREFIX) || der[26] != 0x04 {
+        return Err(format!(
+            "not an ECDSA P-256 public key ({} bytes of DER); tokens are signed with ES256, so the key must be \
+             P-256 (`sealroom keygen`, or `openssl ecparam -name prime256v1 -genkey`)",
+            der.len()
+        ));
+    }
+    Ok(der)
 }
 
 fn require_participant_with_role(

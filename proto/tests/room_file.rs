@@ -76,13 +76,48 @@ fn semantic_errors_name_every_field_and_say_what_to_do() {
     assert!(err.contains("k must be between 2 and 1000000"), "{err}");
 }
 
+/// The public issuer keys of the example's acme and news (one-line base64 of the DER SPKI).
+const ACME_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEXi2wNU4k8ua8iPexYuAZ0wNfrfqWbCEHjYNpv+jAX5xJ13oQxqyXuqHculABPi0M1URNM83h0nTd/39MC4w5Jg==";
+const NEWS_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8Rngo6ZOvnLtxaabLh55h9UskgvyEiacutFjIsB5yHGOSYlzwhKjOYtlNGQYwtRYayDvNl6fr0KsbEfrCbF6sA==";
+
 #[test]
-fn plaintext_tokens_in_the_room_file_are_refused() {
-    let text = example().replace(
-        "691a43a0d9ba5252af78013aa09593ac56850a1397d25a9877449978f8f8bad7",
-        "acme-example-token-0123456789abcdef",
+fn credentials_are_p256_issuer_keys_and_pem_or_base64_is_the_same_contract() {
+    let pem_room = RoomFile::parse(&example(), "room.yaml").unwrap();
+    let acme = pem_room.participants.iter().find(|p| p.id == "acme").unwrap();
+    assert_eq!(acme.credential.as_ref().unwrap().issuer_keys, [ACME_KEY]);
+    // The same key written as one line of base64 is the same contract.
+    let start = example().find("-----BEGIN PUBLIC KEY-----").unwrap();
+    let end = example()[start..].find("-----END PUBLIC KEY-----").unwrap() + start + "-----END PUBLIC KEY-----".len();
+    let one_line = format!("{}{ACME_KEY}{}", &example()[..start], &example()[end..]);
+    assert_eq!(RoomFile::parse(&one_line, "room.yaml").unwrap().room_id(), pem_room.room_id());
+    // The file form renders the keys as PEM again, and parses back to the same room.
+    let back = RoomFile::from_contract(&pem_room).to_yaml();
+    assert!(back.contains("-----BEGIN PUBLIC KEY-----"), "{back}");
+    assert_eq!(RoomFile::parse(&back, "again.yaml").unwrap().room_id(), pem_room.room_id());
+
+    // A bearer token (or its digest) where the key belongs.
+    let digest = "691a43a0d9ba5252af78013aa09593ac56850a1397d25a9877449978f8f8bad7";
+    let token = format!("{}{digest}{}", &example()[..start], &example()[end..]);
+    let err = invalid(&token);
+    assert!(err.contains("participants[0].credential.issuer_keys[0]: not an ECDSA P-256 public key"), "{err}");
+    let err = invalid(&format!("{}not base64!{}", &example()[..start], &example()[end..]));
+    assert!(err.contains("not a PEM public key or its base64 body"), "{err}");
+    // The old credential field is gone: a clear error, not a silent ignore.
+    let old = example().replacen("issuer_keys:", "bearer_token_sha256: 00\n      issuer_keys:", 1);
+    assert!(
+        RoomFile::parse(&old, "room.yaml").unwrap_err().to_string().contains("unknown field `bearer_token_sha256`")
     );
-    assert!(invalid(&text).contains("not the token itself"));
+    // Two participants with one key: one could act as the other.
+    let shared = example().replace(&NEWS_KEY[..64], &ACME_KEY[..64]).replace(&NEWS_KEY[64..], &ACME_KEY[64..]);
+    let err = invalid(&shared);
+    assert!(err.contains("participants 'acme' and 'news' share an issuer key"), "{err}");
+    // The token lifetime limit.
+    let err = invalid(&format!("{}\nauthentication: {{ max_token_lifetime_seconds: 10 }}\n", example()));
+    assert!(err.contains("authentication.max_token_lifetime_seconds: 10 is out of range"), "{err}");
+    let day =
+        RoomFile::parse(&format!("{}\nauthentication: {{ max_token_lifetime_seconds: 86400 }}\n", example()), "r")
+            .unwrap();
+    assert_eq!(day.room_id(), pem_room.room_id(), "the default lifetime, written out, is the same contract");
 }
 
 #[test]
@@ -181,13 +216,12 @@ fn lookalike_is_a_kind_whose_model_and_audience_go_only_where_the_contract_says(
 
 /// A room with a measurement; `tweak` edits its text.
 fn measurement_room(tweak: impl Fn(String) -> String) -> Result<RoomContract, RoomFileError> {
-    let (digest, other) = ("0".repeat(64), "1".repeat(64));
     let text = format!(
         r#"
 name: measurement
 participants:
-  - {{ id: adv, name: A, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {digest} }} }}
-  - {{ id: pub, name: P, roles: [data_owner], credential: {{ bearer_token_sha256: {other} }} }}
+  - {{ id: adv, name: A, roles: [data_owner, analyst], credential: {{ issuer_keys: [{ACME_KEY}] }} }}
+  - {{ id: pub, name: P, roles: [data_owner], credential: {{ issuer_keys: [{NEWS_KEY}] }} }}
 tables:
   - name: crm
     owner: adv

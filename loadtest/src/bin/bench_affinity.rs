@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, Int64Array, ListBuilder, StringBuilder};
@@ -27,6 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sealroom_attest::token::{IssuerKey, unix_now};
 use sealroom_engine::{Channel, Engine, EngineConfig, EngineMetrics, ReleasedCell, UploadLimits};
 use sha2::{Digest, Sha256};
 
@@ -61,8 +62,28 @@ enum Command {
 }
 
 const CHUNK: usize = 1 << 20;
-const ADV_TOKEN: &str = "benchmark-advertiser-token-0001";
-const PUB_TOKEN: &str = "benchmark-publisher-token-00002";
+// The benchmark's participants: each authenticates with a token signed by its issuer key.
+const ADV_TOKEN: &str = "adv";
+const PUB_TOKEN: &str = "pub";
+
+/// The issuer key of a benchmark participant (made once per process).
+fn issuer(who: &str) -> Result<&'static IssuerKey, String> {
+    static KEYS: OnceLock<Result<[IssuerKey; 2], String>> = OnceLock::new();
+    let keys = KEYS
+        .get_or_init(|| {
+            Ok([IssuerKey::generate().map_err(|e| e.to_string())?, IssuerKey::generate().map_err(|e| e.to_string())?])
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    Ok(if who == ADV_TOKEN { &keys[0] } else { &keys[1] })
+}
+
+/// Participant `who` in the engine's room, authenticated with a fresh token.
+fn login(engine: &Engine, who: &str) -> Result<sealroom_engine::Caller, String> {
+    let room = engine.room_ids()[0].to_string();
+    let token = issuer(who)?.mint(who, std::slice::from_ref(&room), 600, unix_now()).map_err(|e| e.to_string())?;
+    engine.authenticate(&room, &token).map_err(|e| e.to_string())
+}
 
 fn email_digest(person: usize) -> [u8; 32] {
     Sha256::digest(format!("person{person}@example.com").as_bytes()).into()
@@ -164,13 +185,12 @@ fn generate(
 }
 
 fn contract(k: u32) -> Result<sealroom_proto::room::v1::RoomContract, String> {
-    let digest = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
     let yaml = format!(
         r#"
 name: affinity benchmark
 participants:
-  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ bearer_token_sha256: {p} }} }}
+  - {{ id: adv, name: Advertiser, roles: [data_owner, analyst], credential: {{ issuer_keys: [{a}] }} }}
+  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ issuer_keys: [{p}] }} }}
 tables:
   - name: crm
     owner: adv
@@ -192,15 +212,14 @@ privacy:
   k_thresholds: [{{ set_by: adv, k: {k} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV_TOKEN),
-        p = digest(PUB_TOKEN)
+        a = issuer(ADV_TOKEN)?.public_key_base64(),
+        p = issuer(PUB_TOKEN)?.public_key_base64()
     );
     sealroom_proto::RoomFile::parse(&yaml, "benchmark").map_err(|e| e.to_string())
 }
 
-async fn upload(engine: &Engine, token: &str, table: &str, path: &Path) -> Result<u64, String> {
-    let room = engine.room_ids()[0].clone();
-    let caller = engine.authenticate(room.as_str(), token).map_err(|e| e.to_string())?;
+async fn upload(engine: &Engine, who: &str, table: &str, path: &Path) -> Result<u64, String> {
+    let caller = login(engine, who)?;
     let mut session = engine.begin_upload(&caller, table).map_err(|e| e.to_string())?;
     let file =
         File::open(path).map_err(|e| format!("{}: {e} (run `bench_affinity generate` first)", path.display()))?;
@@ -235,8 +254,7 @@ async fn run(dir: &Path, k: u32) -> Result<(), String> {
     let advertisers = upload(&engine, ADV_TOKEN, "crm", &dir.join("advertiser.parquet")).await?;
     let upload_seconds = t.elapsed().as_secs_f64();
 
-    let room = engine.room_ids()[0].clone();
-    let analyst = engine.authenticate(room.as_str(), ADV_TOKEN).map_err(|e| e.to_string())?;
+    let analyst = login(&engine, ADV_TOKEN)?;
     let t = Instant::now();
     engine.run(&analyst, "affinity").await.map_err(|e| e.to_string())?;
     let released = engine.release(&analyst, "affinity", None, Channel::Rest).map_err(|e| e.to_string())?;

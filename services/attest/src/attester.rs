@@ -32,6 +32,12 @@ pub trait Attester: Send + Sync + std::fmt::Debug {
     /// platform hands out with it.
     fn report(&self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), AttestError>;
 
+    /// The TEE's sealing key for this enclave (bound to its measurement), or `None` when the TEE
+    /// has none (the simulated TEE: the engine keeps a key file).
+    fn sealing_key(&self) -> Result<Option<[u8; 32]>, AttestError> {
+        Ok(None)
+    }
+
     /// Evidence that `public_key` (SPKI DER) is held by this TEE for `room_id`, fresh for `nonce`.
     fn attest(&self, public_key: &[u8], room_id: &str, nonce: &[u8]) -> Result<Evidence, AttestError> {
         let (report, endorsements) = self.report(&report_data(public_key, room_id, nonce))?;
@@ -61,6 +67,18 @@ impl Attester for Hardware {
             Platform::Tdx => dcap::request_tdx(report_data),
             Platform::Sgx => dcap::request_sgx(report_data),
             Platform::Simulated => Err(AttestError::Unavailable("the simulated TEE is not hardware".into())),
+        }
+    }
+    fn sealing_key(&self) -> Result<Option<[u8; 32]>, AttestError> {
+        match self.0 {
+            Platform::SevSnp => snp::sealing_key().map(Some),
+            Platform::Sgx => dcap::sgx_sealing_key().map(Some),
+            Platform::Tdx => Err(AttestError::Unavailable(
+                "Intel TDX has no sealing key: set `sealing_key_file` to a key on storage only this TD can read \
+                 (for example released by a key broker after attestation)"
+                    .into(),
+            )),
+            Platform::Simulated => Ok(None),
         }
     }
 }

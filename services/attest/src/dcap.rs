@@ -175,3 +175,13 @@ pub(crate) fn request_sgx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsemen
 
 /// Gramine's attestation pseudo-filesystem.
 pub(crate) const GRAMINE: &str = "/dev/attestation";
+
+/// The SGX sealing key of this enclave (Gramine's `_sgx_mrenclave` key: bound to MRENCLAVE, so only
+/// this exact enclave on this CPU derives it), stretched to 32 bytes with HKDF-SHA256.
+pub(crate) fn sgx_sealing_key() -> Result<[u8; 32], crate::AttestError> {
+    let path = format!("{GRAMINE}/keys/_sgx_mrenclave");
+    let raw = std::fs::read(&path).map_err(|e| {
+        crate::AttestError::Unavailable(format!("cannot read the SGX sealing key {path} (Gramine ≥ 1.2?): {e}"))
+    })?;
+    crate::identity::stretch_key(&raw, b"sealroom sgx sealing key")
+}

@@ -11,12 +11,7 @@ use x509_cert::der::{Decode, Encode};
 
 use crate::AttestError;
 
-/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 65-byte uncompressed
-/// point); the encoding is canonical, so an SPKI is this prefix and the point.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
+use sealroom_proto::P256_SPKI_PREFIX;
 
 /// The enclave's key pair and certificate.
 pub struct EnclaveIdentity {
@@ -92,6 +87,26 @@ impl EnclaveIdentity {
             .map(|s| s.as_ref().to_vec())
             .map_err(|_| AttestError::Device("the enclave key failed to sign".into()))
     }
+}
+
+/// A 32-byte key from TEE key material of another length (HKDF-SHA256 with `info`).
+pub(crate) fn stretch_key(material: &[u8], info: &[u8]) -> Result<[u8; 32], AttestError> {
+    use ring::hkdf;
+    struct Len32;
+    impl hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    if material.len() < 16 {
+        return Err(AttestError::Device(format!("the TEE's key has {} bytes; at least 16 expected", material.len())));
+    }
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealroom").extract(material);
+    let infos = [info];
+    let okm = prk.expand(&infos, Len32).map_err(|_| AttestError::Device("HKDF expand failed".into()))?;
+    let mut key = [0u8; 32];
+    okm.fill(&mut key).map_err(|_| AttestError::Device("HKDF fill failed".into()))?;
+    Ok(key)
 }
 
 /// Checks a signature by [`EnclaveIdentity::sign`] against the key's SubjectPublicKeyInfo.

@@ -12,6 +12,9 @@
 //!   no debug, minimum TCB, accepted TCB statuses) and the binding; every check is reported with
 //!   its verdict, so a refusal says exactly which check failed.
 //!
+//! - [`token`]: participant tokens (JWT, ES256) signed by issuer keys the contract names: the room's
+//!   authentication root, with no shared secret in the room file;
+//!
 //! The simulated TEE signs a statement with a local key: it proves nothing about the machine and
 //! is labelled INSECURE wherever it appears; only rooms whose contract allows it accept it.
 
@@ -19,6 +22,7 @@ pub mod attester;
 pub mod evidence;
 pub mod identity;
 pub mod tls;
+pub mod token;
 pub mod verify;
 
 mod dcap;

@@ -7,8 +7,35 @@ use sev::parser::ByteParser;
 use crate::evidence::{Endorsements, Platform};
 use crate::verify::{Policy, Verification};
 
+#[cfg(test)]
+mod tests;
+
 /// A built-in AMD root or signing key.
 type CertFn = fn() -> std::io::Result<Certificate>;
+
+/// An AMD root key (ARK) and the AMD signing key (ASK) it certified, for one product line.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub(crate) product: &'static str,
+    pub(crate) chain: ca::Chain,
+}
+
+/// The roots a VCEK must chain to: AMD's Milan, Genoa and Turin ARK and ASK built into `sev`.
+/// Verification never takes roots from anywhere else (only this crate's unit tests substitute
+/// generated ones, through the crate-private `verify::verify_with_snp_roots`).
+pub(crate) fn amd_roots() -> Vec<Root> {
+    let builtin: [(&'static str, CertFn, CertFn); 3] = [
+        ("Milan", builtin::milan::ark, builtin::milan::ask),
+        ("Genoa", builtin::genoa::ark, builtin::genoa::ask),
+        ("Turin", builtin::turin::ark, builtin::turin::ask),
+    ];
+    builtin
+        .into_iter()
+        .filter_map(|(product, ark, ask)| {
+            Some(Root { product, chain: ca::Chain { ark: ark().ok()?, ask: ask().ok()? } })
+        })
+        .collect()
+}
 
 /// Size of an SNP attestation report.
 pub(crate) const REPORT_LEN: usize = 1184;
@@ -35,11 +62,15 @@ fn tcb_text(t: &sev::firmware::host::TcbVersion) -> String {
     format!("{fmc}bootloader {}, tee {}, snp {}, microcode {}", t.bootloader, t.tee, t.snp, t.microcode)
 }
 
-/// Verifies an SNP report; returns its report data when it could be parsed.
+/// Verifies an SNP report at `now` (seconds since the Unix epoch: the VCEK must be valid then)
+/// with a VCEK that must chain to one of the `roots` ([`amd_roots`] outside this crate's tests);
+/// returns its report data when it could be parsed.
 pub(crate) fn verify(
     raw: &[u8],
     endorsements: &Endorsements,
     policy: &Policy,
+    now: u64,
+    roots: impl FnOnce() -> Vec<Root>,
     v: &mut Verification,
 ) -> Option<[u8; 64]> {
     let report = match parse_canonical(raw) {
@@ -57,9 +88,19 @@ pub(crate) fn verify(
     v.detail("VMPL", report.vmpl.to_string());
     v.detail("chip id", hex::encode(&report.chip_id[..8]) + "…");
     v.detail("guest policy", format!("{:#x}", report.policy.0));
+    // SMT is shown, not refused: most hosts run with it on, and a guest policy that forbids it
+    // cannot launch there. A sibling hyperthread shares the core's caches (a side channel).
+    v.detail(
+        "SMT",
+        if report.policy.smt_allowed() {
+            "allowed by the guest policy (the host may run other code on the core's sibling thread)"
+        } else {
+            "disallowed by the guest policy"
+        },
+    );
 
     match endorsements {
-        Endorsements::Vcek { der } => check_chain(der, &report, v),
+        Endorsements::Vcek { der } => check_chain(der, &report, now, &roots(), v),
         _ => v.check(
             "AMD certificate chain",
             false,
@@ -81,6 +122,17 @@ pub(crate) fn verify(
         report.policy.debug_allowed(),
         "the guest policy allows debugging: the host can read the guest's memory",
         v,
+    );
+    let migration_agent = report.policy.migrate_ma_allowed();
+    v.check(
+        "migration agent disallowed",
+        !migration_agent,
+        if migration_agent {
+            "the guest policy allows a migration agent (MIGRATE_MA, bit 18): an agent the host associates with \
+             the guest can export its memory and state, and the agent's own measurement is not in this report"
+        } else {
+            "the guest policy disallows a migration agent (MIGRATE_MA = 0)"
+        },
     );
     policy.check_measurement(Platform::SevSnp, &[&report.measurement[..]], v);
     match &policy.snp_min_tcb {
@@ -111,30 +163,27 @@ pub(crate) fn verify(
     Some(report.report_data)
 }
 
-/// The VCEK chains to one of AMD's built-in roots, is this chip's at the reported TCB, and signed
-/// the report.
-fn check_chain(der: &[u8], report: &AttestationReport, v: &mut Verification) {
+/// The VCEK chains to one of `roots`, is this chip's at the reported TCB, is valid at `now`, and
+/// signed the report.
+fn check_chain(der: &[u8], report: &AttestationReport, now: u64, roots: &[Root], v: &mut Verification) {
     let vek = match Certificate::from_der(der) {
         Ok(c) => c,
         Err(e) => return v.check("AMD certificate chain", false, format!("the VCEK is not a DER certificate: {e}")),
     };
-    let roots: [(&str, CertFn, CertFn); 3] = [
-        ("Milan", builtin::milan::ark, builtin::milan::ask),
-        ("Genoa", builtin::genoa::ark, builtin::genoa::ask),
-        ("Turin", builtin::turin::ark, builtin::turin::ask),
-    ];
-    let product = roots.iter().find_map(|(name, ark, ask)| {
-        let chain = Chain { ca: ca::Chain { ark: ark().ok()?, ask: ask().ok()? }, vek: vek.clone() };
-        chain.verify().is_ok().then_some(*name)
+    let product = roots.iter().find_map(|root| {
+        let chain = Chain { ca: root.chain.clone(), vek: vek.clone() };
+        chain.verify().is_ok().then_some(root.product)
     });
     let Some(product) = product else {
+        let names: Vec<&str> = roots.iter().map(|r| r.product).collect();
         return v.check(
             "AMD certificate chain",
             false,
-            "the VCEK is not signed by the ASK of AMD's Milan, Genoa or Turin root (ARK)",
+            format!("the VCEK is not signed by the ASK of AMD's {} root (ARK)", one_of(&names)),
         );
     };
-    match vcek_matches(der, report) {
+    let cert = x509_cert::Certificate::from(vek.clone());
+    match vcek_matches(&cert, report) {
         Ok(()) => v.check(
             "AMD certificate chain",
             true,
@@ -142,6 +191,7 @@ fn check_chain(der: &[u8], report: &AttestationReport, v: &mut Verification) {
         ),
         Err(e) => v.check("AMD certificate chain", false, e),
     }
+    check_validity(&cert, now, v);
     // The chain is verified: only the VCEK's signature over the report is left.
     let signed = (&vek, report).verify();
     v.check(
@@ -154,48 +204,90 @@ fn check_chain(der: &[u8], report: &AttestationReport, v: &mut Verification) {
     );
 }
 
-/// AMD's VCEK extensions: the chip id and the TCB the key was derived for.
+/// "a", "a or b", "a, b or c".
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => "(none)".to_owned(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// The VCEK is valid at `now`: notBefore ≤ now ≤ notAfter (RFC 5280 §4.1.2.5). AMD's KDS issues
+/// VCEKs valid for seven years.
+fn check_validity(cert: &x509_cert::Certificate, now: u64, v: &mut Verification) {
+    let validity = &cert.tbs_certificate.validity;
+    let (from, until) = (validity.not_before, validity.not_after);
+    let at = time_text(now);
+    let (valid, detail) = if now < from.to_unix_duration().as_secs() {
+        (false, format!("the VCEK is not valid before {from} (verification time {at})"))
+    } else if now > until.to_unix_duration().as_secs() {
+        (false, format!("the VCEK expired on {until} (verification time {at})"))
+    } else {
+        (true, format!("valid from {from} to {until}; verified at {at}"))
+    };
+    v.check("VCEK validity", valid, detail);
+}
+
+/// A time in seconds since the Unix epoch as an RFC 3339 UTC date.
+fn time_text(secs: u64) -> String {
+    x509_cert::der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs))
+        .map_or_else(|_| format!("{secs} s after the Unix epoch"), |t| t.to_string())
+}
+
+/// AMD's VCEK extensions: the chip id and the TCB the key was derived for (the FMC component on
+/// Turin only).
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
-const OID_TCB: [(&str, &str); 4] = [
-    ("1.3.6.1.4.1.3704.1.3.1", "bootloader"),
-    ("1.3.6.1.4.1.3704.1.3.2", "tee"),
-    ("1.3.6.1.4.1.3704.1.3.3", "snp"),
-    ("1.3.6.1.4.1.3704.1.3.8", "microcode"),
-];
+const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_BOOTLOADER: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_MICROCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
 
 /// Checks what the signature chain does not: the outer signature algorithm is the signed one
 /// (RFC 5280 §4.1.1.2), and the VCEK was issued for this chip and this reported TCB.
-fn vcek_matches(der: &[u8], report: &AttestationReport) -> Result<(), String> {
-    use x509_cert::der::Decode;
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| format!("the VCEK is not a DER certificate: {e}"))?;
+fn vcek_matches(cert: &x509_cert::Certificate, report: &AttestationReport) -> Result<(), String> {
     if cert.signature_algorithm != cert.tbs_certificate.signature {
         return Err("the VCEK's outer signature algorithm differs from the signed one".into());
     }
-    let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
-    let value =
-        |oid: &str| extensions.iter().find(|e| e.extn_id.to_string() == oid).map(|e| e.extn_value.as_bytes().to_vec());
+    let extensions = cert.tbs_certificate.extensions.as_deref().unwrap_or_default();
+    let value = |oid: &str| extensions.iter().find(|e| e.extn_id.to_string() == oid).map(|e| e.extn_value.as_bytes());
     // The hwID is the chip id as raw bytes: all 64 (Milan, Genoa) or the first 8 (Turin).
     let hwid = value(OID_HWID).ok_or("the VCEK has no hwID extension (a VLEK is not supported)")?;
     let same_chip = match hwid.len() {
         64 => hwid == report.chip_id,
-        8 => hwid == report.chip_id[..8],
+        8 => hwid == &report.chip_id[..8],
         _ => false,
     };
     if !same_chip {
         return Err("the VCEK was issued for another chip (its hwID is not the report's chip id)".into());
     }
     let reported = &report.reported_tcb;
-    let have = [reported.bootloader, reported.tee, reported.snp, reported.microcode];
-    for ((oid, name), have) in OID_TCB.iter().zip(have) {
+    let components = [
+        (OID_FMC, "fmc", reported.fmc),
+        (OID_BOOTLOADER, "bootloader", Some(reported.bootloader)),
+        (OID_TEE, "tee", Some(reported.tee)),
+        (OID_SNP, "snp", Some(reported.snp)),
+        (OID_MICROCODE, "microcode", Some(reported.microcode)),
+    ];
+    for (oid, name, have) in components {
         let Some(v) = value(oid) else { continue };
         // DER INTEGER: 02 len value (small unsigned values).
-        let want = match v.as_slice() {
-            [0x02, 1, x] => u32::from(*x),
-            [0x02, 2, 0, x] => u32::from(*x),
+        let want = match v {
+            [0x02, 1, x] | [0x02, 2, 0, x] => *x,
             _ => return Err(format!("the VCEK's {name} TCB extension is malformed")),
         };
-        if want != u32::from(have) {
-            return Err(format!("the VCEK is for {name} {want} but the report's reported TCB has {name} {have}"));
+        match have {
+            Some(have) if have == want => {}
+            Some(have) => {
+                return Err(format!("the VCEK is for {name} {want} but the report's reported TCB has {name} {have}"));
+            }
+            None => {
+                return Err(format!(
+                    "the VCEK is for {name} {want} (a Turin VCEK) but the report's reported TCB has no {name} \
+                     component (not a Turin report)"
+                ));
+            }
         }
     }
     Ok(())
@@ -219,5 +311,28 @@ pub(crate) fn request(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements),
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn request(_report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {
+    Err(crate::AttestError::Unavailable("SEV-SNP guests are supported on Linux only".into()))
+}
+
+/// The guest's sealing key: the SNP firmware's key derived from the chip's VCEK, mixing in the launch
+/// measurement and the guest policy (so another image or policy derives another key) at VMPL 0.
+/// The TCB is not mixed in, so a firmware update keeps the data readable (the contract's minimum TCB
+/// is enforced by attestation instead).
+#[cfg(target_os = "linux")]
+pub(crate) fn sealing_key() -> Result<[u8; 32], crate::AttestError> {
+    use sev::firmware::guest::{DerivedKey, Firmware, GuestFieldSelect};
+    let mut fw = Firmware::open().map_err(|e| {
+        crate::AttestError::Unavailable(format!("cannot open /dev/sev-guest (is this an SEV-SNP guest?): {e}"))
+    })?;
+    let mut fields = GuestFieldSelect::default();
+    fields.set_guest_policy(true);
+    fields.set_measurement(true);
+    // Message version 1: no launch mitigation vector (firmware before 1.58 knows no other).
+    fw.get_derived_key(Some(1), DerivedKey::new(false, fields, 0, 0, 0, None))
+        .map_err(|e| crate::AttestError::Device(format!("the SEV-SNP firmware refused a derived key: {e}")))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn sealing_key() -> Result<[u8; 32], crate::AttestError> {
     Err(crate::AttestError::Unavailable("SEV-SNP guests are supported on Linux only".into()))
 }

@@ -195,8 +195,8 @@ impl Verification {
 }
 
 /// Verifies `evidence` against `policy` and `binding` at `now` (seconds since the Unix epoch; DCAP
-/// collateral and certificates must be valid then). `endorsements` replaces the evidence's own
-/// (a VCEK or collateral the verifier fetched itself).
+/// collateral and certificates and the SEV-SNP VCEK must be valid then). `endorsements` replaces
+/// the evidence's own (a VCEK or collateral the verifier fetched itself).
 pub fn verify(
     evidence: &Evidence,
     policy: &Policy,
@@ -204,10 +204,24 @@ pub fn verify(
     endorsements: Option<&Endorsements>,
     now: u64,
 ) -> Verification {
+    verify_with_snp_roots(evidence, policy, binding, endorsements, now, snp::amd_roots)
+}
+
+/// [`verify`], with `snp_roots` giving the roots an SEV-SNP VCEK must chain to: always AMD's
+/// built-in ones ([`snp::amd_roots`]) except in this crate's unit tests, which substitute
+/// generated ones. Crate-private: no public API can change the roots.
+pub(crate) fn verify_with_snp_roots(
+    evidence: &Evidence,
+    policy: &Policy,
+    binding: &Binding,
+    endorsements: Option<&Endorsements>,
+    now: u64,
+    snp_roots: impl FnOnce() -> Vec<snp::Root>,
+) -> Verification {
     let mut v = Verification::new(evidence.platform);
     let endorsements = endorsements.unwrap_or(&evidence.endorsements);
     let data = match evidence.platform {
-        Platform::SevSnp => snp::verify(&evidence.report, endorsements, policy, &mut v),
+        Platform::SevSnp => snp::verify(&evidence.report, endorsements, policy, now, snp_roots, &mut v),
         Platform::Sgx | Platform::Tdx => {
             dcap::verify(evidence.platform, &evidence.report, endorsements, policy, now, &mut v)
         }

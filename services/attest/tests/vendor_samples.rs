@@ -10,8 +10,10 @@ use std::sync::OnceLock;
 use sealroom_attest::verify::{SnpTcb, verify};
 use sealroom_attest::{Binding, Endorsements, Evidence, Platform, Policy, Verification};
 
-/// Inside the sample collateral's validity (2025-07-08 21:20 UTC); the collateral expired since.
+/// Inside the sample collateral's validity (2025-07-08 18:40 UTC); the collateral expired since.
 const DCAP_NOW: u64 = 1_752_000_000;
+/// Inside the sample VCEK's validity (2023-04-03T19:23:43Z to 2030-04-03T19:23:43Z).
+const SNP_NOW: u64 = 1_752_000_000;
 
 /// Where the exact versions of the crates in Cargo.lock are unpacked.
 fn package_dir(name: &str) -> PathBuf {
@@ -76,7 +78,7 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     let policy = snp_policy(&report);
     let binding = Binding::ReportData(report_data_of(&report[REPORT_DATA]));
     let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: vcek.clone() });
-    let v = verify(&e, &policy, &binding, None, 0);
+    let v = verify(&e, &policy, &binding, None, SNP_NOW);
     assert!(v.passed(), "{}", v.render());
     let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
@@ -84,37 +86,50 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
         [
             "report format",
             "AMD certificate chain",
+            "VCEK validity",
             "report signature",
             "VMPL 0",
             "debug disallowed",
+            "migration agent disallowed",
             "measurement accepted",
             "minimum TCB",
             "report data binding"
         ]
     );
     assert!(v.get("AMD certificate chain").unwrap().detail.contains("Milan"));
+    assert!(v.get("VCEK validity").unwrap().detail.contains("valid from 2023-04-03T19:23:43Z to 2030-04-03T19:23:43Z"));
     assert_eq!(v.measurement.as_deref(), Some(hex::encode(&report[MEASUREMENT]).as_str()));
     let text = v.render();
     assert!(text.contains("bootloader 3, tee 0, snp 8, microcode 115") && text.contains("ACCEPTED"), "{text}");
 
     // The policy's own checks, each refused alone.
     let other_measurement = Policy { measurements: vec![(Platform::SevSnp, vec![0; 48])], ..policy.clone() };
-    assert_eq!(failed(&verify(&e, &other_measurement, &binding, None, 0)), ["measurement accepted"]);
+    assert_eq!(failed(&verify(&e, &other_measurement, &binding, None, SNP_NOW)), ["measurement accepted"]);
     let strict_tcb =
         Policy { snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 9, microcode: 115 }), ..policy.clone() };
-    let v = verify(&e, &strict_tcb, &binding, None, 0);
+    let v = verify(&e, &strict_tcb, &binding, None, SNP_NOW);
     assert_eq!(failed(&v), ["minimum TCB"]);
     assert!(v.get("minimum TCB").unwrap().detail.contains("snp 8 < 9"), "{}", v.render());
     let met = Policy { snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 8, microcode: 115 }), ..policy.clone() };
-    assert!(verify(&e, &met, &binding, None, 0).passed());
-    assert_eq!(failed(&verify(&e, &policy, &Binding::ReportData([7; 64]), None, 0)), ["report data binding"]);
+    assert!(verify(&e, &met, &binding, None, SNP_NOW).passed());
+    assert_eq!(failed(&verify(&e, &policy, &Binding::ReportData([7; 64]), None, SNP_NOW)), ["report data binding"]);
+    // The VCEK's validity period: before it (the Unix epoch) and after it (2031).
+    let v = verify(&e, &policy, &binding, None, 0);
+    assert_eq!(failed(&v), ["VCEK validity"]);
+    assert_eq!(
+        v.get("VCEK validity").unwrap().detail,
+        "the VCEK is not valid before 2023-04-03T19:23:43Z (verification time 1970-01-01T00:00:00Z)"
+    );
+    let v = verify(&e, &policy, &binding, None, 1_930_000_000);
+    assert_eq!(failed(&v), ["VCEK validity"]);
+    assert!(v.get("VCEK validity").unwrap().detail.starts_with("the VCEK expired on 2030-04-03T19:23:43Z"));
 
     // No VCEK, or the VCEK supplied by the verifier instead.
     let bare = evidence(Platform::SevSnp, report.clone(), Endorsements::None);
-    let v = verify(&bare, &policy, &binding, None, 0);
+    let v = verify(&bare, &policy, &binding, None, SNP_NOW);
     assert_eq!(failed(&v), ["AMD certificate chain"]);
     assert!(v.get("AMD certificate chain").unwrap().detail.contains("KDS"), "{}", v.render());
-    assert!(verify(&bare, &policy, &binding, Some(&Endorsements::Vcek { der: vcek }), 0).passed());
+    assert!(verify(&bare, &policy, &binding, Some(&Endorsements::Vcek { der: vcek }), SNP_NOW).passed());
 
     // Wrong platform: an SNP report is no SGX quote.
     let v = verify(&evidence(Platform::Sgx, report, Endorsements::None), &policy, &binding, None, DCAP_NOW);
@@ -131,7 +146,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
         let mut bad = report.clone();
         bad[at] ^= 0x01;
         let e = evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone() });
-        let v = verify(&e, &policy, &binding, None, 0);
+        let v = verify(&e, &policy, &binding, None, SNP_NOW);
         assert!(!v.passed(), "flipping byte {at:#x} was accepted");
         let failures = failed(&v);
         assert!(
@@ -147,7 +162,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
         &policy,
         &binding,
         None,
-        0,
+        SNP_NOW,
     );
     assert_eq!(failed(&v), ["report signature", "debug disallowed"], "{}", v.render());
     // The VCEK must be this chip's, at the reported TCB (the chain alone does not say so).
@@ -161,13 +176,18 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
             &policy,
             &binding,
             None,
-            0,
+            SNP_NOW,
         );
         assert!(v.get("AMD certificate chain").unwrap().detail.contains(says), "{}", v.render());
     }
     // A truncated report.
-    let v =
-        verify(&evidence(Platform::SevSnp, report[..1000].to_vec(), Endorsements::None), &policy, &binding, None, 0);
+    let v = verify(
+        &evidence(Platform::SevSnp, report[..1000].to_vec(), Endorsements::None),
+        &policy,
+        &binding,
+        None,
+        SNP_NOW,
+    );
     assert_eq!(failed(&v), ["report format"]);
     assert!(v.get("report format").unwrap().detail.contains("1184 bytes"));
     // Every 16th byte of the VCEK (its signature by the ASK covers the whole TBS certificate).
@@ -175,7 +195,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
         let mut bad = vcek.clone();
         bad[at] ^= 0x01;
         let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: bad });
-        let v = verify(&e, &policy, &binding, None, 0);
+        let v = verify(&e, &policy, &binding, None, SNP_NOW);
         assert!(
             failed(&v).contains(&"AMD certificate chain") || failed(&v).contains(&"report signature"),
             "VCEK byte {at}"

@@ -19,7 +19,7 @@ use crate::attest::{Pinned, error_chain, server_message};
 const UPLOAD_BATCH_ROWS: usize = 100_000;
 
 /// Connects a Flight client to the attested enclave (`enclave`: its pinned certificate) that
-/// sends the bearer token on every call.
+/// sends the participant token on every call.
 pub async fn flight_client(url: &str, token: &str, enclave: &Pinned) -> Result<FlightClient, CliError> {
     let channel = enclave.channel(url).await?;
     let mut client = FlightClient::new(channel);

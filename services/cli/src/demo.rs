@@ -9,15 +9,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use rand::Rng;
+use sealroom_attest::token::IssuerKey;
 use sealroom_loadtest::synth::{self, SynthConfig, Synthetic};
-use sealroom_matching::hash::sha256_hex;
 use sealroom_matching::normalize;
 use sealroom_proto::RoomFile;
 use sealroom_proto::room_file::{
@@ -28,7 +27,7 @@ use sealroom_server::config::{ServerConfig, SinkConfig};
 
 use crate::client::{Rest, UploadRequest, upload};
 use crate::hash::{HashOptions, hash_csv};
-use crate::{CliError, report_table};
+use crate::{CliError, credential, report_table};
 
 const MARKER: &str = ".sealroom-demo";
 
@@ -57,12 +56,6 @@ pub struct DemoOutcome {
     pub activation_files: Vec<PathBuf>,
 }
 
-/// A random bearer token: 32 bytes of OS randomness, hex.
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    hex::encode(bytes)
-}
-
 fn prepare_dir(dir: &Path) -> Result<(), CliError> {
     if dir.exists() {
         let empty = fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?.next().is_none();
@@ -84,17 +77,17 @@ fn column(name: &str, t: ColumnTypeFile, identifier: Option<IdentifierFile>, nul
     ColumnFile { name: name.into(), column_type: t, identifier, nullable, normalization: None }
 }
 
-fn participant(id: &str, name: &str, roles: Vec<RoleFile>, token: &str) -> ParticipantFile {
+fn participant(id: &str, name: &str, roles: Vec<RoleFile>, issuer_key: &IssuerKey) -> ParticipantFile {
     ParticipantFile {
         id: id.into(),
         name: name.into(),
         roles,
-        credential: Some(CredentialFile { bearer_token_sha256: sha256_hex(token.as_bytes()) }),
+        credential: Some(CredentialFile { issuer_keys: vec![issuer_key.public_key_pem()], revoked_token_ids: vec![] }),
     }
 }
 
-/// The demo's room contract.
-pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> RoomFile {
+/// The demo's room contract, naming each participant's issuer key.
+pub fn demo_room(k: u32, advertiser: &IssuerKey, publisher: &IssuerKey, auditor: &IssuerKey) -> RoomFile {
     let matching = OverlapFile {
         advertiser_table: "crm".into(),
         publisher_table: "readers".into(),
@@ -185,6 +178,7 @@ pub fn demo_room(k: u32, advertiser: &str, publisher: &str, auditor: &str) -> Ro
             differential_privacy: None,
         },
         attestation: AttestationFile { allow_simulated: true, ..AttestationFile::default() },
+        authentication: Default::default(),
     }
 }
 
@@ -239,19 +233,32 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
     prepare_dir(&options.dir)?;
     let dir = options.dir.canonicalize().map_err(|e| CliError::io(&options.dir, e))?;
 
-    // 1. The contract, with fresh tokens.
-    let (acme_token, news_token, auditor_token) = (new_token(), new_token(), new_token());
-    let room_file = demo_room(options.k, &acme_token, &news_token, &auditor_token);
+    // 1. Each participant's issuer key (its own authentication root), and the contract naming the
+    // public halves; then tokens each participant signs for this room.
+    let keys_dir = dir.join("keys");
+    fs::create_dir_all(&keys_dir).map_err(|e| CliError::io(&keys_dir, e))?;
+    let mut keys = Vec::new();
+    for id in ["acme", "news", "auditor"] {
+        let key = IssuerKey::generate().map_err(|e| CliError::Input(e.to_string()))?;
+        credential::write_secret(&keys_dir.join(format!("{id}.key.pem")), &key.to_pem())?;
+        keys.push(key);
+    }
+    let room_file = demo_room(options.k, &keys[0], &keys[1], &keys[2]);
     let room_path = dir.join("room.yaml");
     fs::write(&room_path, room_file.to_yaml()).map_err(|e| CliError::io(&room_path, e))?;
-    let tokens_path = dir.join("tokens.txt");
-    fs::write(&tokens_path, format!("acme={acme_token}\nnews={news_token}\nauditor={auditor_token}\n"))
-        .map_err(|e| CliError::io(&tokens_path, e))?;
-    restrict_permissions(&tokens_path);
     let contract =
         RoomFile::parse(&fs::read_to_string(&room_path).map_err(|e| CliError::io(&room_path, e))?, "room.yaml")
             .map_err(|e| CliError::Input(e.to_string()))?;
     let room_id = contract.room_id().to_string();
+    let day = Duration::from_secs(u64::from(sealroom_proto::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS));
+    let acme_token = credential::mint(&keys[0], "acme", &room_id, day)?;
+    let news_token = credential::mint(&keys[1], "news", &room_id, day)?;
+    let auditor_token = credential::mint(&keys[2], "auditor", &room_id, day)?;
+    let tokens_path = dir.join("tokens.txt");
+    credential::write_secret(
+        &tokens_path,
+        &format!("acme={acme_token}\nnews={news_token}\nauditor={auditor_token}\n"),
+    )?;
     step(&started, &format!("wrote the room contract {} (room id {room_id}, k = {})", room_path.display(), options.k));
 
     // 2. Each side's data, on its own machine.
@@ -411,7 +418,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, CliError> {
             .collect();
         println!("Where everything is:");
         println!("  room contract        {}", room_path.display());
-        println!("  participant tokens   {} (keep secret)", tokens_path.display());
+        println!("  issuer keys          {} (each participant's private key; keep secret)", keys_dir.display());
+        println!("  participant tokens   {} (valid one day; keep secret)", tokens_path.display());
         println!("  ACME's raw CRM       {} (never uploaded)", crm_csv.display());
         println!("  uploaded files       {}, {}", crm_hashed.display(), readers_parquet.display());
         println!("  enclave data dir     {}", dir.join("data").display());
@@ -482,12 +490,3 @@ fn audience_size(lookalike: &serde_json::Value, k: u64) -> u64 {
         .or_else(|| rows.iter().filter_map(released).max())
         .unwrap_or(2 * k)
 }
-
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) {}

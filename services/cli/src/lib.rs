@@ -10,7 +10,8 @@
 //! | `sealroom upload` | upload a file to a table over Arrow Flight |
 //! | `sealroom run` / `result` | run a computation / read its released result over REST |
 //! | `sealroom room check` / `id` | validate a room file / print its room id |
-//! | `sealroom token` | a new bearer token and the digest to put in a room file |
+//! | `sealroom keygen` | a participant's issuer key: the private half to a file, the public half for the room file |
+//! | `sealroom token` | a participant token (JWT, ES256) signed with an issuer key |
 
 // A command line prints its results.
 #![allow(clippy::print_stdout)]
@@ -18,6 +19,7 @@
 pub mod attest;
 pub mod audit;
 pub mod client;
+pub mod credential;
 pub mod demo;
 pub mod hash;
 pub mod link;
@@ -29,7 +31,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use sealroom_matching::hash::sha256_hex;
 use sealroom_matching::normalize;
 use sealroom_proto::RoomFile;
 use sealroom_server::ServerConfig;
@@ -102,8 +103,33 @@ pub enum Command {
     /// Room files: validate, print the room id.
     #[command(subcommand)]
     Room(RoomCommand),
-    /// Make a new bearer token and the digest that goes in a room file.
-    Token,
+    /// Make a participant's issuer key: the private key to a file (0600), the public key for the room file.
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM); never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a participant token (JWT, ES256) with an issuer key, for `Authorization: Bearer`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The participant's issuer key (PKCS#8 PEM, `sealroom keygen`).
+    #[arg(long, env = "SEALROOM_ISSUER_KEY")]
+    pub key: PathBuf,
+    /// The participant id the key belongs to.
+    #[arg(long, env = "SEALROOM_PARTICIPANT")]
+    pub participant: String,
+    /// The room id the token is for.
+    #[arg(long, required_unless_present = "room_file", conflicts_with = "room_file")]
+    pub room: Option<String>,
+    /// The room file (instead of --room).
+    #[arg(long)]
+    pub room_file: Option<PathBuf>,
+    /// How long the token lives, e.g. 15m, 8h, 1day (at most the room's max_token_lifetime_seconds).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -253,9 +279,8 @@ pub struct UploadArgs {
     pub room: String,
     #[arg(long)]
     pub table: String,
-    /// The participant's bearer token.
-    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[command(flatten)]
+    pub credential: credential::CredentialArgs,
     #[command(flatten)]
     pub enclave: EnclaveArgs,
     /// A .parquet or .arrow file.
@@ -273,8 +298,8 @@ pub struct RunArgs {
     pub room: String,
     #[arg(long)]
     pub computation: String,
-    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[command(flatten)]
+    pub credential: credential::CredentialArgs,
     #[command(flatten)]
     pub enclave: EnclaveArgs,
     /// Print the released JSON instead of tables.
@@ -293,8 +318,8 @@ pub struct ResultArgs {
     /// Run id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub run: String,
-    #[arg(long, env = "SEALROOM_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[command(flatten)]
+    pub credential: credential::CredentialArgs,
     #[command(flatten)]
     pub enclave: EnclaveArgs,
     #[arg(long)]
@@ -525,11 +550,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Upload(a) => {
+            let token = a.credential.token(&a.room)?;
             let ack = client::upload(&client::UploadRequest {
                 flight: a.flight,
                 room: a.room,
                 table: a.table,
-                token: a.token,
+                token,
                 enclave: attest::Pinned::load(&a.enclave.enclave_cert)?,
                 file: a.file,
                 progress: !a.no_progress,
@@ -538,7 +564,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&ack).unwrap_or_default());
         }
         Command::Run(a) => {
-            let rest = client::Rest::new(&a.rest, &a.token, &attest::Pinned::load(&a.enclave.enclave_cert)?)?;
+            let rest = client::Rest::new(
+                &a.rest,
+                &a.credential.token(&a.room)?,
+                &attest::Pinned::load(&a.enclave.enclave_cert)?,
+            )?;
             let run = rest.post(&format!("/v1/rooms/{}/computations/{}/runs", a.room, a.computation)).await?;
             let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
             if !a.json {
@@ -547,7 +577,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print_result(&result, a.json);
         }
         Command::Result(a) => {
-            let rest = client::Rest::new(&a.rest, &a.token, &attest::Pinned::load(&a.enclave.enclave_cert)?)?;
+            let rest = client::Rest::new(
+                &a.rest,
+                &a.credential.token(&a.room)?,
+                &attest::Pinned::load(&a.enclave.enclave_cert)?,
+            )?;
             let result =
                 rest.get(&format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.room, a.computation, a.run)).await?;
             print_result(&result, a.json);
@@ -639,11 +673,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Room(RoomCommand::Id { file }) => println!("{}", load_room(&file)?.room_id()),
-        Command::Token => {
-            let token = demo::new_token();
-            println!("token:               {token}");
-            println!("bearer_token_sha256: {}", sha256_hex(token.as_bytes()));
-            println!("Put the digest in the room file; give the token only to the participant.");
+        Command::Keygen { out } => print!("{}", credential::keygen(&out)?),
+        Command::Token(a) => {
+            let room = match (a.room, a.room_file) {
+                (Some(room), _) => room,
+                (None, Some(file)) => load_room(&file)?.room_id().to_string(),
+                (None, None) => return Err(CliError::Usage("give --room <room id> or --room-file <room.yaml>".into())),
+            };
+            let key = credential::load_key(&a.key)?;
+            println!("{}", credential::mint(&key, &a.participant, &room, a.ttl)?);
         }
     }
     Ok(())

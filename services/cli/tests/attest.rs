@@ -6,14 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-const ACME: &str = "acme-example-token-0123456789abcdef";
-
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sealroom"))
 }
 
 fn example_room() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/room.yaml")
+}
+
+/// ACME's issuer key in the example room (a public example key): `upload` mints its own token.
+fn acme_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keys/acme.key.pem")
 }
 
 fn text(out: &Output) -> String {
@@ -72,7 +75,20 @@ fn attest(server: &Server, cert: &Path) -> Output {
 
 fn upload(flight: &str, room: &str, cert: &Path, file: &Path) -> Output {
     bin()
-        .args(["upload", "--flight", flight, "--room", room, "--table", "crm", "--token", ACME, "--no-progress"])
+        .args([
+            "upload",
+            "--flight",
+            flight,
+            "--room",
+            room,
+            "--table",
+            "crm",
+            "--participant",
+            "acme",
+            "--no-progress",
+        ])
+        .arg("--key")
+        .arg(acme_key())
         .arg("--enclave-cert")
         .arg(cert)
         .arg(file)

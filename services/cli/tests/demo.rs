@@ -170,9 +170,29 @@ fn room_commands_validate_and_print_the_id() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("tables[1].owner: 'nobody' is not a participant of this room"), "{err}");
 
-    let out = std::process::Command::new(bin).arg("token").output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let token = text.lines().next().unwrap().split_whitespace().last().unwrap();
-    let digest = text.lines().nth(1).unwrap().split_whitespace().last().unwrap();
-    assert_eq!(sha256_hex(token.as_bytes()), digest);
+    // keygen: a private key file once, the public key printed for the room file.
+    let key = dir.path().join("acme.key.pem");
+    let out = std::process::Command::new(bin).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("BEGIN PUBLIC KEY"));
+    let out = std::process::Command::new(bin).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("never overwritten"));
+
+    // token: signed with the example's (public) acme key, for the example room, for 10 minutes.
+    let example_key = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/keys/acme.key.pem");
+    let out = std::process::Command::new(bin)
+        .args(["token", "--key", example_key, "--participant", "acme", "--room-file", example, "--ttl", "10m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let issuer = sealroom_cli::credential::load_key(std::path::Path::new(example_key)).unwrap();
+    let room_id = contract.room_id();
+    let rules = sealroom_attest::token::TokenRules {
+        room_id: room_id.as_str(),
+        max_lifetime_seconds: 600,
+        revoked: &[],
+        now: sealroom_attest::token::unix_now(),
+    };
+    let claims = sealroom_attest::token::verify_token(token.trim(), issuer.public_key(), &rules).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.exp - claims.iat), ("acme", 600));
 }

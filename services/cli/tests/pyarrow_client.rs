@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sealroom_cli::demo::{DemoOptions, run};
 use sealroom_proto::RoomFile;
@@ -66,8 +67,12 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     assert!(attested.verification.passed(), "{}", attested.verification.render());
     let cert = dir.path().join("enclave.pem");
     attested.certificate.save(&cert).unwrap();
-    let acme = "acme-example-token-0123456789abcdef";
-    let news = "news-example-token-0123456789abcdef";
+    // Tokens signed with the example room's issuer keys (public example keys), as `sealroom token` makes.
+    let token = |who: &str| {
+        let key = sealroom_cli::credential::load_key(&example(&format!("keys/{who}.key.pem"))).unwrap();
+        sealroom_cli::credential::mint(&key, who, &room, Duration::from_secs(600)).unwrap()
+    };
+    let (acme, news) = (token("acme"), token("news"));
 
     let crm = demo_dir.join("advertiser_crm_hashed.parquet");
     let readers = demo_dir.join("publisher_readers.parquet");
@@ -75,9 +80,9 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     let room2 = room.clone();
     let cert2 = cert.clone();
     let (a, b, result) = tokio::task::spawn_blocking(move || {
-        let a = client(&flight2, &cert2, &room2, acme, &["upload", "crm", crm.to_str().unwrap()]);
-        let b = client(&flight2, &cert2, &room2, news, &["upload", "readers", readers.to_str().unwrap()]);
-        let result = client(&flight2, &cert2, &room2, acme, &["run", "overlap"]);
+        let a = client(&flight2, &cert2, &room2, &acme, &["upload", "crm", crm.to_str().unwrap()]);
+        let b = client(&flight2, &cert2, &room2, &news, &["upload", "readers", readers.to_str().unwrap()]);
+        let result = client(&flight2, &cert2, &room2, &acme, &["run", "overlap"]);
         (a, b, result)
     })
     .await
@@ -111,6 +116,6 @@ async fn the_readme_pyarrow_example_uploads_and_reads_results() {
     })
     .await
     .unwrap();
-    assert!(stderr.contains("not the credential of any participant"), "{stderr}");
+    assert!(stderr.contains("the token is not a JWT"), "{stderr}");
     server.shutdown().await.unwrap();
 }

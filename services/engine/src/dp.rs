@@ -24,13 +24,13 @@
 //! at most δ = 10⁻⁶ in all: the release is (ε, δ)-differentially private.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::write_atomically;
+use crate::seal::Sealer;
 
 /// Micro-ε per ε.
 pub(crate) const MICRO: u64 = 1_000_000;
@@ -230,6 +230,7 @@ pub(crate) struct Ledger {
 #[derive(Debug)]
 pub(crate) struct BudgetLedger {
     path: PathBuf,
+    sealer: Sealer,
     budget_micro: u64,
 }
 
@@ -248,12 +249,15 @@ fn epsilon(micro: u64) -> f64 {
 }
 
 impl BudgetLedger {
-    pub(crate) fn new(path: PathBuf, budget_micro: u64) -> Self {
-        Self { path, budget_micro }
+    pub(crate) fn new(path: PathBuf, sealer: Sealer, budget_micro: u64) -> Self {
+        Self { path, sealer, budget_micro }
     }
 
     pub(crate) fn load(&self) -> Result<Ledger> {
-        read_ledger(&self.path)
+        match self.sealer.read_if_exists(&self.path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&self.path, e)),
+            None => Ok(Ledger::default()),
+        }
     }
 
     /// Charges `cost` to every participant, all or none; refused when any would pass the budget.
@@ -296,15 +300,7 @@ impl BudgetLedger {
         let dir = self.path.parent().ok_or_else(|| Error::storage(&self.path, "no parent directory"))?;
         std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
         let bytes = serde_json::to_vec_pretty(ledger).map_err(|e| Error::storage(&self.path, e))?;
-        write_atomically(&self.path, &bytes)
-    }
-}
-
-fn read_ledger(path: &Path) -> Result<Ledger> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(path, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
-        Err(e) => Err(Error::storage(path, e)),
+        self.sealer.write_atomically(&self.path, &bytes)
     }
 }
 
@@ -379,7 +375,9 @@ mod tests {
     #[test]
     fn the_ledger_charges_all_or_none_and_refuses_past_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = BudgetLedger::new(dir.path().join("state/_privacy_budget.json"), 1_000_000);
+        let sealer = crate::seal::MasterKey::from_bytes([1; 32]).sealer("room", dir.path()).unwrap();
+        let path = dir.path().join("state/_privacy_budget.json");
+        let ledger = BudgetLedger::new(path.clone(), sealer.clone(), 1_000_000);
         let both = vec!["acme".to_owned(), "news".to_owned()];
         ledger.charge(&both, 400_000, "overlap").unwrap();
         ledger.charge(&["acme".to_owned()], 400_000, "overlap").unwrap();
@@ -390,9 +388,15 @@ mod tests {
         assert!(message.contains("'acme'") && message.contains("ε = 0.8 of 1"), "{message}");
         assert_eq!(ledger.load().unwrap().spent_micro["news"], 400_000);
         // Reopened from disk: same state.
-        let again = BudgetLedger::new(dir.path().join("state/_privacy_budget.json"), 1_000_000);
+        let again = BudgetLedger::new(path.clone(), sealer.clone(), 1_000_000);
         assert_eq!(again.load().unwrap().spent_micro["acme"], 800_000);
         assert_eq!(again.view("acme", 100_000).unwrap().runs_left, 2);
         assert_eq!(again.view("news", 400_000).unwrap().runs_left, 1);
+        // Sealed on disk: neither readable nor silently replaceable by an older or edited copy.
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(!String::from_utf8_lossy(&on_disk).contains("acme"));
+        std::fs::write(&path, br#"{"spent_micro": {}}"#).unwrap();
+        let err = again.charge(&both, 1, "overlap").unwrap_err().to_string();
+        assert!(err.contains("_privacy_budget.json") && err.contains("failed its integrity check"), "{err}");
     }
 }

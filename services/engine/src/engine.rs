@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sealroom_attest::token;
 use sealroom_connectors::{Sink, SinkRegistry};
 use sealroom_proto::room::v1::{Role, RoomContract};
 use sealroom_proto::validate::validate;
 use sealroom_proto::{RoomFile, RoomId};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
@@ -112,8 +112,18 @@ struct Inner {
     limits: UploadLimits,
 }
 
-fn token_digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// The participant whose issuer key has the key id `kid`, its credential and the key's DER SPKI.
+fn issuer<'a>(
+    contract: &'a RoomContract,
+    kid: &str,
+) -> Option<(&'a sealroom_proto::room::v1::Participant, &'a sealroom_proto::room::v1::Credential, Vec<u8>)> {
+    contract.participants.iter().find_map(|p| {
+        let credential = p.credential.as_ref()?;
+        credential.issuer_keys.iter().find_map(|k| {
+            let spki = sealroom_proto::validate::decode_p256_spki(k).ok()?;
+            (token::key_id(&spki) == kid).then_some((p, credential, spki))
+        })
+    })
 }
 
 /// Checks the SQL computations of a contract the way hosting does: each query parsed, checked
@@ -139,6 +149,7 @@ impl Engine {
     /// that it accepts this engine's TEE, recovers its storage, and opens the activation sinks.
     pub async fn open(config: EngineConfig, contracts: Vec<RoomContract>, metrics: Arc<EngineMetrics>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::storage(&config.data_dir, e))?;
+        let master = Arc::new(config.enclave.master_key(&config.data_dir)?);
         let registry = SinkRegistry::default();
         let mut rooms = BTreeMap::new();
         let mut bound: Vec<bool> = vec![false; config.sinks.len()];
@@ -195,9 +206,11 @@ impl Engine {
             let data_dir = config.data_dir.clone();
             let enclave = config.enclave.clone();
             let m = metrics.clone();
-            let room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, &enclave, m, sinks))
-                .await
-                .map_err(|e| Error::storage(&config.data_dir, e))??;
+            let master = master.clone();
+            let room =
+                tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, &enclave, &master, m, sinks))
+                    .await
+                    .map_err(|e| Error::storage(&config.data_dir, e))??;
             if config.enclave.mode().is_insecure() {
                 tracing::warn!(room = %id, "{}", crate::tee::SIMULATION_BANNER);
             }
@@ -255,31 +268,70 @@ impl Engine {
         self.room(&caller.room_id)
     }
 
-    /// Authenticates a bearer token as a participant of a room.
+    /// Authenticates a participant token (a JWT signed by one of the participant's issuer keys, see
+    /// `sealroom_attest::token`) as a participant of a room, at the current time.
     pub fn authenticate(&self, room_id: &str, token: &str) -> Result<Caller> {
-        let id = RoomId::parse(room_id).map_err(Error::InvalidRequest)?;
-        let room = self.room(&id)?;
-        let digest = token_digest(token);
-        room.contract
-            .participants
-            .iter()
-            .find(|p| {
-                matches!(
-                    p.credential.as_ref().and_then(|c| c.kind.as_ref()),
-                    Some(sealroom_proto::room::v1::credential::Kind::BearerTokenSha256(d)) if *d == digest
-                )
-            })
-            .map(|p| Caller { room_id: id.clone(), participant: p.id.clone() })
-            .ok_or_else(|| {
-                Error::Unauthenticated(format!(
-                    "the bearer token is not the credential of any participant of room {id}"
-                ))
-            })
+        self.authenticate_at(room_id, token, token::unix_now())
     }
 
-    /// Every room membership of a bearer token.
-    pub fn memberships(&self, token: &str) -> Vec<Caller> {
-        self.inner.rooms.keys().filter_map(|id| self.authenticate(id.as_str(), token).ok()).collect()
+    /// [`Self::authenticate`] at the time `now` (seconds since the Unix epoch).
+    pub fn authenticate_at(&self, room_id: &str, token: &str, now: u64) -> Result<Caller> {
+        let id = RoomId::parse(room_id).map_err(Error::InvalidRequest)?;
+        let room = self.room(&id)?;
+        let kid = token::token_key_id(token).map_err(Error::Unauthenticated)?;
+        let Some((participant, credential, spki)) = issuer(&room.contract, &kid) else {
+            return Err(Error::Unauthenticated(format!(
+                "the token's issuer key (kid {kid}) is not in room {id}'s contract: the token is for another room, \
+                 or the key was removed by a contract change"
+            )));
+        };
+        let max_lifetime = room
+            .contract
+            .authentication
+            .as_ref()
+            .map(|a| a.max_token_lifetime_seconds)
+            .filter(|s| *s != 0)
+            .unwrap_or(sealroom_proto::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS);
+        let rules = token::TokenRules {
+            room_id: id.as_str(),
+            max_lifetime_seconds: u64::from(max_lifetime),
+            revoked: &credential.revoked_token_ids,
+            now,
+        };
+        let claims = token::verify_token(token, &spki, &rules).map_err(Error::Unauthenticated)?;
+        if claims.sub != participant.id {
+            return Err(Error::Unauthenticated(format!(
+                "the token names participant '{}' but is signed by an issuer key of '{}'",
+                claims.sub, participant.id
+            )));
+        }
+        Ok(Caller { room_id: id, participant: participant.id.clone() })
+    }
+
+    /// Every room membership of a participant token: the hosted rooms it authenticates in. When there
+    /// is none, the error says why the token failed in the rooms it names.
+    pub fn memberships(&self, token: &str) -> Result<Vec<Caller>> {
+        let kid = token::token_key_id(token).map_err(Error::Unauthenticated)?;
+        let mut first_error = None;
+        let mut callers = Vec::new();
+        for (id, room) in &self.inner.rooms {
+            if issuer(&room.contract, &kid).is_none() {
+                continue;
+            }
+            match self.authenticate(id.as_str(), token) {
+                Ok(caller) => callers.push(caller),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            _ if !callers.is_empty() => Ok(callers),
+            Some(e) => Err(e),
+            None => Err(Error::Unauthenticated(format!(
+                "the token's issuer key (kid {kid}) is in no hosted room's contract"
+            ))),
+        }
     }
 
     /// The room as its participants see it: the contract (as JSON), the room id, the effective k,

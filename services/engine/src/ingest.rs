@@ -27,6 +27,7 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::room::Room;
 use crate::schema::{BadRows, accepted_types, accepts, convert_column, stored_schema, stored_type};
+use crate::seal::SealedWriter;
 use crate::storage::{DatasetManifest, new_id};
 
 /// Limits on one upload.
@@ -45,7 +46,7 @@ impl Default for UploadLimits {
 
 /// Writes through to a file while hashing every byte.
 struct HashingWriter {
-    inner: BufWriter<File>,
+    inner: SealedWriter<BufWriter<File>>,
     hasher: Sha256,
     written: u64,
 }
@@ -80,6 +81,8 @@ pub struct UploadSession {
     stored: SchemaRef,
     limits: UploadLimits,
     staging: PathBuf,
+    /// The version this upload becomes when it commits.
+    version: String,
     writer: Option<FileWriter<HashingWriter>>,
     plan: Option<Vec<Source>>,
     uploaded: Option<SchemaRef>,
@@ -178,6 +181,7 @@ impl UploadSession {
             stored,
             limits,
             staging,
+            version: new_id("v"),
             writer: None,
             plan: None,
             uploaded: None,
@@ -313,8 +317,12 @@ impl UploadSession {
             Some(w) => w,
             None => {
                 let file = File::create(&self.staging).map_err(|e| Error::storage(&self.staging, e))?;
-                let sink =
-                    HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), written: 0 };
+                // Sealed under the name it will have once committed, so that it can be moved there.
+                let sealed = self.room.storage.sealer().writer(
+                    &self.room.storage.dataset_path(&self.table.name, &self.version),
+                    BufWriter::with_capacity(1 << 20, file),
+                )?;
+                let sink = HashingWriter { inner: sealed, hasher: Sha256::new(), written: 0 };
                 FileWriter::try_new(sink, &self.stored).map_err(|e| Error::storage(&self.staging, e))?
             }
         };
@@ -366,7 +374,8 @@ impl UploadSession {
             let mut sink = writer.into_inner().map_err(|e| Error::storage(&path, e))?;
             sink.flush().map_err(|e| Error::storage(&path, e))?;
             let HashingWriter { inner, hasher, written } = sink;
-            let file = inner.into_inner().map_err(|e| Error::storage(&path, e.into_error()))?;
+            let buffered = inner.finish().map_err(|e| Error::storage(&path, e))?;
+            let file = buffered.into_inner().map_err(|e| Error::storage(&path, e.into_error()))?;
             file.sync_all().map_err(|e| Error::storage(&path, e))?;
             Ok((hex::encode(hasher.finalize()), written))
         })
@@ -376,7 +385,7 @@ impl UploadSession {
             Ok(Ok(v)) => v,
             Ok(Err(e)) | Err(e) => return Err(self.fail(e)),
         };
-        let version = new_id("v");
+        let version = self.version.clone();
         let manifest = DatasetManifest {
             table: self.table.name.clone(),
             version: version.clone(),

@@ -17,6 +17,7 @@ pub mod release_gate;
 mod report;
 mod room;
 pub mod schema;
+pub mod seal;
 mod storage;
 pub mod tee;
 

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
 use crate::report::ComputedReport;
-use crate::storage::{DatasetFile, RoomStorage, new_id, write_json_atomically};
+use crate::seal::MasterKey;
+use crate::storage::{DatasetFile, RoomStorage, new_id};
 use crate::tee::{Enclave, TeeMode};
 
 /// What happened to one activation delivery of a run.
@@ -125,11 +126,12 @@ impl Room {
         data_dir: &Path,
         contract: RoomContract,
         enclave: &Enclave,
+        master: &MasterKey,
         metrics: Arc<EngineMetrics>,
         sinks: HashMap<String, Box<dyn Sink>>,
     ) -> Result<Self> {
         let id = contract.room_id();
-        let storage = RoomStorage::open(data_dir, id.as_str(), &contract.canonical_bytes())?;
+        let storage = RoomStorage::open(data_dir, id.as_str(), &contract.canonical_bytes(), master)?;
         let audit = AuditLog::open(&storage.audit_path(), id.as_str(), enclave)?;
         let mut datasets = HashMap::new();
         for table in &contract.tables {
@@ -149,7 +151,7 @@ impl Room {
                 if path.extension().and_then(|e| e.to_str()) != Some("json") {
                     continue;
                 }
-                let file: RunFile = crate::storage::read_json(&path)?;
+                let file: RunFile = storage.sealer().read_json(&path)?;
                 records.push(file.record);
             }
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -236,7 +238,7 @@ impl Room {
         let run_id = new_id("r");
         // Kept before the run is recorded, so a recorded run always has them.
         if let Some(artifacts) = &computed.artifacts {
-            write_json_atomically(&self.artifacts_path(&computation.name, &run_id), artifacts)?;
+            self.storage.sealer().write_json_atomically(&self.artifacts_path(&computation.name, &run_id), artifacts)?;
         }
         let report = ComputedReport {
             computation: computation.name.clone(),
@@ -288,7 +290,11 @@ impl Room {
     fn ledger(&self) -> Option<(BudgetLedger, u64)> {
         self.contract.differential_privacy().map(|dp| {
             (
-                BudgetLedger::new(self.storage.state_path(PRIVACY_BUDGET), dp.budget_per_participant_micro),
+                BudgetLedger::new(
+                    self.storage.state_path(PRIVACY_BUDGET),
+                    self.storage.sealer().clone(),
+                    dp.budget_per_participant_micro,
+                ),
                 dp.epsilon_per_run_micro,
             )
         })
@@ -365,16 +371,15 @@ impl Room {
         let state_path = self.storage.state_path(&computation.name);
         let keeps_state = matches!(computation.kind, Some(sealroom_proto::room::v1::computation::Kind::Measurement(_)));
         let _state_guard = if keeps_state { Some(self.state_lock.lock().await) } else { None };
-        let state: computation::State = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&state_path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => computation::State::new(),
-            Err(e) => return Err(Error::storage(&state_path, e)),
+        let state: computation::State = match self.storage.sealer().read_if_exists(&state_path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&state_path, e))?,
+            None => computation::State::new(),
         };
         let computed = computation::run(&self.contract, computation, &loaded, state).await?;
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
         if let Some(state) = &computed.state {
-            write_json_atomically(&state_path, state)?;
+            self.storage.sealer().write_json_atomically(&state_path, state)?;
         }
         Ok((computed, inputs))
     }
@@ -389,7 +394,7 @@ impl Room {
     }
 
     fn load_artifacts(&self, computation: &str, run_id: &str) -> Result<Artifacts> {
-        crate::storage::read_json(&self.artifacts_path(computation, run_id))
+        self.storage.sealer().read_json(&self.artifacts_path(computation, run_id))
     }
 
     /// Releases a lookalike run's model to a participant of `model_to` through the gate.
@@ -491,11 +496,11 @@ impl Room {
 
     fn save_run(&self, record: &RunRecord, report: &ComputedReport) -> Result<()> {
         let file = RunFileRef { record, report };
-        write_json_atomically(&self.run_path(&record.computation, &record.run_id), &file)
+        self.storage.sealer().write_json_atomically(&self.run_path(&record.computation, &record.run_id), &file)
     }
 
     fn load_report(&self, computation: &str, run_id: &str) -> Result<ComputedReport> {
-        let file: RunFile = crate::storage::read_json(&self.run_path(computation, run_id))?;
+        let file: RunFile = self.storage.sealer().read_json(&self.run_path(computation, run_id))?;
         Ok(file.report)
     }
 

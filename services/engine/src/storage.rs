@@ -5,11 +5,16 @@
 //!     contract.pb                    canonical contract bytes (their SHA-256 is the room id)
 //!     audit.jsonl                    the audit log
 //!     staging/                       uploads in flight; emptied on every start
-//!     tables/<table>/current.json    manifest of the committed version
-//!     tables/<table>/<version>.arrow the committed version (Arrow IPC file)
-//!     runs/<computation>/<run>.json  computed (unreleased) results and run records
-//!     state/<computation>.json       state a computation keeps between runs (reach sketches)
+//!     tables/<table>/current.json    manifest of the committed version (sealed)
+//!     tables/<table>/<version>.arrow the committed version (Arrow IPC file, sealed)
+//!     runs/<computation>/<run>.json  computed (unreleased) results and run records (sealed)
+//!     state/<computation>.json       state a computation keeps between runs (sealed)
+//!     budget.json                    the differential-privacy ledger (sealed)
 //! ```
+//!
+//! Every file but the contract and the audit log is sealed ([`crate::seal`]): AES-256-GCM under a
+//! key derived from the TEE, bound to its path, so a changed, truncated or swapped file is refused
+//! on read with an error that names it.
 //!
 //! A version becomes visible only when `current.json` is atomically replaced (write to a temporary
 //! file, fsync, rename, fsync the directory). A crash at any point leaves either the old manifest or
@@ -27,6 +32,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::seal::{MasterKey, Sealer};
 
 /// The manifest of a committed dataset version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +59,7 @@ pub struct DatasetManifest {
 pub(crate) struct DatasetFile {
     pub manifest: DatasetManifest,
     pub path: PathBuf,
+    sealer: Sealer,
     superseded: AtomicBool,
 }
 
@@ -61,10 +68,11 @@ impl DatasetFile {
         self.superseded.store(true, Ordering::SeqCst);
     }
 
-    /// Reads the whole version.
+    /// Reads the whole version, checking that it is the file sealed under its name.
     pub(crate) fn read(&self) -> Result<Vec<RecordBatch>> {
-        let file = File::open(&self.path).map_err(|e| Error::storage(&self.path, e))?;
-        let reader = FileReader::try_new(file, None).map_err(|e| Error::storage(&self.path, e))?;
+        let bytes = self.sealer.read(&self.path)?;
+        let reader =
+            FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| Error::storage(&self.path, e))?;
         reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::storage(&self.path, e))
     }
 }
@@ -77,20 +85,6 @@ impl Drop for DatasetFile {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove a superseded dataset version");
         }
     }
-}
-
-/// Reads the JSON file at `path`.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).map_err(|e| Error::storage(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::storage(path, e))
-}
-
-/// Writes `value` as JSON to `path` atomically, creating its directory first.
-pub(crate) fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::storage(path, "no parent directory"))?;
-    fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::storage(path, e))?;
-    write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -126,12 +120,13 @@ pub(crate) fn new_id(prefix: &str) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct RoomStorage {
     root: PathBuf,
+    sealer: Sealer,
 }
 
 impl RoomStorage {
     /// Opens the room's directory, creating it for a new room, checking the stored contract of an
     /// existing one, and cleaning what a crash left behind.
-    pub(crate) fn open(data_dir: &Path, room_id: &str, contract_bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn open(data_dir: &Path, room_id: &str, contract_bytes: &[u8], master: &MasterKey) -> Result<Self> {
         let root = data_dir.join("rooms").join(room_id);
         for dir in [root.clone(), root.join("staging"), root.join("tables"), root.join("runs")] {
             fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
@@ -149,9 +144,15 @@ impl RoomStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(&contract_path, contract_bytes)?,
             Err(e) => return Err(Error::storage(&contract_path, e)),
         }
-        let storage = Self { root };
+        let sealer = master.sealer(room_id, &root)?;
+        let storage = Self { root, sealer };
         storage.clear_staging()?;
         Ok(storage)
+    }
+
+    /// Seals and opens this room's files.
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     pub(crate) fn audit_path(&self) -> PathBuf {
@@ -177,6 +178,11 @@ impl RoomStorage {
         self.root.join("tables").join(table)
     }
 
+    /// Where version `version` of `table` is stored once committed (what its data is sealed as).
+    pub(crate) fn dataset_path(&self, table: &str, version: &str) -> PathBuf {
+        self.table_dir(table).join(format!("{version}.arrow"))
+    }
+
     /// Loads the committed version of a table, removing files no manifest names.
     pub(crate) fn load_dataset(&self, table: &str) -> Result<Option<DatasetFile>> {
         let dir = self.table_dir(table);
@@ -184,10 +190,9 @@ impl RoomStorage {
             return Ok(None);
         }
         let manifest_path = dir.join("current.json");
-        let manifest: Option<DatasetManifest> = match fs::read(&manifest_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::storage(&manifest_path, e))?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::storage(&manifest_path, e)),
+        let manifest: Option<DatasetManifest> = match self.sealer.read_if_exists(&manifest_path)? {
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::storage(&manifest_path, e))?),
+            None => None,
         };
         for entry in fs::read_dir(&dir).map_err(|e| Error::storage(&dir, e))? {
             let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
@@ -200,7 +205,7 @@ impl RoomStorage {
         }
         Ok(manifest.map(|m| {
             let path = dir.join(&m.file);
-            DatasetFile { manifest: m, path, superseded: AtomicBool::new(false) }
+            DatasetFile { manifest: m, path, sealer: self.sealer.clone(), superseded: AtomicBool::new(false) }
         }))
     }
 
@@ -212,11 +217,11 @@ impl RoomStorage {
         fs::rename(staged, &path).map_err(|e| Error::storage(&path, e))?;
         sync_dir(&dir)?;
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::storage(&dir, e))?;
-        if let Err(e) = write_atomically(&dir.join("current.json"), &bytes) {
+        if let Err(e) = self.sealer.write_atomically(&dir.join("current.json"), &bytes) {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(DatasetFile { manifest, path, superseded: AtomicBool::new(false) })
+        Ok(DatasetFile { manifest, path, sealer: self.sealer.clone(), superseded: AtomicBool::new(false) })
     }
 
     pub(crate) fn runs_dir(&self, computation: &str) -> PathBuf {

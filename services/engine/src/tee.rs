@@ -6,6 +6,7 @@
 //! INSECURE SIMULATION everywhere it appears. A room must opt into it in its contract
 //! (`attestation.allow_simulated: true`).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sealroom_attest::{Attester, EnclaveIdentity};
@@ -13,6 +14,7 @@ pub use sealroom_attest::{Evidence, Platform, SIMULATION_BANNER};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::seal::MasterKey;
 
 /// Which TEE the engine runs in (as stated in results, views and the audit log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +45,48 @@ impl TeeMode {
 pub struct Enclave {
     attester: Arc<dyn Attester>,
     identity: Arc<EnclaveIdentity>,
+    sealing_key_file: Option<PathBuf>,
 }
+
+/// The simulated TEE's sealing key file inside the data directory, unless configured elsewhere.
+pub const SIMULATED_SEALING_KEY_FILE: &str = "sealing.key";
 
 impl Enclave {
     pub fn new(attester: Box<dyn Attester>, identity: EnclaveIdentity) -> Self {
-        Self { attester: Arc::from(attester), identity: Arc::new(identity) }
+        Self { attester: Arc::from(attester), identity: Arc::new(identity), sealing_key_file: None }
+    }
+
+    /// Seals storage under the key in `path` instead of the TEE's own sealing key: required on Intel
+    /// TDX (which has none; the file must be on storage only the TD can read), optional for the
+    /// simulated TEE (default `<data dir>/sealing.key`).
+    pub fn with_sealing_key_file(mut self, path: PathBuf) -> Self {
+        self.sealing_key_file = Some(path);
+        self
+    }
+
+    /// The master key of sealed storage ([`crate::seal`]): the TEE's sealing key, or a key file for
+    /// the simulated TEE (and TDX, when configured).
+    pub fn master_key(&self, data_dir: &Path) -> Result<MasterKey> {
+        let platform = self.attester.platform();
+        if let Some(path) = &self.sealing_key_file {
+            if !platform.is_insecure() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "sealing storage under a key file instead of the TEE's key: it must be on storage only this \
+                     enclave can read"
+                );
+            }
+            return MasterKey::from_key_file(path);
+        }
+        match self.attester.sealing_key() {
+            Ok(Some(key)) => Ok(MasterKey::from_bytes(key)),
+            Ok(None) if platform.is_insecure() => MasterKey::from_key_file(&data_dir.join(SIMULATED_SEALING_KEY_FILE)),
+            Ok(None) => Err(Error::Contract(format!(
+                "{} gives no sealing key; set `sealing_key_file` to a key on storage only this enclave can read",
+                platform.describe()
+            ))),
+            Err(e) => Err(Error::Contract(format!("cannot get the TEE's sealing key: {e}"))),
+        }
     }
 
     /// INSECURE: the simulated TEE with a fresh platform key and enclave key (tests and the demo).

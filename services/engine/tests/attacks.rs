@@ -15,8 +15,8 @@ use sealroom_proto::RoomFile;
 mod common;
 use common::{count, digest};
 
-const ADV: &str = "attacker-advertiser-token-000001";
-const PUB: &str = "honest-publisher-token-00000002";
+const ADV: &str = "adv";
+const PUB: &str = "pub";
 const K: u64 = 10;
 
 fn room() -> String {
@@ -30,8 +30,8 @@ fn room_with(dp: Option<&str>) -> String {
         r#"
 name: attack room
 participants:
-  - {{ id: adv, name: Attacker, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {{ bearer_token_sha256: {p} }} }}
+  - {{ id: adv, name: Attacker, roles: [data_owner, analyst], credential: {a} }}
+  - {{ id: pub, name: Publisher, roles: [data_owner], credential: {p} }}
 tables:
   - name: crm
     owner: adv
@@ -73,8 +73,8 @@ privacy:
   k_thresholds: [{{ set_by: pub, k: {K} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = digest(ADV),
-        p = digest(PUB)
+        a = common::credential(ADV),
+        p = common::credential(PUB)
     );
     match dp {
         None => text,
@@ -285,7 +285,7 @@ async fn re_reading_a_run_releases_identical_numbers() {
     let world = World::new(&users(&[(40, true, &["a"]), (25, true, &["b"])]), &[], &[]).await;
     let first = world.run("overlap").await;
     let room = world.engine.room_ids()[0].clone();
-    let analyst = world.engine.authenticate(room.as_str(), ADV).unwrap();
+    let analyst = common::login(&world.engine, room.as_str(), ADV).unwrap();
     let again = world.engine.release(&analyst, "overlap", Some(first.run_id()), Channel::Rest).unwrap();
     assert_eq!(first.sections(), again.sections());
     assert_ne!(first.audit_seq(), again.audit_seq(), "every release is audited");
@@ -368,7 +368,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     let room = room_with(Some("{ epsilon_per_run: 0.25, budget_per_participant: 1, max_segments_per_person: 1 }"));
     let world = World::empty(&room).await;
     let id = world.engine.room_ids()[0].clone();
-    let analyst = world.engine.authenticate(id.as_str(), ADV).unwrap();
+    let analyst = common::login(&world.engine, id.as_str(), ADV).unwrap();
     // Nothing uploaded: the run is refused before the budget is charged.
     let err = world.engine.run(&analyst, "overlap").await.unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
@@ -395,7 +395,7 @@ async fn averaging_repeated_runs_is_cut_off_by_the_budget_across_restarts() {
     drop(engine);
     let engine = common::open(dir.path(), vec![RoomFile::parse(&room, "attacks").unwrap()], vec![]).await;
     assert!(matches!(refused(&engine).await, Error::BudgetExhausted(_)));
-    let view = engine.room_view(&engine.authenticate(id.as_str(), ADV).unwrap()).unwrap();
+    let view = engine.room_view(&common::login(&engine, id.as_str(), ADV).unwrap()).unwrap();
     assert_eq!(view["privacy_budget"]["remaining"], 0.0);
     assert_eq!(view["privacy_budget"]["runs_left"], 0);
     let audit = std::fs::read_to_string(dir.path().join("rooms").join(id.as_str()).join("audit.jsonl")).unwrap();

@@ -16,8 +16,8 @@ use sealroom_proto::RoomFile;
 mod common;
 use common::digest;
 
-const ADV: &str = "lookalike-advertiser-token-00001";
-const PUB: &str = "lookalike-publisher-token-000002";
+const ADV: &str = "adv";
+const PUB: &str = "pub";
 const USERS: usize = 3000;
 
 fn room(k: u32) -> String {

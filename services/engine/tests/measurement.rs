@@ -12,8 +12,8 @@ use sealroom_proto::RoomFile;
 mod common;
 use common::digest;
 
-const ADV: &str = "advertiser-token-for-measurement-1";
-const PUB: &str = "publisher-token-for-measurement-02";
+const ADV: &str = "adv";
+const PUB: &str = "pub";
 const CAMPAIGNS: [&str; 3] = ["c0", "c1", "c2"];
 const BUCKETS: [(u64, u64); 5] = [(1, 1), (2, 2), (3, 5), (6, 10), (11, u64::MAX)];
 

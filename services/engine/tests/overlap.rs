@@ -17,8 +17,8 @@ use sealroom_proto::room::v1::RoomContract;
 mod common;
 use common::{count, digest, upload};
 
-const ADV_TOKEN: &str = "advertiser-token-for-tests-0001";
-const PUB_TOKEN: &str = "publisher-token-for-tests-0002";
+const ADV_TOKEN: &str = "adv";
+const PUB_TOKEN: &str = "pub";
 
 fn contract(k: u32) -> RoomContract {
     let yaml = format!(
@@ -473,15 +473,15 @@ async fn permissions_follow_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), 2, vec![]).await;
     let room = engine.room_ids()[0].clone();
-    let publisher = engine.authenticate(room.as_str(), PUB_TOKEN).unwrap();
+    let publisher = common::login(&engine, room.as_str(), PUB_TOKEN).unwrap();
     let err = engine.begin_upload(&publisher, "crm").unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)));
     assert_eq!(err.to_string(), "participant 'pub' may not upload table 'crm': the contract names 'adv' as its owner");
     let err = engine.run(&publisher, "overlap").await.unwrap_err();
     assert_eq!(err.to_string(), "participant 'pub' may not run computation 'overlap' (run_by: adv)");
     assert!(matches!(engine.authenticate(room.as_str(), "wrong"), Err(Error::Unauthenticated(_))));
-    assert!(matches!(engine.authenticate("nope", ADV_TOKEN), Err(Error::InvalidRequest(_))));
-    let advertiser = engine.authenticate(room.as_str(), ADV_TOKEN).unwrap();
+    assert!(matches!(common::login(&engine, "nope", ADV_TOKEN), Err(Error::InvalidRequest(_))));
+    let advertiser = common::login(&engine, room.as_str(), ADV_TOKEN).unwrap();
     let err = engine.run(&advertiser, "overlap").await.unwrap_err();
     assert!(err.to_string().contains("table 'crm' (owner: adv) has not been uploaded yet"), "{err}");
     let err = engine.release(&advertiser, "overlap", None, Channel::Rest).unwrap_err();

@@ -12,8 +12,8 @@ use sealroom_proto::RoomFile;
 mod common;
 use common::{count, digest};
 
-const ADV: &str = "sql-advertiser-token-0000000001";
-const PUB: &str = "sql-publisher-token-00000000002";
+const ADV: &str = "adv";
+const PUB: &str = "pub";
 
 fn room(computations: &str) -> String {
     format!(

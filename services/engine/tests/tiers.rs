@@ -13,8 +13,8 @@ use sealroom_proto::RoomFile;
 mod common;
 use common::count;
 
-const ADV: &str = "advertiser-token-for-tier-tests-01";
-const PUB: &str = "publisher-token-for-tier-tests-002";
+const ADV: &str = "adv";
+const PUB: &str = "pub";
 const SECRET: &[u8] = b"the room's CLK secret, 32 bytes!";
 
 const FIRST: [&str; 20] = [
@@ -327,7 +327,7 @@ async fn plaintext_identifiers_that_cannot_match_are_reported_to_the_uploader() 
     for (i, email) in [(80, "not an email"), (81, " Jane@Example.com "), (82, "@@example.com")] {
         adv.push(Row { id: format!("c{i}"), email: Some(email.to_owned()), phone: None, person: person(i) });
     }
-    let caller = engine.authenticate(room_id.as_str(), ADV).unwrap();
+    let caller = common::login(&engine, room_id.as_str(), ADV).unwrap();
     let mut session = engine.begin_upload(&caller, "crm").unwrap();
     session.push(batch(&adv, false)).await.unwrap();
     let manifest = session.commit().await.unwrap();

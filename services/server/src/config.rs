@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// Host names and IP addresses the enclave's TLS certificate names. Sealroom clients pin the
     /// attested certificate whatever its names; other TLS clients (pyarrow, curl) check them.
     pub tls_names: Vec<String>,
+    /// Seal storage under the 32-byte key in this file instead of the TEE's sealing key. Required on
+    /// Intel TDX (no sealing key; keep the file where only the TD can read it), optional with the
+    /// simulated TEE (default `<data_dir>/sealing.key`, made with mode 0600 at first start).
+    pub sealing_key_file: Option<PathBuf>,
     pub limits: Limits,
     /// Activation sinks of participants.
     pub sinks: Vec<SinkConfig>,
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tee: Backend::Auto,
             tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            sealing_key_file: None,
             limits: Limits::default(),
             sinks: Vec::new(),
         }
@@ -95,6 +100,11 @@ impl ServerConfig {
             if room.is_relative() {
                 *room = base.join(&*room);
             }
+        }
+        if let Some(key) = &mut config.sealing_key_file
+            && key.is_relative()
+        {
+            *key = base.join(&*key);
         }
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);

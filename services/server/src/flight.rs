@@ -10,7 +10,7 @@
 //! - `DoAction("run-computation")` runs a computation; `DoAction("lookalike-model")` releases a
 //!   lookalike's model to a participant the contract names in `model_to`;
 //!   `DoAction("lookalike-audience")` delivers the top N of a lookalike to the publisher's sink.
-//! - `Handshake` with the bearer token as payload answers which rooms the token belongs to.
+//! - `Handshake` with the participant token (a JWT, see `sealroom_attest::token`) as payload answers which rooms it authenticates in.
 //!
 //! Every call carries `authorization: Bearer <token>` (except `Handshake`, which takes the token as
 //! its payload).
@@ -59,7 +59,7 @@ fn status(e: Error) -> Status {
     to_status(&e)
 }
 
-/// The bearer token of a request.
+/// The participant token of a request (`authorization: Bearer <JWT>`).
 fn bearer<T>(request: &Request<T>) -> Result<String, Status> {
     let value = request.metadata().get("authorization").ok_or_else(|| {
         Status::unauthenticated(
@@ -321,11 +321,8 @@ impl FlightService for SealroomFlight {
         let mut stream = request.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty handshake"))?;
         let token = String::from_utf8(first.payload.to_vec())
-            .map_err(|_| Status::unauthenticated("the handshake payload must be the bearer token (UTF-8)"))?;
-        let memberships = self.engine.memberships(token.trim());
-        if memberships.is_empty() {
-            return Err(Status::unauthenticated("the token is not the credential of any participant of a hosted room"));
-        }
+            .map_err(|_| Status::unauthenticated("the handshake payload must be the participant token (UTF-8)"))?;
+        let memberships = self.engine.memberships(token.trim()).map_err(status)?;
         let body = serde_json::json!({
             "memberships": memberships.iter().map(|c| serde_json::json!({"room_id": c.room_id().as_str(), "participant": c.participant()})).collect::<Vec<_>>(),
             "authorization": "send `authorization: Bearer <token>` on every call",
@@ -338,14 +335,11 @@ impl FlightService for SealroomFlight {
         let token = bearer(&request)?;
         let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
         let mut infos = Vec::new();
-        for caller in self.engine.memberships(&token) {
+        for caller in self.engine.memberships(&token).map_err(status)? {
             for table in self.engine.owned_tables(&caller).map_err(status)? {
                 infos.push(self.table_info(&caller, &table)?);
             }
             infos.extend(self.result_infos(&caller)?);
-        }
-        if infos.is_empty() && self.engine.memberships(&token).is_empty() {
-            return Err(Status::unauthenticated("the token is not the credential of any participant of a hosted room"));
         }
         let infos: Vec<Result<FlightInfo, Status>> = infos
             .into_iter()

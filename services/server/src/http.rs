@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET | `/healthz` | liveness, the TEE mode and the number of hosted rooms |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text |
-//! | GET | `/v1/rooms` | the rooms the bearer token belongs to |
+//! | GET | `/v1/rooms` | the rooms the participant token authenticates in |
 //! | GET | `/v1/rooms/{room}` | the contract as JSON, the room id, effective k, TEE, roles |
 //! | GET | `/v1/rooms/{room}/datasets` | dataset status: uploaded, version, uploader, time (rows only for the owner) |
 //! | GET | `/v1/rooms/{room}/computations` | computations and what the caller may do with each |
@@ -78,7 +78,7 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The bearer token of a request.
+/// The participant token of a request (`Authorization: Bearer <JWT>`).
 #[derive(Debug)]
 pub struct Token(String);
 
@@ -166,13 +166,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn list_rooms(State(state): State<AppState>, token: Token) -> ApiResult<Json<Value>> {
-    let memberships = state.engine.memberships(&token.0);
-    if memberships.is_empty() {
-        return Err(Error::Unauthenticated(
-            "the bearer token is not the credential of any participant of a hosted room".into(),
-        )
-        .into());
-    }
+    let memberships = state.engine.memberships(&token.0)?;
     let rooms: Vec<Value> = memberships
         .iter()
         .map(|c| {

@@ -75,7 +75,11 @@ fn open_enclave(config: &ServerConfig) -> Result<Enclave, ServerError> {
         .map_err(|e| ServerError::Config(format!("tee: {e}")))?;
     let identity =
         EnclaveIdentity::generate(&config.tls_names).map_err(|e| ServerError::Config(format!("tls_names: {e}")))?;
-    Ok(Enclave::new(attester, identity))
+    let enclave = Enclave::new(attester, identity);
+    Ok(match &config.sealing_key_file {
+        Some(path) => enclave.with_sealing_key_file(path.clone()),
+        None => enclave,
+    })
 }
 
 /// Opens the engine, binds the Flight and REST listeners and starts serving both over TLS with

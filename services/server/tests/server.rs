@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, ListBuilder, StringArray, StringBuilder, UInt64Array};
@@ -14,6 +14,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use sealroom_attest::token::{IssuerKey, unix_now};
 use sealroom_matching::hash::sha256_hex;
 use sealroom_proto::RoomFile;
 use sealroom_proto::room::v1::RoomContract;
@@ -21,19 +22,39 @@ use sealroom_server::config::{ServerConfig, SinkConfig};
 use sealroom_server::{RunningServer, start};
 use serde_json::Value;
 
-const ADV: &str = "advertiser-secret-token-0000000001";
-const PUB: &str = "publisher-secret-token-00000000002";
-const AUDITOR: &str = "auditor-secret-token-0000000000003";
+// The participants of the test room; the harness signs a token for each with its issuer key.
+const ADV: &str = "acme";
+const PUB: &str = "news";
+const AUDITOR: &str = "audit";
 const K: u64 = 10;
+
+/// The issuer key of a participant of the test room (one per participant per test binary).
+fn issuer(who: &str) -> &'static IssuerKey {
+    static KEYS: OnceLock<HashMap<&'static str, IssuerKey>> = OnceLock::new();
+    let keys =
+        KEYS.get_or_init(|| [ADV, PUB, AUDITOR].into_iter().map(|p| (p, IssuerKey::generate().unwrap())).collect());
+    &keys[who]
+}
+
+/// What a test client sends as `Authorization: Bearer`: a fresh token of participant `who` for the
+/// test room, or `who` itself when it names no participant (a bad token).
+fn bearer(who: &str) -> String {
+    static ROOM: OnceLock<String> = OnceLock::new();
+    if ![ADV, PUB, AUDITOR].contains(&who) {
+        return who.to_owned();
+    }
+    let room = ROOM.get_or_init(|| room_contract().room_id().to_string());
+    issuer(who).mint(who, std::slice::from_ref(room), 600, unix_now()).unwrap()
+}
 
 fn room_contract() -> RoomContract {
     let yaml = format!(
         r#"
 name: server test room
 participants:
-  - {{ id: acme, name: ACME, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {a} }} }}
-  - {{ id: news, name: News, roles: [data_owner, analyst], credential: {{ bearer_token_sha256: {p} }} }}
-  - {{ id: audit, name: Auditor, roles: [auditor], credential: {{ bearer_token_sha256: {u} }} }}
+  - {{ id: acme, name: ACME, roles: [data_owner, analyst], credential: {{ issuer_keys: [{a}] }} }}
+  - {{ id: news, name: News, roles: [data_owner, analyst], credential: {{ issuer_keys: [{p}] }} }}
+  - {{ id: audit, name: Auditor, roles: [auditor], credential: {{ issuer_keys: [{u}] }} }}
 tables:
   - name: crm
     owner: acme
@@ -66,9 +87,9 @@ privacy:
   k_thresholds: [{{ set_by: news, k: {K} }}]
 attestation: {{ allow_simulated: true }}
 "#,
-        a = sha256_hex(ADV.as_bytes()),
-        p = sha256_hex(PUB.as_bytes()),
-        u = sha256_hex(AUDITOR.as_bytes()),
+        a = issuer(ADV).public_key_base64(),
+        p = issuer(PUB).public_key_base64(),
+        u = issuer(AUDITOR).public_key_base64(),
     );
     RoomFile::parse(&yaml, "test room").unwrap()
 }
@@ -136,7 +157,7 @@ impl TestServer {
             .await
             .unwrap();
         let mut client = FlightClient::new(channel);
-        client.add_header("authorization", &format!("Bearer {token}")).unwrap();
+        client.add_header("authorization", &format!("Bearer {}", bearer(token))).unwrap();
         client
     }
 
@@ -145,13 +166,13 @@ impl TestServer {
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let r = self.http.get(self.url(path)).bearer_auth(bearer(token)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn post(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let r = self.http.post(self.url(path)).bearer_auth(bearer(token)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -160,7 +181,7 @@ impl TestServer {
         let r = self
             .http
             .post(self.url(path))
-            .bearer_auth(token)
+            .bearer_auth(bearer(token))
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()
@@ -724,6 +745,26 @@ async fn rest_errors_health_and_metrics() {
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let (status, body) = server.get(&format!("/v1/rooms/{room}"), "wrong-token").await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a JWT"), "{body}");
+    // Tokens signed by the right key but expired, or for another room, say which check failed.
+    let room_list = std::slice::from_ref(&room);
+    let expired = issuer(ADV).mint(ADV, room_list, 600, unix_now() - 3600).unwrap();
+    let other_room = issuer(ADV).mint(ADV, &["ab".repeat(32)], 600, unix_now()).unwrap();
+    let forged = issuer(PUB).mint(ADV, room_list, 600, unix_now()).unwrap();
+    for (token, says) in [
+        (expired, "expired"),
+        (other_room, "is not for room"),
+        (forged, "names participant 'acme' but is signed by an issuer key of 'news'"),
+    ] {
+        let (status, body) = server.get(&format!("/v1/rooms/{room}"), &token).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{says}: {body}");
+        let (status, body) = server.get("/v1/rooms", &token).await;
+        assert_eq!(status, 401, "{body}");
+        let mut flight = server.flight(&token).await;
+        let err = flight.list_flights(Vec::<u8>::new()).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("valid authentication credentials") && err.contains(says), "{says}: {err}");
+    }
     let (status, body) = server.get(&format!("/v1/rooms/{room}"), ADV).await;
     assert_eq!(status, 200);
     assert_eq!(body["room_id"], room.as_str());
