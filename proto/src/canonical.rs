@@ -142,9 +142,23 @@ impl RoomContract {
         if let Some(attestation) = &mut self.attestation {
             for m in &mut attestation.accepted_measurements {
                 m.measurement = m.measurement.to_ascii_lowercase();
+                for r in &mut m.rtmrs {
+                    *r = r.to_ascii_lowercase();
+                }
+                // Trailing free registers say nothing.
+                while m.rtmrs.last().is_some_and(String::is_empty) {
+                    m.rtmrs.pop();
+                }
             }
             attestation.accepted_measurements.sort_by(|a, b| {
-                (a.platform, &a.measurement, &a.description).cmp(&(b.platform, &b.measurement, &b.description))
+                (a.platform, &a.measurement, &a.rtmrs, a.isv_prod_id, a.min_isv_svn, &a.description).cmp(&(
+                    b.platform,
+                    &b.measurement,
+                    &b.rtmrs,
+                    b.isv_prod_id,
+                    b.min_isv_svn,
+                    &b.description,
+                ))
             });
             attestation.accepted_measurements.dedup();
             attestation.accepted_tcb_statuses.sort();

@@ -522,6 +522,19 @@ pub struct MeasurementFile {
     pub measurement: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// TDX: RTMR0..RTMR3 that must match too (an empty string leaves a register free).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtmrs: Vec<String>,
+    /// SGX by MRSIGNER: the enclave's product id.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub isv_prod_id: u32,
+    /// SGX by MRSIGNER: the lowest security version accepted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_isv_svn: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -638,6 +651,9 @@ impl RoomFile {
                         platform: m.platform.to_proto() as i32,
                         measurement: m.measurement.clone(),
                         description: m.description.clone(),
+                        rtmrs: m.rtmrs.clone(),
+                        isv_prod_id: m.isv_prod_id,
+                        min_isv_svn: m.min_isv_svn,
                     })
                     .collect(),
                 min_snp_tcb: self.attestation.min_snp_tcb.map(|t| pb::SnpTcb {
@@ -762,6 +778,9 @@ impl RoomFile {
                             platform: PlatformFile::from_proto(m.platform())?,
                             measurement: m.measurement.clone(),
                             description: m.description.clone(),
+                            rtmrs: m.rtmrs.clone(),
+                            isv_prod_id: m.isv_prod_id,
+                            min_isv_svn: m.min_isv_svn,
                         })
                     })
                     .collect(),

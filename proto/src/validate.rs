@@ -1074,5 +1074,29 @@ fn validate_attestation(contract: &RoomContract, c: &mut Collector) {
                 format!("must be {} hex characters ({expected} bytes) for this platform", expected * 2),
             );
         }
+        let tdx = m.platform == Platform::IntelTdx as i32;
+        if !m.rtmrs.is_empty() && !tdx {
+            c.push(format!("{path}.rtmrs"), "RTMRs are Intel TDX registers: give them only for intel_tdx");
+        }
+        if m.rtmrs.len() > 4 {
+            c.push(format!("{path}.rtmrs"), format!("a TD has 4 RTMRs (0 to 3); {} are given", m.rtmrs.len()));
+        }
+        for (j, r) in m.rtmrs.iter().enumerate() {
+            if !r.is_empty() && !is_hex_of_len(r, 48) {
+                c.push(
+                    format!("{path}.rtmrs[{j}]"),
+                    "must be 96 hex characters (48 bytes), or empty to leave the register free",
+                );
+            }
+        }
+        let sgx = m.platform == Platform::IntelSgx as i32;
+        for (field, value) in [("isv_prod_id", m.isv_prod_id), ("min_isv_svn", m.min_isv_svn)] {
+            if value != 0 && !sgx {
+                c.push(format!("{path}.{field}"), "an SGX enclave's field: give it only for intel_sgx");
+            }
+            if value > u32::from(u16::MAX) {
+                c.push(format!("{path}.{field}"), format!("{value} does not fit SGX's 16 bits (at most 65535)"));
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The room file: parsing, validation messages, canonical ids.
 
 use proptest::prelude::*;
-use sealroom_proto::room::v1::RoomContract;
+use sealroom_proto::room::v1::{Platform, RoomContract};
 use sealroom_proto::{RoomFile, RoomFileError};
 
 fn example() -> String {
@@ -456,4 +456,47 @@ fn attestation_policy_round_trips_and_bad_tcb_settings_are_refused() {
     assert!(err.contains("attestation.accepted_tcb_statuses[1]") && err.contains("unknown TCB status 'Fine'"), "{err}");
     let err = invalid(&with(&attestation.replace("snp: 8", "snp: 300")));
     assert!(err.contains("attestation.min_snp_tcb.snp"), "{err}");
+}
+
+#[test]
+fn tdx_rtmrs_and_sgx_signer_rules_are_validated_and_canonical() {
+    let (mrtd, r0, r1) = ("aa".repeat(48), "0B".repeat(48), "1c".repeat(48));
+    let mrsigner = "cc".repeat(32);
+    let text = example();
+    let start = text.find("attestation:").unwrap();
+    let with = |measurements: &str| {
+        format!("{}attestation:\n  allow_simulated: true\n  accepted_measurements:\n{measurements}", &text[..start])
+    };
+    let tdx = |rtmrs: &str| format!("    - {{ platform: intel_tdx, measurement: {mrtd}, rtmrs: {rtmrs} }}\n");
+    let sgx = |extra: &str| format!("    - {{ platform: intel_sgx, measurement: {mrsigner}{extra} }}\n");
+
+    let pinned =
+        RoomFile::parse(&with(&(tdx(&format!("[{r0}, '', {r1}]")) + &sgx(", isv_prod_id: 7, min_isv_svn: 3"))), "r")
+            .unwrap_or_else(|e| panic!("{e}"));
+    let a = pinned.attestation.as_ref().unwrap();
+    let m = a.accepted_measurements.iter().find(|m| m.platform == Platform::IntelTdx as i32).unwrap();
+    assert_eq!(m.rtmrs, [r0.clone(), String::new(), r1.clone()]);
+    let s = a.accepted_measurements.iter().find(|m| m.platform == Platform::IntelSgx as i32).unwrap();
+    assert_eq!((s.isv_prod_id, s.min_isv_svn), (7, 3));
+    let again = RoomFile::parse(&RoomFile::from_contract(&pinned).to_yaml(), "r").unwrap();
+    assert_eq!(again.room_id(), pinned.room_id());
+    // Trailing free registers and case do not change the room; a pinned register does.
+    let trailing =
+        with(&(tdx(&format!("[{}, '', {r1}, '']", r0.to_lowercase())) + &sgx(", isv_prod_id: 7, min_isv_svn: 3")));
+    assert_eq!(RoomFile::parse(&trailing, "r").unwrap().room_id(), pinned.room_id());
+    let fewer = with(&(tdx(&format!("[{r0}]")) + &sgx(", isv_prod_id: 7, min_isv_svn: 3")));
+    assert_ne!(RoomFile::parse(&fewer, "r").unwrap().room_id(), pinned.room_id());
+
+    let err = invalid(&with(&tdx("[ab, '', '', '', '']")));
+    assert!(err.contains("accepted_measurements[0].rtmrs: a TD has 4 RTMRs (0 to 3); 5 are given"), "{err}");
+    assert!(err.contains("accepted_measurements[0].rtmrs[0]: must be 96 hex characters"), "{err}");
+    let err = invalid(&with(&sgx(", isv_prod_id: 70000")));
+    assert!(err.contains("isv_prod_id: 70000 does not fit SGX's 16 bits"), "{err}");
+    let err = invalid(&with(&format!(
+        "    - {{ platform: amd_sev_snp, measurement: {mrtd}, rtmrs: [{r0}], min_isv_svn: 2 }}\n"
+    )));
+    assert!(
+        err.contains("rtmrs: RTMRs are Intel TDX registers") && err.contains("min_isv_svn: an SGX enclave's field"),
+        "{err}"
+    );
 }

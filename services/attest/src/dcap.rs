@@ -97,7 +97,25 @@ pub(crate) fn verify(
             v.detail("ISV product / SVN", format!("{} / {}", r.isv_prod_id, r.isv_svn));
             let debug = r.attributes[0] & 0x02 != 0;
             policy.check_debug(debug, DEBUG, v);
-            policy.check_measurement(Platform::Sgx, &[&r.mr_enclave[..], &r.mr_signer[..]], v);
+            let (enclave, signer) = (r.mr_enclave, r.mr_signer);
+            let (product, svn) = (r.isv_prod_id, r.isv_svn);
+            let also = |a: &crate::verify::Accepted, matched: &[u8]| {
+                // An MRENCLAVE names one exact enclave; a signer signs many, told apart by product and version.
+                if matched != signer.as_slice() || matched == enclave.as_slice() {
+                    return Ok("by MRENCLAVE".to_owned());
+                }
+                if product != a.isv_prod_id {
+                    return Err(format!(
+                        "its signer accepts ISV product {} and this enclave is product {product}",
+                        a.isv_prod_id
+                    ));
+                }
+                if svn < a.min_isv_svn {
+                    return Err(format!("ISV SVN {svn} is below the contract's minimum {}", a.min_isv_svn));
+                }
+                Ok(format!("by MRSIGNER, product {product}, ISV SVN {svn} ≥ {}", a.min_isv_svn))
+            };
+            policy.check_measurement(Platform::Sgx, &[&enclave[..], &signer[..]], also, v);
             Some(r.report_data)
         }
         other => {
@@ -111,11 +129,40 @@ pub(crate) fn verify(
             }
             let debug = td.td_attributes[0] & 0x01 != 0;
             policy.check_debug(debug, DEBUG, v);
-            policy.check_measurement(Platform::Tdx, &[&td.mr_td[..]], v);
+            let rtmrs = [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3];
+            let also = |a: &crate::verify::Accepted, _: &[u8]| check_rtmrs(&a.rtmrs, &rtmrs);
+            policy.check_measurement(Platform::Tdx, &[&td.mr_td[..]], also, v);
             Some(td.report_data)
         }
     }
 }
+
+/// The contract's RTMRs (`None`: free) against the quote's.
+fn check_rtmrs(wanted: &[Option<Vec<u8>>], have: &[[u8; 48]; 4]) -> Result<String, String> {
+    let mut pinned = Vec::new();
+    for (i, want) in wanted.iter().enumerate() {
+        let Some(want) = want else { continue };
+        let Some(actual) = have.get(i) else {
+            return Err(format!("the contract names RTMR{i}, which a TD does not have"));
+        };
+        if want.as_slice() != actual.as_slice() {
+            return Err(format!(
+                "RTMR{i} is {} where the contract requires {}",
+                hex::encode(actual),
+                hex::encode(want)
+            ));
+        }
+        pinned.push(format!("RTMR{i}"));
+    }
+    Ok(if pinned.is_empty() {
+        "the contract constrains no RTMR: any guest booted by this TD firmware passes".to_owned()
+    } else {
+        format!("{} match the contract", pinned.join(", "))
+    })
+}
+
+/// Serializes requests to the TDX and SGX quote interfaces, whose steps share state.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What a debug-mode quote means.
 const DEBUG: &str = "the quote comes from a debug-mode TEE: its memory is readable";
@@ -123,6 +170,8 @@ const DEBUG: &str = "the quote comes from a debug-mode TEE: its memory is readab
 /// A TDX quote for `report_data` through the kernel's configfs-tsm interface.
 pub(crate) fn request_tdx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {
     use crate::AttestError;
+    // One configfs entry per process, written then read: one request at a time.
+    let _one_at_a_time = DEVICE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let base = std::path::Path::new(TSM_REPORT);
     let provider = std::fs::read_to_string(base.join("provider")).unwrap_or_default();
     let entry = base.join(format!("sealroom-{}", std::process::id()));
@@ -155,6 +204,8 @@ pub(crate) const TSM_REPORT: &str = "/sys/kernel/config/tsm/report";
 /// An SGX quote for `report_data` through Gramine's `/dev/attestation` pseudo-files.
 pub(crate) fn request_sgx(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements), crate::AttestError> {
     use crate::AttestError;
+    // Gramine's `user_report_data` then `quote` is two steps on shared files: one request at a time.
+    let _one_at_a_time = DEVICE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let kind = std::fs::read_to_string(format!("{GRAMINE}/attestation_type")).map_err(|e| {
         AttestError::Unavailable(format!(
             "cannot read {GRAMINE}/attestation_type (is this a Gramine SGX enclave?): {e}"

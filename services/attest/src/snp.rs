@@ -134,7 +134,7 @@ pub(crate) fn verify(
             "the guest policy disallows a migration agent (MIGRATE_MA = 0)"
         },
     );
-    policy.check_measurement(Platform::SevSnp, &[&report.measurement[..]], v);
+    policy.check_measurement(Platform::SevSnp, &[&report.measurement[..]], |_, _| Ok(String::new()), v);
     match &policy.snp_min_tcb {
         None => v.check("minimum TCB", true, "the room sets no minimum SEV-SNP TCB"),
         Some(min) => {

@@ -26,14 +26,33 @@ impl std::fmt::Display for SnpTcb {
     }
 }
 
+/// One accepted measurement of a room, with what must hold besides it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub platform: Platform,
+    /// SEV-SNP launch measurement (48 bytes), TDX MRTD (48 bytes), SGX MRENCLAVE or MRSIGNER (32 bytes).
+    pub value: Vec<u8>,
+    /// TDX: RTMR0..RTMR3 that must match too (`None`: free).
+    pub rtmrs: Vec<Option<Vec<u8>>>,
+    /// SGX accepted by MRSIGNER: the product id and the lowest security version.
+    pub isv_prod_id: u16,
+    pub min_isv_svn: u16,
+}
+
+impl Accepted {
+    /// `value` on `platform`, with nothing else required.
+    pub fn new(platform: Platform, value: Vec<u8>) -> Self {
+        Self { platform, value, rtmrs: Vec::new(), isv_prod_id: 0, min_isv_svn: 0 }
+    }
+}
+
 /// What a room accepts (from its contract).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     /// INSECURE: accept the simulated TEE.
     pub allow_simulated: bool,
-    /// Accepted measurements: SEV-SNP launch measurement (48 bytes), TDX MRTD (48 bytes), SGX
-    /// MRENCLAVE or MRSIGNER (32 bytes).
-    pub measurements: Vec<(Platform, Vec<u8>)>,
+    /// Accepted measurements.
+    pub measurements: Vec<Accepted>,
     /// Accept debug-mode TEEs (never in a real room: the host can read their memory).
     pub allow_debug: bool,
     pub snp_min_tcb: Option<SnpTcb>,
@@ -59,7 +78,13 @@ impl Policy {
                     P::IntelSgx => Platform::Sgx,
                     P::Unspecified => return None,
                 };
-                Some((platform, hex::decode(&m.measurement).ok()?))
+                Some(Accepted {
+                    platform,
+                    value: hex::decode(&m.measurement).ok()?,
+                    rtmrs: m.rtmrs.iter().map(|r| if r.is_empty() { None } else { hex::decode(r).ok() }).collect(),
+                    isv_prod_id: u16::try_from(m.isv_prod_id).unwrap_or(u16::MAX),
+                    min_isv_svn: u16::try_from(m.min_isv_svn).unwrap_or(u16::MAX),
+                })
             })
             .collect();
         let level = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
@@ -87,13 +112,34 @@ impl Policy {
         v.check("debug disallowed", !debug || self.allow_debug, if debug { why } else { "not in debug mode" });
     }
 
-    /// Passes when one of `values` (the report's measurement, or for SGX also its signer) is accepted.
-    pub(crate) fn check_measurement(&self, platform: Platform, values: &[&[u8]], v: &mut Verification) {
-        let accepted: Vec<&Vec<u8>> =
-            self.measurements.iter().filter(|(p, _)| *p == platform).map(|(_, m)| m).collect();
-        let found = values.iter().any(|m| accepted.iter().any(|a| a.as_slice() == *m));
-        let detail = if found {
-            format!("{} is in the contract's accepted measurements", hex::encode(values[0]))
+    /// Passes when an accepted entry names one of `values` (the report's measurement, or for SGX
+    /// also its signer) and `also` (what the entry requires besides: TDX RTMRs, SGX product and
+    /// version) holds for it; otherwise says why the closest entry failed.
+    pub(crate) fn check_measurement(
+        &self,
+        platform: Platform,
+        values: &[&[u8]],
+        also: impl Fn(&Accepted, &[u8]) -> Result<String, String>,
+        v: &mut Verification,
+    ) {
+        let accepted: Vec<&Accepted> = self.measurements.iter().filter(|a| a.platform == platform).collect();
+        let mut refusals = Vec::new();
+        for a in &accepted {
+            let Some(value) = values.iter().find(|m| a.value.as_slice() == **m) else { continue };
+            match also(a, value) {
+                Ok(extra) => {
+                    let extra = if extra.is_empty() { String::new() } else { format!("; {extra}") };
+                    return v.check(
+                        "measurement accepted",
+                        true,
+                        format!("{} is in the contract's accepted measurements{extra}", hex::encode(value)),
+                    );
+                }
+                Err(why) => refusals.push(why),
+            }
+        }
+        let detail = if !refusals.is_empty() {
+            format!("{} is accepted by the contract, but {}", hex::encode(values[0]), refusals.join("; and "))
         } else if accepted.is_empty() {
             format!("the contract accepts no {} measurement", platform.describe())
         } else {
@@ -104,7 +150,7 @@ impl Policy {
                 platform.describe()
             )
         };
-        v.check("measurement accepted", found, detail);
+        v.check("measurement accepted", false, detail);
     }
 }
 

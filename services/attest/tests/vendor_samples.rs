@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use sealroom_attest::verify::{SnpTcb, verify};
+use sealroom_attest::verify::{Accepted, SnpTcb, verify};
 use sealroom_attest::{Binding, Endorsements, Evidence, Platform, Policy, Verification};
 
 /// Inside the sample collateral's validity (2025-07-08 18:40 UTC); the collateral expired since.
@@ -69,7 +69,7 @@ const REPORT_DATA: std::ops::Range<usize> = 0x50..0x90;
 const MEASUREMENT: std::ops::Range<usize> = 0x90..0xC0;
 
 fn snp_policy(report: &[u8]) -> Policy {
-    Policy { measurements: vec![(Platform::SevSnp, report[MEASUREMENT].to_vec())], ..Policy::default() }
+    Policy { measurements: vec![Accepted::new(Platform::SevSnp, report[MEASUREMENT].to_vec())], ..Policy::default() }
 }
 
 #[test]
@@ -103,7 +103,8 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     assert!(text.contains("bootloader 3, tee 0, snp 8, microcode 115") && text.contains("ACCEPTED"), "{text}");
 
     // The policy's own checks, each refused alone.
-    let other_measurement = Policy { measurements: vec![(Platform::SevSnp, vec![0; 48])], ..policy.clone() };
+    let other_measurement =
+        Policy { measurements: vec![Accepted::new(Platform::SevSnp, vec![0; 48])], ..policy.clone() };
     assert_eq!(failed(&verify(&e, &other_measurement, &binding, None, SNP_NOW)), ["measurement accepted"]);
     let strict_tcb =
         Policy { snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 9, microcode: 115 }), ..policy.clone() };
@@ -206,7 +207,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
 fn sgx_policy(quote: &[u8], statuses: &[&str]) -> Policy {
     // MRENCLAVE sits at offset 48 + 64 of an SGX quote (header, then the report body).
     Policy {
-        measurements: vec![(Platform::Sgx, quote[112..144].to_vec())],
+        measurements: vec![Accepted::new(Platform::Sgx, quote[112..144].to_vec())],
         tcb_statuses: statuses.iter().map(|s| (*s).to_owned()).collect(),
         ..Policy::default()
     }
@@ -229,9 +230,43 @@ fn the_intel_samples_verify_at_a_time_their_collateral_was_valid() {
     assert_eq!(failed(&v), ["TCB status"]);
     assert!(v.get("TCB status").unwrap().detail.contains("the room accepts UpToDate"));
     // MRSIGNER is accepted in place of MRENCLAVE.
-    let by_signer =
-        Policy { measurements: vec![(Platform::Sgx, quote[176..208].to_vec())], ..sgx_policy(&quote, &[status]) };
+    let by_signer = Policy {
+        measurements: vec![Accepted::new(Platform::Sgx, quote[176..208].to_vec())],
+        ..sgx_policy(&quote, &[status])
+    };
     assert!(verify(&e, &by_signer, &binding, None, DCAP_NOW).passed());
+    // By MRSIGNER, the product id must be the contract's and the version at least its minimum.
+    // ISVPRODID and ISVSVN follow MRSIGNER (32), 96 reserved bytes: offsets 304 and 306.
+    let product = u16::from_le_bytes([quote[304], quote[305]]);
+    let svn = u16::from_le_bytes([quote[306], quote[307]]);
+    let signer = |isv_prod_id: u16, min_isv_svn: u16| Policy {
+        measurements: vec![Accepted {
+            isv_prod_id,
+            min_isv_svn,
+            ..Accepted::new(Platform::Sgx, quote[176..208].to_vec())
+        }],
+        ..sgx_policy(&quote, &[status])
+    };
+    let v = verify(&e, &signer(product, svn), &binding, None, DCAP_NOW);
+    assert!(v.passed(), "{}", v.render());
+    assert!(v.get("measurement accepted").unwrap().detail.contains(&format!("by MRSIGNER, product {product}")));
+    let v = verify(&e, &signer(product.wrapping_add(1), 0), &binding, None, DCAP_NOW);
+    assert_eq!(failed(&v), ["measurement accepted"]);
+    assert!(v.get("measurement accepted").unwrap().detail.contains("and this enclave is product"), "{}", v.render());
+    let v = verify(&e, &signer(product, svn + 1), &binding, None, DCAP_NOW);
+    assert_eq!(failed(&v), ["measurement accepted"]);
+    let detail = &v.get("measurement accepted").unwrap().detail;
+    assert!(detail.contains(&format!("ISV SVN {svn} is below the contract's minimum {}", svn + 1)), "{detail}");
+    // By MRENCLAVE, product and version do not matter (the enclave is named exactly).
+    let exact = Policy {
+        measurements: vec![Accepted {
+            isv_prod_id: 999,
+            min_isv_svn: 999,
+            ..Accepted::new(Platform::Sgx, quote[112..144].to_vec())
+        }],
+        ..sgx_policy(&quote, &[status])
+    };
+    assert!(verify(&e, &exact, &binding, None, DCAP_NOW).passed());
     // Expired collateral: the same quote a year later.
     let v = verify(&e, &sgx_policy(&quote, &[status]), &binding, None, DCAP_NOW + 365 * 86_400);
     assert_eq!(failed(&v), ["Intel signature chain"]);
@@ -257,10 +292,27 @@ fn the_intel_samples_verify_at_a_time_their_collateral_was_valid() {
     let mr_td = quote[184..232].to_vec();
     assert!(hex::encode(&mr_td).starts_with("91eb2b44d141d4ec"));
     let report_data = report_data_of(&quote[568..632]);
-    let policy = Policy { measurements: vec![(Platform::Tdx, mr_td)], ..Policy::default() };
+    let policy = Policy { measurements: vec![Accepted::new(Platform::Tdx, mr_td.clone())], ..Policy::default() };
     let v = verify(&e, &policy, &Binding::ReportData(report_data), None, DCAP_NOW);
     assert!(v.passed(), "{}", v.render());
     assert!(v.render().contains("RTMR3"));
+    assert!(v.get("measurement accepted").unwrap().detail.contains("constrains no RTMR"), "{}", v.render());
+    // RTMR0..3 follow MRTD, MRCONFIGID, MROWNER and MROWNERCONFIG: offsets 376, 424, 472, 520.
+    let rtmr = |i: usize| quote[376 + 48 * i..424 + 48 * i].to_vec();
+    let with_rtmrs = |rtmrs: Vec<Option<Vec<u8>>>| Policy {
+        measurements: vec![Accepted { rtmrs, ..Accepted::new(Platform::Tdx, mr_td.clone()) }],
+        ..Policy::default()
+    };
+    let pinned = with_rtmrs(vec![Some(rtmr(0)), None, Some(rtmr(2)), Some(rtmr(3))]);
+    let v = verify(&e, &pinned, &Binding::ReportData(report_data), None, DCAP_NOW);
+    assert!(v.passed(), "{}", v.render());
+    assert!(v.get("measurement accepted").unwrap().detail.contains("RTMR0, RTMR2, RTMR3 match"), "{}", v.render());
+    let mut other_kernel = rtmr(1);
+    other_kernel[0] ^= 1;
+    let v = verify(&e, &with_rtmrs(vec![None, Some(other_kernel)]), &Binding::ReportData(report_data), None, DCAP_NOW);
+    assert_eq!(failed(&v), ["measurement accepted"]);
+    let detail = &v.get("measurement accepted").unwrap().detail;
+    assert!(detail.contains(&format!("RTMR1 is {} where the contract requires", hex::encode(rtmr(1)))), "{detail}");
     assert_eq!(
         failed(&verify(&e, &Policy::default(), &Binding::ReportData(report_data), None, DCAP_NOW)),
         ["measurement accepted"]

@@ -187,6 +187,10 @@ impl Engine {
                     contract.name
                 )));
             }
+            let (enclave, checked) = (config.enclave.clone(), contract.clone());
+            tokio::task::spawn_blocking(move || enclave.self_check(&checked))
+                .await
+                .map_err(|e| Error::Computation(format!("attestation self-check: {e}")))??;
             let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
             for (i, binding) in config.sinks.iter().enumerate() {
                 if binding.room.as_ref().is_some_and(|r| r != id.as_str())

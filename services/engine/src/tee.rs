@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sealroom_attest::{Attester, EnclaveIdentity};
+use sealroom_attest::{Attester, Binding, EnclaveIdentity, Policy};
 pub use sealroom_attest::{Evidence, Platform, SIMULATION_BANNER};
+use sealroom_proto::room::v1::RoomContract;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -104,6 +105,45 @@ impl Enclave {
 
     pub fn identity(&self) -> &Arc<EnclaveIdentity> {
         &self.identity
+    }
+
+    /// Checks, before hosting a room, that this enclave's own evidence meets the room's attestation
+    /// policy: the checks every client runs, except those that need endorsements a server may not
+    /// have (the VCEK chain, DCAP collateral and what depends on them). A room whose measurement,
+    /// debug, VMPL, migration or TCB rules this enclave cannot meet is refused at start, naming the
+    /// checks, instead of starting and being refused by every client. Talks to the TEE device.
+    pub fn self_check(&self, contract: &RoomContract) -> Result<()> {
+        /// Checks that need the vendor's endorsements: the clients run them.
+        const NEEDS_ENDORSEMENTS: [&str; 5] =
+            ["AMD certificate chain", "report signature", "VCEK validity", "Intel signature chain", "TCB status"];
+        let room_id = contract.room_id();
+        let mut nonce = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| Error::Computation("no randomness for a nonce".into()))?;
+        let evidence = self.attest(room_id.as_str(), &nonce)?;
+        let binding = Binding::Evidence {
+            room_id: room_id.to_string(),
+            nonce: Some(nonce.to_vec()),
+            public_key: Some(self.identity.public_key().to_vec()),
+        };
+        let now = sealroom_attest::token::unix_now();
+        let verification =
+            sealroom_attest::verify::verify(&evidence, &Policy::from_contract(contract), &binding, None, now);
+        let failures: Vec<String> = verification
+            .failures()
+            .filter(|c| !NEEDS_ENDORSEMENTS.contains(&c.name.as_str()))
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Contract(format!(
+            "room '{}' ({room_id}) does not accept this enclave ({}); every participant would refuse it:\n  - {}\n\
+             Run the image whose measurement the room accepts, or change the room's attestation policy",
+            contract.name,
+            self.attester.platform().describe(),
+            failures.join("\n  - ")
+        )))
     }
 
     /// Evidence that the enclave key is held by this TEE for `room_id`, fresh for `nonce`. Talks to

@@ -31,7 +31,7 @@ use x509_cert::{TbsCertificate, Version};
 
 use super::*;
 use crate::evidence::{Evidence, report_data};
-use crate::verify::{Binding, SnpTcb, verify_with_snp_roots};
+use crate::verify::{Accepted, Binding, SnpTcb, verify_with_snp_roots};
 
 /// RSA-2048 keeps key generation fast; `sev` verifies RSA-PSS with any key size up to 4096 bits
 /// (AMD's own ARK and ASK are 4096-bit).
@@ -330,7 +330,7 @@ impl Case {
             report,
             signer: vcek_key().clone(),
             policy: Policy {
-                measurements: vec![(Platform::SevSnp, MEASUREMENT.to_vec())],
+                measurements: vec![Accepted::new(Platform::SevSnp, MEASUREMENT.to_vec())],
                 snp_min_tcb: Some(SnpTcb { bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode }),
                 ..Policy::default()
             },
