@@ -11,8 +11,10 @@
 //!    nothing is touched yet.
 //! 2. **open**: [`Sink::open`] acquires resources (creates the directory, connects to brokers) and
 //!    fails with a clear error if the destination is unusable. Called once, before any send.
-//! 3. **send**: [`Sink::send`] delivers one released batch. A delivery is all-or-nothing: when `send`
-//!    returns an error, the destination holds none of it.
+//! 3. **send**: [`Sink::send`] delivers one released batch. The file sink is all-or-nothing: when
+//!    `send` returns an error, the destination holds none of it. The Kafka sink cannot be (no
+//!    transactions): it is at-least-once with deterministic message keys, so a retried delivery is
+//!    de-duplicated by consumers (see [`kafka`]).
 //! 4. **flush**: [`Sink::flush`] makes everything sent so far durable at the destination. The engine
 //!    flushes after each delivery before it records the delivery as done.
 //! 5. **close**: [`Sink::close`] flushes and releases resources; later calls to `send` fail.
@@ -20,6 +22,7 @@
 //! [`Sink::healthcheck`] may be called at any time after `open`.
 
 pub mod file;
+pub mod kafka;
 mod registry;
 
 use std::fmt;
@@ -42,6 +45,21 @@ pub enum Error {
     Encode { sink: &'static str, message: String },
     #[error("{sink} sink: {message}")]
     Lifecycle { sink: &'static str, message: &'static str },
+    /// The destination refused or did not acknowledge a delivery. `fatal`: retrying cannot help
+    /// (a missing topic, an oversized message, denied access); otherwise it may.
+    #[error("{sink} sink: {message}")]
+    Delivery { sink: &'static str, message: String, fatal: bool },
+}
+
+impl Error {
+    /// Whether retrying the same delivery later could succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Delivery { fatal, .. } => !fatal,
+            Self::Io { .. } => true,
+            Self::UnknownSinkType { .. } | Self::Config { .. } | Self::Encode { .. } | Self::Lifecycle { .. } => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

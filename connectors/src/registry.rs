@@ -25,6 +25,7 @@ impl Default for SinkRegistry {
     fn default() -> Self {
         let mut registry = Self::empty();
         registry.register("file", crate::file::FileSink::from_config);
+        registry.register("kafka", crate::kafka::KafkaSink::from_config);
         registry
     }
 }
@@ -74,13 +75,13 @@ mod tests {
     #[test]
     fn unknown_sink_types_name_the_available_ones() {
         let err = SinkRegistry::default().build(&serde_json::json!({"type": "kafkaa"})).unwrap_err();
-        assert_eq!(err.to_string(), "unknown sink type 'kafkaa'; available sinks: file");
+        assert_eq!(err.to_string(), "unknown sink type 'kafkaa'; available sinks: file, kafka");
     }
 
     #[test]
     fn missing_type_is_explained() {
         let err = SinkRegistry::default().build(&serde_json::json!({"path": "/tmp"})).unwrap_err();
-        assert!(err.to_string().contains("missing `type`; available sinks: file"), "{err}");
+        assert!(err.to_string().contains("missing `type`; available sinks: file, kafka"), "{err}");
     }
 
     #[test]

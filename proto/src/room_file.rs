@@ -513,6 +513,9 @@ pub struct SnpTcbFile {
     pub snp: u32,
     #[serde(default)]
     pub microcode: u32,
+    /// Turin's FMC component (0: no minimum; Milan and Genoa reports have none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fmc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -661,6 +664,7 @@ impl RoomFile {
                     tee: t.tee,
                     snp: t.snp,
                     microcode: t.microcode,
+                    fmc: t.fmc,
                 }),
                 accepted_tcb_statuses: self.attestation.accepted_tcb_statuses.clone(),
             }),
@@ -789,6 +793,7 @@ impl RoomFile {
                     tee: t.tee,
                     snp: t.snp,
                     microcode: t.microcode,
+                    fmc: t.fmc,
                 }),
                 accepted_tcb_statuses: contract
                     .attestation

@@ -1042,9 +1042,13 @@ fn validate_attestation(contract: &RoomContract, c: &mut Collector) {
         return;
     };
     if let Some(tcb) = &attestation.min_snp_tcb {
-        for (name, v) in
-            [("bootloader", tcb.bootloader), ("tee", tcb.tee), ("snp", tcb.snp), ("microcode", tcb.microcode)]
-        {
+        for (name, v) in [
+            ("bootloader", tcb.bootloader),
+            ("tee", tcb.tee),
+            ("snp", tcb.snp),
+            ("microcode", tcb.microcode),
+            ("fmc", tcb.fmc),
+        ] {
             if v > 255 {
                 c.push(format!("attestation.min_snp_tcb.{name}"), "is a security patch level: 0..255");
             }

@@ -459,6 +459,42 @@ fn attestation_policy_round_trips_and_bad_tcb_settings_are_refused() {
 }
 
 #[test]
+fn a_minimum_turin_fmc_round_trips_and_is_a_patch_level() {
+    let attestation = |tcb: &str| {
+        format!(
+            "attestation:\n  accepted_measurements:\n    - {{ platform: amd_sev_snp, measurement: {} }}\n  \
+             min_snp_tcb: {tcb}\n",
+            "ab".repeat(48)
+        )
+    };
+    let text = example();
+    let start = text.find("attestation:").unwrap();
+    let with = |tcb: &str| format!("{}{}", &text[..start], attestation(tcb));
+    let contract = RoomFile::parse(&with("{ bootloader: 1, tee: 0, snp: 5, microcode: 76, fmc: 2 }"), "r").unwrap();
+    let tcb = contract.attestation.as_ref().unwrap().min_snp_tcb.unwrap();
+    assert_eq!((tcb.bootloader, tcb.snp, tcb.microcode, tcb.fmc), (1, 5, 76, 2));
+    // The file written back keeps the FMC, and so the room id.
+    let yaml = RoomFile::from_contract(&contract).to_yaml();
+    assert!(yaml.contains("fmc: 2"), "{yaml}");
+    let again = RoomFile::parse(&yaml, "r").unwrap();
+    assert_eq!(again.room_id(), contract.room_id());
+    assert_eq!(again.attestation.as_ref().unwrap().min_snp_tcb.unwrap().fmc, 2);
+    // The FMC is part of the contract: another minimum is another room.
+    let other = RoomFile::parse(&with("{ bootloader: 1, tee: 0, snp: 5, microcode: 76, fmc: 3 }"), "r").unwrap();
+    assert_ne!(other.room_id(), contract.room_id());
+    // No FMC and `fmc: 0` (no minimum) are the same contract, and the room id of a contract written
+    // before the field existed, which is not written back.
+    let without = RoomFile::parse(&with("{ bootloader: 1, tee: 0, snp: 5, microcode: 76 }"), "r").unwrap();
+    let zero = RoomFile::parse(&with("{ bootloader: 1, tee: 0, snp: 5, microcode: 76, fmc: 0 }"), "r").unwrap();
+    assert_eq!(zero.room_id(), without.room_id());
+    assert!(!RoomFile::from_contract(&zero).to_yaml().contains("fmc"));
+    // A patch level is 0..255.
+    let err = invalid(&with("{ bootloader: 1, tee: 0, snp: 5, microcode: 76, fmc: 300 }"));
+    assert!(err.contains("attestation.min_snp_tcb.fmc: is a security patch level: 0..255"), "{err}");
+    assert!(!err.contains("min_snp_tcb.snp"), "{err}");
+}
+
+#[test]
 fn tdx_rtmrs_and_sgx_signer_rules_are_validated_and_canonical() {
     let (mrtd, r0, r1) = ("aa".repeat(48), "0B".repeat(48), "1c".repeat(48));
     let mrsigner = "cc".repeat(32);

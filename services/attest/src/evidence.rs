@@ -58,10 +58,14 @@ pub enum Endorsements {
     /// from a PCCS).
     #[default]
     None,
-    /// The chip's VCEK certificate (DER), e.g. from the extended report's certificate table.
+    /// The chip's VCEK certificate (DER), e.g. from the extended report's certificate table, and
+    /// optionally AMD's revocation list (CRL, DER) for the product, from AMD's KDS
+    /// (`https://kdsintf.amd.com/vcek/v1/{Milan,Genoa,Turin}/crl`).
     Vcek {
         #[serde(with = "b64")]
         der: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_option")]
+        crl: Option<Vec<u8>>,
     },
     /// DCAP collateral (the JSON form of `dcap_qvl::QuoteCollateralV3`).
     Collateral { collateral: serde_json::Value },
@@ -154,6 +158,27 @@ mod b64 {
     }
 }
 
+/// [`b64`] for an optional value (absent when `None`).
+mod b64_option {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => super::b64::serialize(bytes, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => {
+                STANDARD.decode(text.trim()).map(Some).map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,11 +200,20 @@ mod tests {
             public_key: "00ff".into(),
             room_id: "r".into(),
             nonce: "aa".into(),
-            endorsements: Endorsements::Vcek { der: vec![9, 9] },
+            endorsements: Endorsements::Vcek { der: vec![9, 9], crl: None },
         };
         let text = serde_json::to_vec(&e).unwrap();
         assert_eq!(Evidence::from_json(&text).unwrap(), e);
         assert!(String::from_utf8_lossy(&text).contains("\"platform\":\"sev-snp\""));
+        // No CRL: no `crl` field, and evidence written before there was one still reads.
+        assert!(String::from_utf8_lossy(&text).contains(r#""endorsements":{"kind":"vcek","der":"CQk="}"#));
+        // A CRL is base64 like the VCEK.
+        let with_crl = Evidence { endorsements: Endorsements::Vcek { der: vec![9, 9], crl: Some(vec![7]) }, ..e };
+        let text = serde_json::to_vec(&with_crl).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains(r#""endorsements":{"kind":"vcek","der":"CQk=","crl":"Bw=="}"#));
+        assert_eq!(Evidence::from_json(&text).unwrap(), with_crl);
+        let err = serde_json::from_str::<Endorsements>(r#"{"kind":"vcek","der":"CQk=","crl":"!!"}"#).unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
         let err = Evidence::from_json(b"{\"platform\":\"sev-snp\"}").unwrap_err().to_string();
         assert!(err.contains("missing field"), "{err}");
         let err =

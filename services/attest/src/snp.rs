@@ -100,7 +100,7 @@ pub(crate) fn verify(
     );
 
     match endorsements {
-        Endorsements::Vcek { der } => check_chain(der, &report, now, &roots(), v),
+        Endorsements::Vcek { der, crl } => check_chain(der, crl.as_deref(), &report, now, &roots(), v),
         _ => v.check(
             "AMD certificate chain",
             false,
@@ -139,42 +139,65 @@ pub(crate) fn verify(
         None => v.check("minimum TCB", true, "the room sets no minimum SEV-SNP TCB"),
         Some(min) => {
             let t = &report.reported_tcb;
-            let low: Vec<String> = [
-                ("bootloader", t.bootloader, min.bootloader),
-                ("tee", t.tee, min.tee),
-                ("snp", t.snp, min.snp),
-                ("microcode", t.microcode, min.microcode),
-            ]
-            .iter()
-            .filter(|(_, have, want)| have < want)
-            .map(|(n, have, want)| format!("{n} {have} < {want}"))
-            .collect();
-            v.check(
-                "minimum TCB",
-                low.is_empty(),
-                if low.is_empty() {
-                    format!("reported TCB meets {min}")
-                } else {
-                    format!("below the minimum: {}", low.join(", "))
-                },
-            );
+            // The FMC component exists on Turin reports only; a minimum FMC does not apply to
+            // Milan and Genoa reports (their firmware has no separate FMC).
+            let (fmc, unmet_fmc) = match (min.fmc, t.fmc) {
+                (Some(want), Some(have)) => (Some(("fmc", have, want)), None),
+                (Some(want), None) => (
+                    None,
+                    Some(format!(
+                        "the contract's minimum fmc {want} does not apply: this report has no FMC component \
+                         (only Turin reports have one)"
+                    )),
+                ),
+                (None, _) => (None, None),
+            };
+            let low: Vec<String> = fmc
+                .into_iter()
+                .chain([
+                    ("bootloader", t.bootloader, min.bootloader),
+                    ("tee", t.tee, min.tee),
+                    ("snp", t.snp, min.snp),
+                    ("microcode", t.microcode, min.microcode),
+                ])
+                .filter(|(_, have, want)| have < want)
+                .map(|(n, have, want)| format!("{n} {have} < {want}"))
+                .collect();
+            let mut compared = *min;
+            compared.fmc = compared.fmc.filter(|_| t.fmc.is_some());
+            let mut detail = if low.is_empty() {
+                format!("reported TCB meets {compared}")
+            } else {
+                format!("below the minimum: {}", low.join(", "))
+            };
+            if let Some(note) = unmet_fmc {
+                detail = format!("{detail}; {note}");
+            }
+            v.check("minimum TCB", low.is_empty(), detail);
         }
     }
     Some(report.report_data)
 }
 
-/// The VCEK chains to one of `roots`, is this chip's at the reported TCB, is valid at `now`, and
-/// signed the report.
-fn check_chain(der: &[u8], report: &AttestationReport, now: u64, roots: &[Root], v: &mut Verification) {
+/// The VCEK chains to one of `roots`, is this chip's at the reported TCB, is valid at `now`, is
+/// not revoked by AMD's `crl` (when given), and signed the report.
+fn check_chain(
+    der: &[u8],
+    crl: Option<&[u8]>,
+    report: &AttestationReport,
+    now: u64,
+    roots: &[Root],
+    v: &mut Verification,
+) {
     let vek = match Certificate::from_der(der) {
         Ok(c) => c,
         Err(e) => return v.check("AMD certificate chain", false, format!("the VCEK is not a DER certificate: {e}")),
     };
-    let product = roots.iter().find_map(|root| {
+    let root = roots.iter().find(|root| {
         let chain = Chain { ca: root.chain.clone(), vek: vek.clone() };
-        chain.verify().is_ok().then_some(root.product)
+        chain.verify().is_ok()
     });
-    let Some(product) = product else {
+    let Some(root) = root else {
         let names: Vec<&str> = roots.iter().map(|r| r.product).collect();
         return v.check(
             "AMD certificate chain",
@@ -182,6 +205,7 @@ fn check_chain(der: &[u8], report: &AttestationReport, now: u64, roots: &[Root],
             format!("the VCEK is not signed by the ASK of AMD's {} root (ARK)", one_of(&names)),
         );
     };
+    let product = root.product;
     let cert = x509_cert::Certificate::from(vek.clone());
     match vcek_matches(&cert, report) {
         Ok(()) => v.check(
@@ -192,6 +216,7 @@ fn check_chain(der: &[u8], report: &AttestationReport, now: u64, roots: &[Root],
         Err(e) => v.check("AMD certificate chain", false, e),
     }
     check_validity(&cert, now, v);
+    check_revocation(crl, root, &cert, now, v);
     // The chain is verified: only the VCEK's signature over the report is left.
     let signed = (&vek, report).verify();
     v.check(
@@ -227,6 +252,142 @@ fn check_validity(cert: &x509_cert::Certificate, now: u64, v: &mut Verification)
         (true, format!("valid from {from} to {until}; verified at {at}"))
     };
     v.check("VCEK validity", valid, detail);
+}
+
+/// The check of AMD's revocation list.
+const REVOCATION: &str = "AMD revocation list";
+
+/// AMD's revocation list for the product (the KDS's `vcek/v1/{product}/crl`), when supplied: it
+/// must be issued and signed by the ARK the chain verified against and current at `now`, and must
+/// list neither the ASK nor the VCEK. Without one the check passes and says revocation was not
+/// checked.
+fn check_revocation(crl: Option<&[u8]>, root: &Root, vcek: &x509_cert::Certificate, now: u64, v: &mut Verification) {
+    let Some(crl) = crl else {
+        let product = root.product;
+        return v.check(
+            REVOCATION,
+            true,
+            format!(
+                "not checked: no revocation list was supplied (AMD's {product} CRL is at \
+                 https://kdsintf.amd.com/vcek/v1/{product}/crl; pass it with --amd-crl)"
+            ),
+        );
+    };
+    match revocation(crl, root, vcek, now) {
+        Ok(detail) => v.check(REVOCATION, true, detail),
+        Err(e) => v.check(REVOCATION, false, e),
+    }
+}
+
+fn revocation(der: &[u8], root: &Root, vcek: &x509_cert::Certificate, now: u64) -> Result<String, String> {
+    use x509_cert::der::Decode as _;
+    let product = root.product;
+    let crl = x509_cert::crl::CertificateList::from_der(der)
+        .map_err(|e| format!("the revocation list is not a DER CRL: {e}"))?;
+    let ark = x509_cert::Certificate::from(root.chain.ark.clone());
+    let ask = x509_cert::Certificate::from(root.chain.ask.clone());
+    let list = &crl.tbs_cert_list;
+    let ark_name = &ark.tbs_certificate.subject;
+    if list.issuer != *ark_name {
+        return Err(format!(
+            "the revocation list is issued by {}, not by AMD's {product} ARK ({ark_name}): is it another product's?",
+            list.issuer
+        ));
+    }
+    check_crl_signature(der, &crl, &ark)
+        .map_err(|e| format!("the revocation list is not signed by AMD's {product} ARK: {e}"))?;
+    let at = time_text(now);
+    let this_update = list.this_update;
+    let Some(next_update) = list.next_update else {
+        return Err("the revocation list has no nextUpdate: there is no telling whether it is current".into());
+    };
+    if now < this_update.to_unix_duration().as_secs() {
+        return Err(format!("the revocation list is not valid before {this_update} (verification time {at})"));
+    }
+    if now > next_update.to_unix_duration().as_secs() {
+        return Err(format!(
+            "the revocation list expired on {next_update} (verification time {at}): fetch a current one from \
+             https://kdsintf.amd.com/vcek/v1/{product}/crl"
+        ));
+    }
+    let revoked = list.revoked_certificates.as_deref().unwrap_or_default();
+    let listed = |serial: &x509_cert::serial_number::SerialNumber| {
+        revoked.iter().find(|r| same_serial(r.serial_number.as_bytes(), serial.as_bytes()))
+    };
+    let ask_serial = &ask.tbs_certificate.serial_number;
+    let vcek_serial = &vcek.tbs_certificate.serial_number;
+    if let Some(entry) = listed(ask_serial) {
+        return Err(format!(
+            "AMD's {product} ARK revoked the ASK (serial {ask_serial}) on {}: no VCEK it signed is trusted",
+            entry.revocation_date
+        ));
+    }
+    if let Some(entry) = listed(vcek_serial) {
+        return Err(format!(
+            "AMD's {product} ARK revoked the VCEK (serial {vcek_serial}) on {}",
+            entry.revocation_date
+        ));
+    }
+    Ok(format!(
+        "neither the ASK (serial {ask_serial}) nor the VCEK (serial {vcek_serial}) is among the {} certificates \
+         AMD's {product} ARK revoked (list of {this_update}, next update {next_update}; verified at {at})",
+        revoked.len()
+    ))
+}
+
+/// Two serial numbers (big-endian INTEGER contents) are the same number.
+fn same_serial(a: &[u8], b: &[u8]) -> bool {
+    fn strip(s: &[u8]) -> &[u8] {
+        s.iter().position(|b| *b != 0).map_or(&[], |i| &s[i..])
+    }
+    strip(a) == strip(b)
+}
+
+const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+const OID_MGF1: &str = "1.2.840.113549.1.1.8";
+const OID_SHA384: &str = "2.16.840.1.101.3.4.2.2";
+
+/// The CRL's signature is the ARK's: RSASSA-PSS with SHA-384 and MGF1-SHA-384 (AMD's algorithm,
+/// named alike inside and outside the signed part) over the signed bytes as they are in `der`.
+fn check_crl_signature(
+    der: &[u8],
+    crl: &x509_cert::crl::CertificateList,
+    ark: &x509_cert::Certificate,
+) -> Result<(), String> {
+    use rsa::pkcs1::RsaPssParams;
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::signature::Verifier as _;
+    use x509_cert::der::{Decode as _, Encode as _, Reader as _};
+
+    let algorithm = &crl.signature_algorithm;
+    if *algorithm != crl.tbs_cert_list.signature {
+        return Err("its outer signature algorithm differs from the signed one".into());
+    }
+    if algorithm.oid.to_string() != OID_RSASSA_PSS {
+        return Err(format!("it is signed with {}, not RSASSA-PSS", algorithm.oid));
+    }
+    let params = algorithm.parameters.as_ref().ok_or("its RSASSA-PSS parameters are missing")?;
+    let params = params.to_der().map_err(|e| format!("its RSASSA-PSS parameters are malformed: {e}"))?;
+    let pss = RsaPssParams::from_der(&params).map_err(|e| format!("its RSASSA-PSS parameters are malformed: {e}"))?;
+    let mgf_hash = pss.mask_gen.parameters.map(|h| h.oid.to_string());
+    if pss.hash.oid.to_string() != OID_SHA384
+        || pss.mask_gen.oid.to_string() != OID_MGF1
+        || mgf_hash.as_deref() != Some(OID_SHA384)
+    {
+        return Err("it is not signed with SHA-384 and MGF1-SHA-384 (AMD's RSASSA-PSS parameters)".into());
+    }
+    let spki = ark.tbs_certificate.subject_public_key_info.to_der().map_err(|e| e.to_string())?;
+    let key = rsa::RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("the ARK's key is not RSA: {e}"))?;
+    // The signed bytes as the CRL carries them: the first element of the outer SEQUENCE.
+    let mut reader = x509_cert::der::SliceReader::new(der).map_err(|e| e.to_string())?;
+    let signed = x509_cert::der::Header::decode(&mut reader)
+        .and_then(|_| reader.tlv_bytes())
+        .map_err(|e| format!("the signed part cannot be read: {e}"))?;
+    let signature = crl.signature.as_bytes().ok_or("the signature is not a whole number of bytes")?;
+    let signature = rsa::pss::Signature::try_from(signature).map_err(|e| format!("malformed signature: {e}"))?;
+    rsa::pss::VerifyingKey::<sha2_010::Sha384>::new_with_salt_len(key, usize::from(pss.salt_len))
+        .verify(signed, &signature)
+        .map_err(|_| "the signature does not verify".to_owned())
 }
 
 /// A time in seconds since the Unix epoch as an RFC 3339 UTC date.
@@ -305,7 +466,7 @@ pub(crate) fn request(report_data: &[u8; 64]) -> Result<(Vec<u8>, Endorsements),
         .get_ext_report(None, Some(*report_data), Some(0))
         .map_err(|e| crate::AttestError::Device(format!("the SEV-SNP firmware refused a report: {e}")))?;
     let vcek = certs.into_iter().flatten().find(|c| c.cert_type == sev::firmware::host::CertType::VCEK);
-    let endorsements = vcek.map_or(Endorsements::None, |c| Endorsements::Vcek { der: c.data().to_vec() });
+    let endorsements = vcek.map_or(Endorsements::None, |c| Endorsements::Vcek { der: c.data().to_vec(), crl: None });
     Ok((report, endorsements))
 }
 

@@ -18,10 +18,17 @@ pub struct SnpTcb {
     pub tee: u8,
     pub snp: u8,
     pub microcode: u8,
+    /// The FMC component, which only Turin (and later) reports have: compared when the report has
+    /// one; a report without it (Milan, Genoa) is not refused for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fmc: Option<u8>,
 }
 
 impl std::fmt::Display for SnpTcb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(fmc) = self.fmc {
+            write!(f, "fmc {fmc}, ")?;
+        }
         write!(f, "bootloader {}, tee {}, snp {}, microcode {}", self.bootloader, self.tee, self.snp, self.microcode)
     }
 }
@@ -97,6 +104,8 @@ impl Policy {
                 tee: level(t.tee),
                 snp: level(t.snp),
                 microcode: level(t.microcode),
+                // 0: no minimum FMC.
+                fmc: (t.fmc != 0).then(|| level(t.fmc)),
             }),
             tcb_statuses: a.accepted_tcb_statuses.clone(),
         }

@@ -77,7 +77,7 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     let (report, vcek) = snp_sample();
     let policy = snp_policy(&report);
     let binding = Binding::ReportData(report_data_of(&report[REPORT_DATA]));
-    let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: vcek.clone() });
+    let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: vcek.clone(), crl: None });
     let v = verify(&e, &policy, &binding, None, SNP_NOW);
     assert!(v.passed(), "{}", v.render());
     let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
@@ -87,6 +87,7 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
             "report format",
             "AMD certificate chain",
             "VCEK validity",
+            "AMD revocation list",
             "report signature",
             "VMPL 0",
             "debug disallowed",
@@ -98,6 +99,11 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     );
     assert!(v.get("AMD certificate chain").unwrap().detail.contains("Milan"));
     assert!(v.get("VCEK validity").unwrap().detail.contains("valid from 2023-04-03T19:23:43Z to 2030-04-03T19:23:43Z"));
+    assert_eq!(
+        v.get("AMD revocation list").unwrap().detail,
+        "not checked: no revocation list was supplied (AMD's Milan CRL is at \
+         https://kdsintf.amd.com/vcek/v1/Milan/crl; pass it with --amd-crl)"
+    );
     assert_eq!(v.measurement.as_deref(), Some(hex::encode(&report[MEASUREMENT]).as_str()));
     let text = v.render();
     assert!(text.contains("bootloader 3, tee 0, snp 8, microcode 115") && text.contains("ACCEPTED"), "{text}");
@@ -106,12 +112,17 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     let other_measurement =
         Policy { measurements: vec![Accepted::new(Platform::SevSnp, vec![0; 48])], ..policy.clone() };
     assert_eq!(failed(&verify(&e, &other_measurement, &binding, None, SNP_NOW)), ["measurement accepted"]);
-    let strict_tcb =
-        Policy { snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 9, microcode: 115 }), ..policy.clone() };
+    let strict_tcb = Policy {
+        snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 9, microcode: 115, fmc: None }),
+        ..policy.clone()
+    };
     let v = verify(&e, &strict_tcb, &binding, None, SNP_NOW);
     assert_eq!(failed(&v), ["minimum TCB"]);
     assert!(v.get("minimum TCB").unwrap().detail.contains("snp 8 < 9"), "{}", v.render());
-    let met = Policy { snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 8, microcode: 115 }), ..policy.clone() };
+    let met = Policy {
+        snp_min_tcb: Some(SnpTcb { bootloader: 3, tee: 0, snp: 8, microcode: 115, fmc: None }),
+        ..policy.clone()
+    };
     assert!(verify(&e, &met, &binding, None, SNP_NOW).passed());
     assert_eq!(failed(&verify(&e, &policy, &Binding::ReportData([7; 64]), None, SNP_NOW)), ["report data binding"]);
     // The VCEK's validity period: before it (the Unix epoch) and after it (2031).
@@ -130,11 +141,70 @@ fn the_amd_sample_report_verifies_and_every_check_is_reported() {
     let v = verify(&bare, &policy, &binding, None, SNP_NOW);
     assert_eq!(failed(&v), ["AMD certificate chain"]);
     assert!(v.get("AMD certificate chain").unwrap().detail.contains("KDS"), "{}", v.render());
-    assert!(verify(&bare, &policy, &binding, Some(&Endorsements::Vcek { der: vcek }), SNP_NOW).passed());
+    assert!(verify(&bare, &policy, &binding, Some(&Endorsements::Vcek { der: vcek, crl: None }), SNP_NOW).passed());
 
     // Wrong platform: an SNP report is no SGX quote.
     let v = verify(&evidence(Platform::Sgx, report, Endorsements::None), &policy, &binding, None, DCAP_NOW);
     assert_eq!(failed(&v), ["quote format"]);
+}
+
+/// A revocation list naming AMD's Milan ARK (or `issuer`) as its issuer, current at `SNP_NOW`,
+/// listing nothing, signed with RSASSA-PSS (SHA-384, salt 48) by a key that is not AMD's.
+fn forged_milan_crl(issuer: Option<&str>) -> Vec<u8> {
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    use x509_cert::der::Encode as _;
+    let ark = x509_cert::Certificate::from(sev::certs::snp::builtin::milan::ark().unwrap());
+    let time = |secs: u64| {
+        x509_cert::time::Time::try_from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap()
+    };
+    let tbs = x509_cert::crl::TbsCertList {
+        version: x509_cert::Version::V2,
+        // The ARK signs itself with AMD's algorithm: RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48.
+        signature: ark.signature_algorithm.clone(),
+        issuer: issuer.map_or(ark.tbs_certificate.subject.clone(), |name| name.parse().unwrap()),
+        this_update: time(SNP_NOW - 86_400),
+        next_update: Some(time(SNP_NOW + 86_400)),
+        revoked_certificates: None,
+        crl_extensions: None,
+    };
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let signature = rsa::pss::SigningKey::<sha2_010::Sha384>::new(key)
+        .sign_with_rng(&mut rsa::rand_core::OsRng, &tbs.to_der().unwrap());
+    x509_cert::crl::CertificateList {
+        tbs_cert_list: tbs,
+        signature_algorithm: ark.signature_algorithm,
+        signature: x509_cert::der::asn1::BitString::from_bytes(&signature.to_vec()).unwrap(),
+    }
+    .to_der()
+    .unwrap()
+}
+
+#[test]
+fn a_revocation_list_not_signed_by_amds_milan_ark_is_refused() {
+    let (report, vcek) = snp_sample();
+    let policy = snp_policy(&report);
+    let binding = Binding::ReportData(report_data_of(&report[REPORT_DATA]));
+    let with_crl = |crl: Vec<u8>| {
+        let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: vcek.clone(), crl: Some(crl) });
+        let v = verify(&e, &policy, &binding, None, SNP_NOW);
+        assert_eq!(failed(&v), ["AMD revocation list"], "{}", v.render());
+        v.get("AMD revocation list").unwrap().detail.clone()
+    };
+    // Issued in the name of AMD's Milan ARK, whose key (4096-bit, built into `sev`) it is checked with.
+    assert_eq!(
+        with_crl(forged_milan_crl(None)),
+        "the revocation list is not signed by AMD's Milan ARK: the signature does not verify"
+    );
+    // Genoa's list (by its issuer's name) for a Milan VCEK.
+    let genoa = "CN=ARK-Genoa,O=Advanced Micro Devices,ST=CA,L=Santa Clara,C=US,OU=Engineering";
+    let detail = with_crl(forged_milan_crl(Some(genoa)));
+    assert!(
+        detail.starts_with(&format!("the revocation list is issued by {genoa}, not by AMD's Milan ARK (")),
+        "{detail}"
+    );
+    assert!(detail.contains("CN=ARK-Milan"), "{detail}");
+    // Not a CRL: the VCEK in its place.
+    assert!(with_crl(vcek.clone()).starts_with("the revocation list is not a DER CRL"));
 }
 
 #[test]
@@ -146,7 +216,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
     for at in 0..report.len() {
         let mut bad = report.clone();
         bad[at] ^= 0x01;
-        let e = evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone() });
+        let e = evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone(), crl: None });
         let v = verify(&e, &policy, &binding, None, SNP_NOW);
         assert!(!v.passed(), "flipping byte {at:#x} was accepted");
         let failures = failed(&v);
@@ -159,7 +229,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
     let mut debug = report.clone();
     debug[0x08 + 2] |= 0x08;
     let v = verify(
-        &evidence(Platform::SevSnp, debug, Endorsements::Vcek { der: vcek.clone() }),
+        &evidence(Platform::SevSnp, debug, Endorsements::Vcek { der: vcek.clone(), crl: None }),
         &policy,
         &binding,
         None,
@@ -173,7 +243,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
         let mut bad = report.clone();
         bad[at] ^= 0x01;
         let v = verify(
-            &evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone() }),
+            &evidence(Platform::SevSnp, bad, Endorsements::Vcek { der: vcek.clone(), crl: None }),
             &policy,
             &binding,
             None,
@@ -195,7 +265,7 @@ fn changing_any_byte_of_the_amd_report_or_its_vcek_is_refused() {
     for at in (0..vcek.len()).step_by(16) {
         let mut bad = vcek.clone();
         bad[at] ^= 0x01;
-        let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: bad });
+        let e = evidence(Platform::SevSnp, report.clone(), Endorsements::Vcek { der: bad, crl: None });
         let v = verify(&e, &policy, &binding, None, SNP_NOW);
         assert!(
             failed(&v).contains(&"AMD certificate chain") || failed(&v).contains(&"report signature"),

@@ -179,15 +179,23 @@ pub async fn attest(
     Ok(Attested { verification, certificate: Pinned(certificate) })
 }
 
-/// `--vcek` (DER) or `--collateral` (JSON) files as endorsements.
-pub fn endorsements(vcek: Option<&Path>, collateral: Option<&Path>) -> Result<Option<Endorsements>, CliError> {
+/// `--vcek` (DER, with AMD's revocation list `--amd-crl`, DER) or `--collateral` (JSON) files as
+/// endorsements.
+pub fn endorsements(
+    vcek: Option<&Path>,
+    amd_crl: Option<&Path>,
+    collateral: Option<&Path>,
+) -> Result<Option<Endorsements>, CliError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| CliError::io(path, e));
     match (vcek, collateral) {
         (Some(_), Some(_)) => Err(CliError::Usage("give --vcek (SEV-SNP) or --collateral (SGX, TDX), not both".into())),
-        (Some(path), None) => {
-            Ok(Some(Endorsements::Vcek { der: std::fs::read(path).map_err(|e| CliError::io(path, e))? }))
-        }
+        (Some(path), None) => Ok(Some(Endorsements::Vcek { der: read(path)?, crl: amd_crl.map(read).transpose()? })),
+        (None, _) if amd_crl.is_some() => Err(CliError::Usage(
+            "--amd-crl goes with --vcek: give the chip's VCEK too (the endorsements given replace the evidence's)"
+                .into(),
+        )),
         (None, Some(path)) => {
-            let text = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
+            let text = read(path)?;
             let collateral = serde_json::from_slice(&text)
                 .map_err(|e| CliError::Input(format!("{}: not JSON collateral: {e}", path.display())))?;
             Ok(Some(Endorsements::Collateral { collateral }))

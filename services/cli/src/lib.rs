@@ -227,6 +227,10 @@ pub struct VerifyArgs {
     /// The chip's VCEK certificate (DER) from AMD's KDS, for SEV-SNP evidence that came without it.
     #[arg(long)]
     pub vcek: Option<PathBuf>,
+    /// AMD's revocation list (DER) for the chip's product, from
+    /// https://kdsintf.amd.com/vcek/v1/{Milan,Genoa,Turin}/crl: refuses a revoked ASK or VCEK (with --vcek).
+    #[arg(long)]
+    pub amd_crl: Option<PathBuf>,
     /// DCAP collateral (JSON) from a PCCS, for SGX and TDX evidence that came without it.
     #[arg(long)]
     pub collateral: Option<PathBuf>,
@@ -522,7 +526,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Attest(a) => {
             let contract = load_room(&a.room_file)?;
-            let endorsements = attest::endorsements(a.verify.vcek.as_deref(), a.verify.collateral.as_deref())?;
+            let endorsements = attest::endorsements(
+                a.verify.vcek.as_deref(),
+                a.verify.amd_crl.as_deref(),
+                a.verify.collateral.as_deref(),
+            )?;
             let now = a.verify.now.unwrap_or_else(attest::now);
             let attested = attest::attest(&a.rest, &contract, endorsements.as_ref(), now).await?;
             if a.json {
@@ -541,7 +549,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Audit(AuditCommand::Verify { log, room_file, verify }) => {
             let contract = load_room(&room_file)?;
-            let endorsements = attest::endorsements(verify.vcek.as_deref(), verify.collateral.as_deref())?;
+            let endorsements =
+                attest::endorsements(verify.vcek.as_deref(), verify.amd_crl.as_deref(), verify.collateral.as_deref())?;
             let now = verify.now.unwrap_or_else(attest::now);
             let report = audit::verify_file(&log, &contract, endorsements.as_ref(), now)?;
             print!("{}", report.render());

@@ -637,6 +637,30 @@ impl Engine {
         self.room_of(caller).is_ok_and(|r| r.has_sink(&caller.participant))
     }
 
+    /// The caller's kept activations (see [`crate::outbox`]): pending, delivered on a retry, or
+    /// failed for good, oldest first.
+    pub fn activations(&self, caller: &Caller) -> Result<Vec<crate::outbox::ActivationView>> {
+        self.room_of(caller)?.activations(&caller.participant)
+    }
+
+    /// Retries every pending activation that is due; returns how many were attempted. The server
+    /// calls it periodically.
+    pub async fn retry_activations(&self) -> usize {
+        self.retry_activations_at(token::unix_now()).await
+    }
+
+    /// [`Self::retry_activations`] at the time `now` (seconds since the Unix epoch).
+    pub async fn retry_activations_at(&self, now: u64) -> usize {
+        let mut attempted = 0;
+        for (id, room) in &self.inner.rooms {
+            match room.retry_activations(now).await {
+                Ok(views) => attempted += views.len(),
+                Err(e) => tracing::warn!(room = %id, error = %e, "retrying kept activations failed"),
+            }
+        }
+        attempted
+    }
+
     /// Flushes and closes activation sinks. Call after the servers stopped accepting requests.
     pub async fn close(&self) {
         for room in self.inner.rooms.values() {

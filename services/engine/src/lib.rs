@@ -13,6 +13,7 @@ mod engine;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod outbox;
 pub mod release_gate;
 mod report;
 mod room;

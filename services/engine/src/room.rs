@@ -16,17 +16,26 @@ use crate::computation::{self, InputTable};
 use crate::dp::BudgetLedger;
 use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
+use crate::outbox::{self, ActivationState, ActivationView, PendingActivation};
 use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
 use crate::report::ComputedReport;
 use crate::seal::MasterKey;
 use crate::storage::{DatasetFile, RoomStorage, new_id};
 use crate::tee::{Enclave, TeeMode};
 
+/// A delivery to a sink that did not succeed.
+pub(crate) struct SinkFailure {
+    pub error: Error,
+    /// The destination may get over it: the activation is kept and retried.
+    pub retriable: bool,
+}
+
 /// What happened to one activation delivery of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     pub recipient: String,
-    /// `delivered`, `failed`, or `no_sink` (no sink is configured for the recipient on this server).
+    /// `delivered`, `pending` (kept and retried: see the message), `failed`, or `no_sink` (no sink
+    /// is configured for the recipient on this server).
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -39,9 +48,14 @@ pub struct DeliveryRecord {
 pub struct AudienceDelivery {
     pub recipient: String,
     pub run_id: String,
-    /// Users delivered.
+    /// Users released.
     pub audience: u64,
-    /// Where the sink put them.
+    /// `delivered`, or `pending`: the sink could not take it yet; it is kept and retried as
+    /// `activation_id` (see `GET /v1/rooms/{room}/activations`).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<String>,
+    /// Where the sink put them (or why it is pending).
     pub location: String,
     /// SHA-256 of the released audience, as audited.
     pub release_digest: String,
@@ -432,27 +446,136 @@ impl Room {
         let run = RunRef { computation, run_id };
         let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
         let sections = vec![("audience".to_owned(), released.batch().clone())];
-        let result = self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections).await;
+        let result = self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await;
         self.metrics.delivery(result.is_ok());
+        let delivery = |state: &str, activation_id: Option<String>, location: String| AudienceDelivery {
+            recipient: recipient.to_owned(),
+            run_id: run_id.to_owned(),
+            audience: released.size() as u64,
+            state: state.to_owned(),
+            activation_id,
+            location,
+            release_digest: released.digest().to_owned(),
+            audit_seq: released.audit_seq(),
+        };
         match result {
-            Ok(location) => Ok(AudienceDelivery {
-                recipient: recipient.to_owned(),
-                run_id: run_id.to_owned(),
-                audience: released.size() as u64,
-                location,
-                release_digest: released.digest().to_owned(),
-                audit_seq: released.audit_seq(),
-            }),
-            Err(e) => {
+            Ok(location) => Ok(delivery("delivered", None, location)),
+            Err(f) if f.retriable => {
+                let kept = self.keep_activation(run, recipient, released.digest(), &sections, &f.error)?;
+                let why = format!("pending: {} (kept as activation {}, retried)", f.error, kept.id);
+                Ok(delivery("pending", Some(kept.id), why))
+            }
+            Err(f) => {
                 self.audit.append(AuditEvent::ActivationFailed {
                     recipient: recipient.to_owned(),
                     computation: computation.to_owned(),
                     run_id: run_id.to_owned(),
-                    reason: e.to_string(),
+                    reason: f.error.to_string(),
                 })?;
-                Err(e)
+                Err(f.error)
             }
         }
+    }
+
+    /// Keeps a released activation the sink could not take yet, to retry it (see [`crate::outbox`]).
+    fn keep_activation(
+        &self,
+        run: RunRef<'_>,
+        recipient: &str,
+        release_digest: &str,
+        sections: &[(String, arrow::record_batch::RecordBatch)],
+        error: &Error,
+    ) -> Result<ActivationView> {
+        let now = sealroom_attest::token::unix_now();
+        let view = ActivationView {
+            id: new_id("a"),
+            recipient: recipient.to_owned(),
+            computation: run.computation.to_owned(),
+            run_id: run.run_id.to_owned(),
+            release_digest: release_digest.to_owned(),
+            sections: sections.iter().map(|(n, b)| (n.clone(), b.num_rows())).collect(),
+            state: ActivationState::Pending,
+            attempts: 1,
+            last_error: error.to_string(),
+            created_at: now,
+            next_attempt_at: now + outbox::backoff(0),
+        };
+        let kept = PendingActivation::new(view.clone(), sections)?;
+        self.storage.sealer().write_json_atomically(&self.storage.activation_path(&view.id), &kept)?;
+        self.audit.append(AuditEvent::ActivationFailed {
+            recipient: recipient.to_owned(),
+            computation: run.computation.to_owned(),
+            run_id: run.run_id.to_owned(),
+            reason: format!("{error}; kept as activation {} and retried", view.id),
+        })?;
+        tracing::warn!(room = %self.id, recipient, activation = %view.id, error = %error, "activation kept for retry");
+        Ok(view)
+    }
+
+    /// Every kept activation of the room.
+    fn kept_activations(&self) -> Result<Vec<PendingActivation>> {
+        let dir = self.storage.activations_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut kept = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                kept.push(self.storage.sealer().read_json::<PendingActivation>(&path)?);
+            }
+        }
+        kept.sort_by(|a, b| a.view.id.cmp(&b.view.id));
+        Ok(kept)
+    }
+
+    /// The activations kept for `recipient`, oldest first.
+    pub(crate) fn activations(&self, recipient: &str) -> Result<Vec<ActivationView>> {
+        Ok(self.kept_activations()?.into_iter().map(|k| k.view).filter(|v| v.recipient == recipient).collect())
+    }
+
+    /// Retries the pending activations due at `now`; returns them as they stand afterwards.
+    pub(crate) async fn retry_activations(&self, now: u64) -> Result<Vec<ActivationView>> {
+        let mut attempted = Vec::new();
+        for mut kept in self.kept_activations()? {
+            if kept.view.state != ActivationState::Pending || kept.view.next_attempt_at > now {
+                continue;
+            }
+            let view = kept.view.clone();
+            let result = match self.sinks.get(&view.recipient) {
+                None => Err(SinkFailure {
+                    error: Error::Delivery(format!("no activation sink is configured for '{}'", view.recipient)),
+                    retriable: true,
+                }),
+                Some(sink) => {
+                    let mut sink = sink.lock().await;
+                    let run = RunRef { computation: &view.computation, run_id: &view.run_id };
+                    self.send_to_sink(sink.as_mut(), run, &view.recipient, &view.release_digest, kept.sections()?).await
+                }
+            };
+            self.metrics.delivery(result.is_ok());
+            kept.view.attempts += 1;
+            match result {
+                Ok(location) => kept.view.state = ActivationState::Delivered { location },
+                Err(f) if f.retriable => {
+                    kept.view.last_error = f.error.to_string();
+                    kept.view.next_attempt_at = now + outbox::backoff(kept.view.attempts - 1);
+                }
+                Err(f) => {
+                    kept.view.last_error = f.error.to_string();
+                    kept.view.state = ActivationState::Failed { reason: f.error.to_string() };
+                    self.audit.append(AuditEvent::ActivationFailed {
+                        recipient: view.recipient.clone(),
+                        computation: view.computation.clone(),
+                        run_id: view.run_id.clone(),
+                        reason: format!("activation {}: {}; not retried", view.id, f.error),
+                    })?;
+                }
+            }
+            self.storage.sealer().write_json_atomically(&self.storage.activation_path(&view.id), &kept)?;
+            attempted.push(kept.view);
+        }
+        Ok(attempted)
     }
 
     /// Sends a release's batches (one per section) to a locked sink, flushes it, and audits the
@@ -464,7 +587,11 @@ impl Room {
         recipient: &str,
         release_digest: &str,
         sections: Vec<(String, arrow::record_batch::RecordBatch)>,
-    ) -> Result<String> {
+    ) -> std::result::Result<String, SinkFailure> {
+        let failure = |e: sealroom_connectors::Error| SinkFailure {
+            retriable: e.is_retriable(),
+            error: Error::Delivery(e.to_string()),
+        };
         let mut locations = Vec::new();
         for (section, batch) in sections {
             let delivery = Delivery {
@@ -478,19 +605,20 @@ impl Room {
                 },
                 batch,
             };
-            let receipt = sink.send(&delivery).await.map_err(|e| Error::Delivery(e.to_string()))?;
+            let receipt = sink.send(&delivery).await.map_err(failure)?;
             locations.push(receipt.location);
         }
-        sink.flush().await.map_err(|e| Error::Delivery(e.to_string()))?;
+        sink.flush().await.map_err(failure)?;
         let location = locations.join(", ");
-        self.audit.append(AuditEvent::ActivationDelivered {
+        let audited = self.audit.append(AuditEvent::ActivationDelivered {
             recipient: recipient.to_owned(),
             computation: run.computation.to_owned(),
             run_id: run.run_id.to_owned(),
             sink_type: sink.sink_type().to_owned(),
             location: location.clone(),
             release_sha256: release_digest.to_owned(),
-        })?;
+        });
+        audited.map_err(|error| SinkFailure { error, retriable: false })?;
         Ok(location)
     }
 
@@ -544,15 +672,34 @@ impl Room {
             };
         };
         let mut sink = sink.lock().await;
-        let result: Result<String> = async {
-            let released = self.gate().release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))?;
+        let run = RunRef { computation: &report.computation, run_id: &report.run_id };
+        let result: std::result::Result<String, SinkFailure> = async {
+            let not_retriable = |error| SinkFailure { error, retriable: false };
+            let released = self
+                .gate()
+                .release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))
+                .map_err(not_retriable)?;
             let sections = released
                 .sections()
                 .iter()
                 .map(|s| Ok((s.name().to_owned(), s.to_record_batch()?)))
-                .collect::<Result<Vec<_>>>()?;
-            let run = RunRef { computation: &report.computation, run_id: &report.run_id };
-            self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections).await
+                .collect::<Result<Vec<_>>>()
+                .map_err(not_retriable)?;
+            match self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await {
+                Err(f) if f.retriable => {
+                    let kept = self
+                        .keep_activation(run, recipient, released.digest(), &sections, &f.error)
+                        .map_err(not_retriable)?;
+                    Err(SinkFailure {
+                        error: Error::Delivery(format!(
+                            "{}; kept as activation {} and retried (GET /v1/rooms/{}/activations)",
+                            f.error, kept.id, self.id
+                        )),
+                        retriable: true,
+                    })
+                }
+                other => other,
+            }
         }
         .await;
         self.metrics.delivery(result.is_ok());
@@ -563,7 +710,13 @@ impl Room {
                 location: Some(location),
                 message: None,
             },
-            Err(e) => {
+            Err(SinkFailure { error, retriable: true }) => DeliveryRecord {
+                recipient: recipient.to_owned(),
+                status: "pending".into(),
+                location: None,
+                message: Some(error.to_string()),
+            },
+            Err(SinkFailure { error: e, .. }) => {
                 let _ = self.audit.append(AuditEvent::ActivationFailed {
                     recipient: recipient.to_owned(),
                     computation: report.computation.clone(),

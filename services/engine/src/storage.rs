@@ -9,7 +9,8 @@
 //!     tables/<table>/<version>.arrow the committed version (Arrow IPC file, sealed)
 //!     runs/<computation>/<run>.json  computed (unreleased) results and run records (sealed)
 //!     state/<computation>.json       state a computation keeps between runs (sealed)
-//!     budget.json                    the differential-privacy ledger (sealed)
+//!     state/_privacy_budget.json     the differential-privacy ledger (sealed)
+//!     activations/<id>.json          released activations kept until their sink takes them (sealed)
 //! ```
 //!
 //! Every file but the contract and the audit log is sealed ([`crate::seal`]): AES-256-GCM under a
@@ -226,6 +227,15 @@ impl RoomStorage {
 
     pub(crate) fn runs_dir(&self, computation: &str) -> PathBuf {
         self.root.join("runs").join(computation)
+    }
+
+    /// Activations kept until their sink takes them ([`crate::outbox`]).
+    pub(crate) fn activations_dir(&self) -> PathBuf {
+        self.root.join("activations")
+    }
+
+    pub(crate) fn activation_path(&self, id: &str) -> PathBuf {
+        self.activations_dir().join(format!("{id}.json"))
     }
 
     /// State a computation keeps between runs (measurement's reach sketches), never released.

@@ -114,8 +114,14 @@ impl Enclave {
     /// checks, instead of starting and being refused by every client. Talks to the TEE device.
     pub fn self_check(&self, contract: &RoomContract) -> Result<()> {
         /// Checks that need the vendor's endorsements: the clients run them.
-        const NEEDS_ENDORSEMENTS: [&str; 5] =
-            ["AMD certificate chain", "report signature", "VCEK validity", "Intel signature chain", "TCB status"];
+        const NEEDS_ENDORSEMENTS: [&str; 6] = [
+            "AMD certificate chain",
+            "report signature",
+            "VCEK validity",
+            "AMD revocation list",
+            "Intel signature chain",
+            "TCB status",
+        ];
         let room_id = contract.room_id();
         let mut nonce = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)

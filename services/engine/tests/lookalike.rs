@@ -81,12 +81,17 @@ struct World {
 
 impl World {
     async fn new(k: u32) -> Self {
+        Self::with_sink(k, None).await
+    }
+
+    /// The publisher's activation sink: `sink`, or a file sink in the world's directory.
+    async fn with_sink(k: u32, sink: Option<serde_json::Value>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("activations");
         let sinks = vec![SinkBinding {
             participant: "pub".into(),
             room: None,
-            config: serde_json::json!({"type": "file", "path": out}),
+            config: sink.unwrap_or_else(|| serde_json::json!({"type": "file", "path": out})),
         }];
         let contract = RoomFile::parse(&room(k), "lookalike").unwrap();
         let engine = common::open(dir.path(), vec![contract], sinks).await;
@@ -307,4 +312,95 @@ async fn a_seed_under_k_trains_nothing_and_says_so() {
     );
     let err = world.engine.release_model(&caller, "lookalike", None, Channel::Rest).unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_audience_reaches_the_publishers_kafka_topic() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers as _;
+
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("news-activations", 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let sink = serde_json::json!({"type": "kafka", "brokers": [brokers], "topic": "news-activations"});
+    let world = World::with_sink(20, Some(sink)).await;
+    world.engine.run(&world.caller(ADV), "lookalike").await.unwrap();
+    let delivery = world.engine.deliver_audience(&world.caller(PUB), "lookalike", None, 300).await.unwrap();
+    assert_eq!(delivery.audience, 300);
+    assert!(delivery.location.starts_with("kafka:news-activations"), "{}", delivery.location);
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset("news-activations", 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut users = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while users.len() < 300 && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(std::time::Duration::from_millis(200)) else { continue };
+        let message = message.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let digest = message.headers().unwrap().iter().find(|h| h.key == "sealroom-release-digest").unwrap().value;
+        assert_eq!(digest, Some(delivery.release_digest.as_bytes()));
+        assert_eq!((value["recipient"].as_str(), value["section"].as_str()), (Some("pub"), Some("audience")));
+        users.push(value["row"]["user_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(users.len(), 300);
+    assert!(users.iter().all(|u| !world.seed_users.contains(u)), "no seed user is in an audience");
+    let audit = serde_json::to_string(&world.engine.audit_entries(&world.caller(PUB)).unwrap()).unwrap();
+    assert!(audit.contains("kafka:news-activations"), "the delivery is audited with its location");
+}
+
+#[tokio::test]
+async fn an_audience_the_brokers_cannot_take_is_kept_and_retried_until_delivered() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use sealroom_engine::outbox::ActivationState;
+
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("news-activations", 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let sink = serde_json::json!({"type": "kafka", "brokers": [brokers], "topic": "news-activations",
+                                  "delivery_timeout_ms": 1500, "retries": 0});
+    let world = World::with_sink(20, Some(sink)).await;
+    world.engine.run(&world.caller(ADV), "lookalike").await.unwrap();
+
+    mock.broker_down(1).unwrap();
+    let delivery = world.engine.deliver_audience(&world.caller(PUB), "lookalike", None, 200).await.unwrap();
+    assert_eq!((delivery.state.as_str(), delivery.audience), ("pending", 200));
+    let id = delivery.activation_id.clone().unwrap();
+    assert!(delivery.location.contains(&format!("kept as activation {id}")), "{}", delivery.location);
+    let kept = world.engine.activations(&world.caller(PUB)).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].state.clone(), kept[0].attempts), (ActivationState::Pending, 1));
+    assert_eq!(kept[0].release_digest, delivery.release_digest);
+    assert!(!kept[0].last_error.is_empty());
+    assert!(world.engine.activations(&world.caller(ADV)).unwrap().is_empty(), "only the recipient sees it");
+
+    // Not due yet: nothing is attempted. Due, brokers still down: attempted, still pending, later.
+    let now = sealroom_attest::token::unix_now();
+    assert_eq!(world.engine.retry_activations_at(now).await, 0);
+    assert_eq!(world.engine.retry_activations_at(now + 60).await, 1);
+    let kept = world.engine.activations(&world.caller(PUB)).unwrap();
+    assert_eq!((kept[0].state.clone(), kept[0].attempts), (ActivationState::Pending, 2));
+    assert!(kept[0].next_attempt_at >= now + 60 + 60, "the backoff doubled");
+
+    // The brokers are back: the next retry delivers exactly the released rows.
+    mock.broker_up(1).unwrap();
+    assert_eq!(world.engine.retry_activations_at(now + 3600).await, 1);
+    let kept = world.engine.activations(&world.caller(PUB)).unwrap();
+    let ActivationState::Delivered { location } = &kept[0].state else { panic!("{:?}", kept[0]) };
+    assert!(location.starts_with("kafka:news-activations"), "{location}");
+    assert_eq!(world.engine.retry_activations_at(now + 7200).await, 0, "delivered activations are not sent again");
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (_, high) = consumer.fetch_watermarks("news-activations", 0, std::time::Duration::from_secs(5)).unwrap();
+    assert!(high >= 200, "{high} messages");
+    let audit = serde_json::to_string(&world.engine.audit_entries(&world.caller(PUB)).unwrap()).unwrap();
+    assert!(audit.contains(&format!("kept as activation {id} and retried")), "the failure is audited");
+    assert!(audit.contains("activation_delivered"), "{audit}");
 }

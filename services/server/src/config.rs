@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// Intel TDX (no sealing key; keep the file where only the TD can read it), optional with the
     /// simulated TEE (default `<data_dir>/sealing.key`, made with mode 0600 at first start).
     pub sealing_key_file: Option<PathBuf>,
+    /// How often activations a sink could not take are retried (each waits its own backoff too).
+    pub activation_retry_seconds: u64,
     pub limits: Limits,
     /// Activation sinks of participants.
     pub sinks: Vec<SinkConfig>,
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             tee: Backend::Auto,
             tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             sealing_key_file: None,
+            activation_retry_seconds: 30,
             limits: Limits::default(),
             sinks: Vec::new(),
         }
@@ -177,6 +180,15 @@ mod tests {
         assert_eq!(config.http_addr.port(), 8080);
         let compose = include_str!("../../../docker-compose.yml");
         assert!(compose.contains("/etc/sealroom/room.yaml") && compose.contains("/etc/sealroom/server.yaml"));
+        // The simulated TEE is chosen explicitly, and the publisher's sink is the compose file's Kafka
+        // broker (KRaft) and the topic its kafka-init creates and its console consumer prints.
+        assert_eq!(config.tee, sealroom_attest::Backend::Simulated);
+        let sink = &config.sinks[0].sink;
+        assert_eq!((sink["type"].as_str(), sink["brokers"][0].as_str()), (Some("kafka"), Some("kafka:9092")));
+        let topic = sink["topic"].as_str().unwrap();
+        assert!(compose.contains(&format!("\"--topic\", \"{topic}\"")), "kafka-init and the consumer use {topic}");
+        assert!(compose.contains("KAFKA_PROCESS_ROLES: broker,controller"), "KRaft mode");
+        sealroom_connectors::SinkRegistry::default().build(sink).unwrap();
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use prometheus_client::registry::Registry;
@@ -129,7 +130,25 @@ pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Resul
     let app = http::router(state);
     let http_tls = sealroom_attest::tls::server_config(&identity, &[b"h2", b"http/1.1"])
         .map_err(|e| ServerError::Config(format!("REST TLS: {e}")))?;
-    let http = tokio::spawn(tls::serve(http_listener, app, Arc::new(http_tls), stopped(rx)));
+    let http = tokio::spawn(tls::serve(http_listener, app, Arc::new(http_tls), stopped(rx.clone())));
+    // Activations a sink could not take are retried until it does (engine::outbox).
+    let retry_engine = engine.clone();
+    let every = Duration::from_secs(config.activation_retry_seconds.max(1));
+    tokio::spawn(async move {
+        let mut stop = std::pin::pin!(stopped(rx));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {
+                    let attempted = retry_engine.retry_activations().await;
+                    if attempted > 0 {
+                        tracing::info!(attempted, "retried kept activations");
+                    }
+                }
+            }
+        }
+    });
     tracing::info!(
         %flight_addr,
         %http_addr,

@@ -602,6 +602,49 @@ async fn a_dropped_upload_leaves_no_dataset() {
 }
 
 #[tokio::test]
+async fn an_activation_the_sink_cannot_take_is_kept_visible_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data();
+    let server = TestServer::start(dir.path()).await;
+    upload_both(&server, &d).await;
+    // The publisher's activation directory becomes unusable (a file where the directory was).
+    std::fs::remove_dir_all(&server.activations).unwrap();
+    std::fs::write(&server.activations, b"not a directory").unwrap();
+    let room = server.room_id.clone();
+    let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/overlap/runs"), ADV).await;
+    assert_eq!(status, 201, "the run itself succeeds: {body}");
+    let delivery = &body["run"]["deliveries"][0];
+    assert_eq!(
+        (delivery["recipient"].as_str(), delivery["status"].as_str()),
+        (Some("news"), Some("pending")),
+        "{body}"
+    );
+    assert!(delivery["message"].as_str().unwrap().contains("kept as activation"), "{delivery}");
+
+    let (status, body) = server.get(&format!("/v1/rooms/{room}/activations"), PUB).await;
+    assert_eq!(status, 200);
+    let kept = body["activations"].as_array().unwrap().clone();
+    assert_eq!(kept.len(), 1, "{body}");
+    assert_eq!((kept[0]["state"].as_str(), kept[0]["attempts"].as_u64()), (Some("pending"), Some(1)));
+    assert_eq!(kept[0]["computation"], "overlap");
+    assert!(kept[0]["last_error"].as_str().unwrap().contains("activations"), "{}", kept[0]);
+    let (_, body) = server.get(&format!("/v1/rooms/{room}/activations"), ADV).await;
+    assert_eq!(body["activations"], serde_json::json!([]), "another participant's activations are not listed");
+
+    // The directory is back: the next due retry delivers the kept release.
+    std::fs::remove_file(&server.activations).unwrap();
+    std::fs::create_dir(&server.activations).unwrap();
+    let later = sealroom_attest::token::unix_now() + 3600;
+    assert_eq!(server.server().engine.retry_activations_at(later).await, 1);
+    let (_, body) = server.get(&format!("/v1/rooms/{room}/activations"), PUB).await;
+    let kept = &body["activations"][0];
+    assert_eq!((kept["state"].as_str(), kept["attempts"].as_u64()), (Some("delivered"), Some(2)), "{body}");
+    let files: Vec<_> = std::fs::read_dir(&server.activations).unwrap().collect();
+    assert!(!files.is_empty(), "the release is in the sink's directory");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_restart_keeps_datasets_and_results() {
     let dir = tempfile::tempdir().unwrap();
     let d = data();

@@ -8,6 +8,9 @@
 //! `verify_with_snp_roots`; the public `verify` uses AMD's built-in roots only (the last test).
 //! Every refusal below is of a report whose signature and chain are valid (the positive tests show
 //! the same construction passes every check), so each one fails exactly the check it names.
+//!
+//! AMD's revocation list (CRL) is generated the same way: signed by the ARK with RSASSA-PSS and
+//! SHA-384, listing serial numbers of the ASK or the VCEK (which have distinct serials here).
 
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
@@ -20,6 +23,7 @@ use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
 use sev::certs::snp::ecdsa::Signature as ReportSignature;
 use sev::firmware::guest::GuestPolicy;
 use sev::firmware::host::TcbVersion;
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
 use x509_cert::der::asn1::{BitString, Ia5StringRef, OctetString};
 use x509_cert::der::{Any, Decode as _, Encode as _};
 use x509_cert::ext::Extension;
@@ -42,6 +46,10 @@ const DAY: u64 = 86_400;
 const YEAR: u64 = 365 * DAY;
 
 const MEASUREMENT: [u8; 48] = [0x4d; 48];
+/// Serial numbers: the ASK's and the VCEK's differ, so a CRL can list one and not the other.
+const ARK_SERIAL: &[u8] = &[0x01];
+const ASK_SERIAL: &[u8] = &[0x0a, 0x5c];
+const VCEK_SERIAL: &[u8] = &[0x7c, 0xe4];
 const NONCE: &[u8] = b"the verifier's fresh nonce";
 
 /// RSASSA-PSS parameters as AMD's certificates carry them: SHA-384, MGF1 with SHA-384, salt 48.
@@ -107,7 +115,9 @@ fn amd_name(cn: &str) -> Name {
 
 /// A certificate signed by `issuer` with RSASSA-PSS (SHA-384, salt 48); its outer signature
 /// algorithm is `outer` (AMD's: the signed one).
+#[allow(clippy::too_many_arguments)]
 fn certificate(
+    serial: &[u8],
     issuer: &RsaPrivateKey,
     issuer_name: &str,
     subject_name: &str,
@@ -118,7 +128,7 @@ fn certificate(
 ) -> x509_cert::Certificate {
     let tbs = TbsCertificate {
         version: Version::V3,
-        serial_number: SerialNumber::new(&[0x01]).unwrap(),
+        serial_number: SerialNumber::new(serial).unwrap(),
         signature: pss_sha384(48),
         issuer: amd_name(issuer_name),
         validity: Validity { not_before: time(validity.0), not_after: time(validity.1) },
@@ -142,9 +152,24 @@ fn rsa_spki(key: &RsaPrivateKey) -> Vec<u8> {
 }
 
 /// A root CA certificate (ARK) or signing key certificate (ASK), valid 2020 to 2045 like AMD's.
-fn ca_certificate(issuer: &RsaPrivateKey, issuer_name: &str, subject: &RsaPrivateKey, name: &str) -> Certificate {
+fn ca_certificate(
+    serial: &[u8],
+    issuer: &RsaPrivateKey,
+    issuer_name: &str,
+    subject: &RsaPrivateKey,
+    name: &str,
+) -> Certificate {
     let validity = (1_600_000_000, 2_400_000_000);
-    Certificate::from(certificate(issuer, issuer_name, name, &rsa_spki(subject), validity, None, pss_sha384(48)))
+    Certificate::from(certificate(
+        serial,
+        issuer,
+        issuer_name,
+        name,
+        &rsa_spki(subject),
+        validity,
+        None,
+        pss_sha384(48),
+    ))
 }
 
 /// The generated AMD root: its ARK and ASK, and a foreign root.
@@ -160,10 +185,10 @@ fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let k = keys();
         Pki {
-            ark: ca_certificate(&k.ark, "ARK-Test", &k.ark, "ARK-Test"),
-            ask: ca_certificate(&k.ark, "ARK-Test", &k.ask, "SEV-Test"),
-            foreign_ark: ca_certificate(&k.foreign, "ARK-Test", &k.foreign, "ARK-Test"),
-            ask_by_foreign_ark: ca_certificate(&k.foreign, "ARK-Test", &k.ask, "SEV-Test"),
+            ark: ca_certificate(ARK_SERIAL, &k.ark, "ARK-Test", &k.ark, "ARK-Test"),
+            ask: ca_certificate(ASK_SERIAL, &k.ark, "ARK-Test", &k.ask, "SEV-Test"),
+            foreign_ark: ca_certificate(ARK_SERIAL, &k.foreign, "ARK-Test", &k.foreign, "ARK-Test"),
+            ask_by_foreign_ark: ca_certificate(ASK_SERIAL, &k.foreign, "ARK-Test", &k.ask, "SEV-Test"),
         }
     })
 }
@@ -248,6 +273,7 @@ impl Vcek {
         };
         let spki = key.to_public_key_der().unwrap();
         let cert = certificate(
+            VCEK_SERIAL,
             issuer,
             issuer_name,
             "SEV-VCEK",
@@ -257,6 +283,79 @@ impl Vcek {
             pss_sha384(self.outer_salt),
         );
         cert.to_der().unwrap()
+    }
+}
+
+/// Who signs a revocation list.
+#[derive(Clone, Copy)]
+enum CrlSigner {
+    /// The trusted ARK, as AMD does.
+    Ark,
+    /// A foreign root key that names itself like the trusted ARK.
+    Foreign,
+}
+
+/// AMD's revocation list for the product, as the KDS serves it: issued and signed by the ARK
+/// (RSASSA-PSS, SHA-384, salt 48), current for a week around the verification time.
+#[derive(Clone)]
+struct Crl {
+    signer: CrlSigner,
+    issuer: String,
+    this_update: u64,
+    next_update: Option<u64>,
+    /// Serial numbers revoked (each on `REVOKED_ON`).
+    revoked: Vec<&'static [u8]>,
+    /// The salt length the outer signature algorithm names (AMD's: 48, the signed one).
+    outer_salt: u8,
+}
+
+/// The date the generated CRLs revoke their entries: 2025-06-08T18:40:00Z.
+const REVOKED_ON: u64 = NOW - 30 * DAY;
+
+impl Crl {
+    /// A current CRL of the trusted ARK revoking `revoked`.
+    fn listing(revoked: &[&'static [u8]]) -> Self {
+        Self {
+            signer: CrlSigner::Ark,
+            issuer: "ARK-Test".into(),
+            this_update: NOW - 3 * DAY,
+            next_update: Some(NOW + 4 * DAY),
+            revoked: revoked.to_vec(),
+            outer_salt: 48,
+        }
+    }
+
+    fn issue(&self) -> Vec<u8> {
+        let revoked = self
+            .revoked
+            .iter()
+            .map(|serial| RevokedCert {
+                serial_number: SerialNumber::new(serial).unwrap(),
+                revocation_date: time(REVOKED_ON),
+                crl_entry_extensions: None,
+            })
+            .collect::<Vec<_>>();
+        let tbs = TbsCertList {
+            version: Version::V2,
+            signature: pss_sha384(48),
+            issuer: amd_name(&self.issuer),
+            this_update: time(self.this_update),
+            next_update: self.next_update.map(time),
+            revoked_certificates: (!revoked.is_empty()).then_some(revoked),
+            crl_extensions: None,
+        };
+        let key = match self.signer {
+            CrlSigner::Ark => &keys().ark,
+            CrlSigner::Foreign => &keys().foreign,
+        };
+        let signer = rsa::pss::SigningKey::<sha2_010::Sha384>::new(key.clone());
+        let signature = signer.sign_with_rng(&mut OsRng, &tbs.to_der().unwrap());
+        let crl = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: pss_sha384(self.outer_salt),
+            signature: BitString::from_bytes(&signature.to_vec()).unwrap(),
+        };
+        crl.to_der().unwrap()
     }
 }
 
@@ -317,6 +416,8 @@ struct Case {
     policy: Policy,
     now: u64,
     roots: fn() -> Vec<Root>,
+    /// AMD's revocation list sent with the VCEK (DER), if any.
+    crl: Option<Vec<u8>>,
 }
 
 impl Case {
@@ -331,11 +432,18 @@ impl Case {
             signer: vcek_key().clone(),
             policy: Policy {
                 measurements: vec![Accepted::new(Platform::SevSnp, MEASUREMENT.to_vec())],
-                snp_min_tcb: Some(SnpTcb { bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode }),
+                snp_min_tcb: Some(SnpTcb {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                    fmc: t.fmc,
+                }),
                 ..Policy::default()
             },
             now: NOW,
             roots: test_roots,
+            crl: None,
         }
     }
 
@@ -357,7 +465,10 @@ impl Case {
             public_key: hex::encode(enclave_key()),
             room_id: room_id(),
             nonce: hex::encode(NONCE),
-            endorsements: Endorsements::Vcek { der: self.vcek.issue(vcek_key().verifying_key()) },
+            endorsements: Endorsements::Vcek {
+                der: self.vcek.issue(vcek_key().verifying_key()),
+                crl: self.crl.clone(),
+            },
         };
         let binding = Binding::Evidence {
             room_id: room_id(),
@@ -393,10 +504,11 @@ fn detail<'a>(v: &'a Verification, name: &str) -> &'a str {
     v.details.iter().find(|(k, _)| k == name).map(|(_, d)| d.as_str()).unwrap()
 }
 
-const ALL_CHECKS: [&str; 13] = [
+const ALL_CHECKS: [&str; 14] = [
     "report format",
     "AMD certificate chain",
     "VCEK validity",
+    "AMD revocation list",
     "report signature",
     "VMPL 0",
     "debug disallowed",
@@ -421,6 +533,12 @@ fn a_generated_milan_report_passes_every_check() {
         v.get("VCEK validity").unwrap().detail,
         "valid from 2024-07-08T18:40:00Z to 2031-07-07T18:40:00Z; verified at 2025-07-08T18:40:00Z"
     );
+    assert_eq!(
+        v.get("AMD revocation list").unwrap().detail,
+        "not checked: no revocation list was supplied (AMD's Test CRL is at \
+         https://kdsintf.amd.com/vcek/v1/Test/crl; pass it with --amd-crl)"
+    );
+    assert_eq!(v.get("minimum TCB").unwrap().detail, "reported TCB meets bootloader 4, tee 0, snp 23, microcode 219");
     assert_eq!(v.measurement.as_deref(), Some(hex::encode(MEASUREMENT).as_str()));
     assert_eq!(detail(&v, "reported TCB"), "bootloader 4, tee 0, snp 23, microcode 219");
     assert_eq!(detail(&v, "guest policy"), "0x30000");
@@ -439,6 +557,11 @@ fn a_generated_turin_report_with_its_fmc_passes_every_check() {
     let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ALL_CHECKS);
     assert_eq!(detail(&v, "reported TCB"), "fmc 2, bootloader 1, tee 0, snp 5, microcode 76");
+    // The contract's minimum includes the FMC, met exactly.
+    assert_eq!(
+        v.get("minimum TCB").unwrap().detail,
+        "reported TCB meets fmc 2, bootloader 1, tee 0, snp 5, microcode 76"
+    );
     assert_eq!(detail(&v, "chip id"), "c0c1c2c3c4c5c6c7…");
 }
 
@@ -562,6 +685,8 @@ fn a_vcek_for_another_fmc_is_refused() {
     case.refused_by("AMD certificate chain", "the VCEK is for fmc 3 but the report's reported TCB has fmc 2");
     let mut case = Case::turin();
     case.report.reported_tcb.fmc = Some(1);
+    // (The contract's minimum FMC, 2, would refuse the report too: leave it out.)
+    case.policy.snp_min_tcb.as_mut().unwrap().fmc = None;
     case.refused_by("AMD certificate chain", "the VCEK is for fmc 2 but the report's reported TCB has fmc 1");
     // A Turin VCEK (it has an FMC extension) for a Milan report (no FMC component).
     let mut case = Case::milan();
@@ -674,4 +799,199 @@ fn the_public_verifier_trusts_only_amds_roots() {
     );
     let products: Vec<&str> = amd_roots().iter().map(|r| r.product).collect();
     assert_eq!(products, ["Milan", "Genoa", "Turin"]);
+}
+
+// AMD's revocation list.
+
+/// The detail of a CRL that revokes neither key, current at `NOW`.
+const NOT_REVOKED: &str = "neither the ASK (serial 0A:5C) nor the VCEK (serial 7C:E4) is among the {n} certificates \
+                           AMD's Test ARK revoked (list of 2025-07-05T18:40:00Z, next update 2025-07-12T18:40:00Z; \
+                           verified at 2025-07-08T18:40:00Z)";
+
+#[test]
+fn a_current_crl_of_the_ark_listing_neither_key_passes() {
+    for (revoked, n) in [(vec![], 0), (vec![&[0x0a][..], &[0x5c, 0x0a], &[0x7c, 0xe5]], 3)] {
+        for mut case in [Case::milan(), Case::turin()] {
+            case.crl = Some(Crl::listing(&revoked).issue());
+            let v = case.run();
+            assert!(v.passed(), "{}", v.render());
+            let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ALL_CHECKS);
+            assert_eq!(v.get("AMD revocation list").unwrap().detail, NOT_REVOKED.replace("{n}", &n.to_string()));
+        }
+    }
+    // Both bounds of the list's validity are inclusive.
+    for bound in [NOW - 3 * DAY, NOW + 4 * DAY] {
+        let mut case = Case::milan();
+        case.crl = Some(Crl::listing(&[]).issue());
+        case.now = bound;
+        assert!(case.run().passed(), "at {bound}");
+    }
+}
+
+#[test]
+fn a_crl_revoking_the_ask_is_refused() {
+    let mut case = Case::milan();
+    case.crl = Some(Crl::listing(&[&[0x33], ASK_SERIAL]).issue());
+    case.refused_by(
+        "AMD revocation list",
+        "AMD's Test ARK revoked the ASK (serial 0A:5C) on 2025-06-08T18:40:00Z: no VCEK it signed is trusted",
+    );
+}
+
+#[test]
+fn a_crl_revoking_the_vcek_is_refused() {
+    for mut case in [Case::milan(), Case::turin()] {
+        case.crl = Some(Crl::listing(&[VCEK_SERIAL]).issue());
+        case.refused_by(
+            "AMD revocation list",
+            "AMD's Test ARK revoked the VCEK (serial 7C:E4) on 2025-06-08T18:40:00Z",
+        );
+    }
+}
+
+#[test]
+fn a_crl_signed_by_a_foreign_ark_is_refused() {
+    // It names the trusted ARK as its issuer, and lists nothing.
+    let mut case = Case::milan();
+    case.crl = Some(Crl { signer: CrlSigner::Foreign, ..Crl::listing(&[]) }.issue());
+    let v = case.refused_by(
+        "AMD revocation list",
+        "the revocation list is not signed by AMD's Test ARK: the signature does not verify",
+    );
+    assert!(v.into_result().unwrap_err().contains("AMD revocation list: the revocation list is not signed"));
+    // Nor is a list issued under another name (another product's ARK).
+    let mut case = Case::milan();
+    case.crl = Some(Crl { issuer: "ARK-Genoa".into(), ..Crl::listing(&[]) }.issue());
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list is issued by CN=ARK-Genoa,O=Advanced Micro Devices,ST=CA,L=Santa Clara,C=US,\
+         OU=Engineering, not by AMD's Test ARK (CN=ARK-Test,O=Advanced Micro Devices,ST=CA,L=Santa Clara,C=US,\
+         OU=Engineering): is it another product's?",
+    );
+}
+
+#[test]
+fn an_expired_or_future_crl_is_refused() {
+    let mut case = Case::milan();
+    case.crl = Some(Crl { this_update: NOW - 8 * DAY, next_update: Some(NOW - DAY), ..Crl::listing(&[]) }.issue());
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list expired on 2025-07-07T18:40:00Z (verification time 2025-07-08T18:40:00Z): fetch a \
+         current one from https://kdsintf.amd.com/vcek/v1/Test/crl",
+    );
+    // The current list, checked a week later.
+    let mut case = Case::milan();
+    case.crl = Some(Crl::listing(&[]).issue());
+    case.now = NOW + 7 * DAY;
+    case.refused_by("AMD revocation list", "the revocation list expired on 2025-07-12T18:40:00Z");
+    let mut case = Case::milan();
+    case.crl = Some(Crl { this_update: NOW + DAY, next_update: Some(NOW + 8 * DAY), ..Crl::listing(&[]) }.issue());
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list is not valid before 2025-07-09T18:40:00Z (verification time 2025-07-08T18:40:00Z)",
+    );
+    // A list without nextUpdate never says it is current.
+    let mut case = Case::milan();
+    case.crl = Some(Crl { next_update: None, ..Crl::listing(&[]) }.issue());
+    case.refused_by("AMD revocation list", "the revocation list has no nextUpdate");
+}
+
+#[test]
+fn a_changed_crl_is_refused() {
+    let crl = Crl::listing(&[&[0x33]]).issue();
+    // The last byte of the signature.
+    let mut case = Case::milan();
+    let mut changed = crl.clone();
+    *changed.last_mut().unwrap() ^= 0x01;
+    case.crl = Some(changed);
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list is not signed by AMD's Test ARK: the signature does not verify",
+    );
+    // A signed byte: the last digit of the seconds of thisUpdate (a valid date one second later).
+    let this_update = time(NOW - 3 * DAY).to_der().unwrap();
+    let at = crl.windows(this_update.len()).position(|w| w == this_update).unwrap() + this_update.len() - 2;
+    let mut changed = crl.clone();
+    changed[at] ^= 0x01;
+    let mut case = Case::milan();
+    case.crl = Some(changed);
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list is not signed by AMD's Test ARK: the signature does not verify",
+    );
+    // The revoked serial 0x33 made 0x32: still a well-formed list, but not the one the ARK signed.
+    let entry = [0x02, 0x01, 0x33];
+    let at = crl.windows(3).position(|w| w == entry).unwrap() + 2;
+    let mut changed = crl.clone();
+    changed[at] ^= 0x01;
+    let mut case = Case::milan();
+    case.crl = Some(changed);
+    case.refused_by("AMD revocation list", "the signature does not verify");
+    // The algorithm named outside the signed part is not the signed one.
+    let mut case = Case::milan();
+    case.crl = Some(Crl { outer_salt: 32, ..Crl::listing(&[]) }.issue());
+    case.refused_by(
+        "AMD revocation list",
+        "the revocation list is not signed by AMD's Test ARK: its outer signature algorithm differs from the signed \
+         one",
+    );
+    // Not a CRL at all.
+    let mut case = Case::milan();
+    case.crl = Some(crl[..crl.len() - 1].to_vec());
+    case.refused_by("AMD revocation list", "the revocation list is not a DER CRL");
+}
+
+// The contract's minimum FMC (Turin).
+
+#[test]
+fn a_turin_report_below_the_contracts_minimum_fmc_is_refused() {
+    let mut case = Case::turin();
+    case.policy.snp_min_tcb.as_mut().unwrap().fmc = Some(3);
+    case.refused_by("minimum TCB", "below the minimum: fmc 2 < 3");
+    // At the minimum it passes (Case::turin's minimum is exactly the reported TCB, FMC included).
+    let v = Case::turin().run();
+    assert!(v.passed(), "{}", v.render());
+    // Below the minimum in the FMC and another component: both are named.
+    let mut case = Case::turin();
+    let min = case.policy.snp_min_tcb.as_mut().unwrap();
+    min.fmc = Some(4);
+    min.snp = 6;
+    case.refused_by("minimum TCB", "below the minimum: fmc 2 < 4, snp 5 < 6");
+}
+
+#[test]
+fn a_milan_report_is_not_refused_for_a_minimum_fmc_it_cannot_have() {
+    let mut case = Case::milan();
+    case.policy.snp_min_tcb.as_mut().unwrap().fmc = Some(9);
+    let v = case.run();
+    assert!(v.passed(), "{}", v.render());
+    assert_eq!(
+        v.get("minimum TCB").unwrap().detail,
+        "reported TCB meets bootloader 4, tee 0, snp 23, microcode 219; the contract's minimum fmc 9 does not apply: \
+         this report has no FMC component (only Turin reports have one)"
+    );
+    // The other components are still compared, and the detail still says the FMC was not.
+    case.policy.snp_min_tcb.as_mut().unwrap().snp = 24;
+    let v =
+        case.refused_by("minimum TCB", "below the minimum: snp 23 < 24; the contract's minimum fmc 9 does not apply");
+    assert!(!v.get("minimum TCB").unwrap().detail.contains("fmc 9 <"));
+}
+
+#[test]
+fn the_contracts_minimum_fmc_reaches_the_policy() {
+    use sealroom_proto::room::v1 as pb;
+    let contract = |fmc: u32| pb::RoomContract {
+        attestation: Some(pb::AttestationPolicy {
+            min_snp_tcb: Some(pb::SnpTcb { bootloader: 1, tee: 2, snp: 3, microcode: 4, fmc }),
+            ..pb::AttestationPolicy::default()
+        }),
+        ..pb::RoomContract::default()
+    };
+    let min = |fmc| Policy::from_contract(&contract(fmc)).snp_min_tcb.unwrap();
+    assert_eq!(min(7), SnpTcb { bootloader: 1, tee: 2, snp: 3, microcode: 4, fmc: Some(7) });
+    assert_eq!(min(7).to_string(), "fmc 7, bootloader 1, tee 2, snp 3, microcode 4");
+    // 0 is no minimum.
+    assert_eq!(min(0).fmc, None);
+    assert_eq!(min(0).to_string(), "bootloader 1, tee 2, snp 3, microcode 4");
 }
