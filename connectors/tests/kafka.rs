@@ -57,12 +57,7 @@ fn sink(brokers: &str, topic: &str, extra: serde_json::Value) -> Box<dyn Sink> {
 type Received = (String, serde_json::Value, Vec<(String, String)>);
 
 /// Every message on `topic` (all partitions, from the beginning), read without a consumer group.
-fn read_all(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    expected: usize,
-) -> Vec<Received> {
+fn read_all(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Received> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "sealroom-test")
