@@ -118,6 +118,17 @@ pub enum AuditEvent {
     },
     /// A delivery to an activation sink failed.
     ActivationFailed { recipient: String, computation: String, run_id: String, reason: String },
+    /// A deal was made for an audience released to a publisher's sink (see `room::DealRecord`).
+    DealCreated {
+        deal_id: String,
+        kind: String,
+        publisher: String,
+        advertiser: String,
+        computation: String,
+        run_id: String,
+        expires_at: String,
+        release_sha256: String,
+    },
 }
 
 /// One line of the log.

@@ -637,6 +637,11 @@ impl Engine {
         self.room_of(caller).is_ok_and(|r| r.has_sink(&caller.participant))
     }
 
+    /// The deals the caller is the publisher or the advertiser of (see [`crate::deal`]).
+    pub fn deals(&self, caller: &Caller) -> Result<Vec<crate::deal::DealRecord>> {
+        self.room_of(caller)?.deals(&caller.participant)
+    }
+
     /// The caller's kept activations (see [`crate::outbox`]): pending, delivered on a retry, or
     /// failed for good, oldest first.
     pub fn activations(&self, caller: &Caller) -> Result<Vec<crate::outbox::ActivationView>> {

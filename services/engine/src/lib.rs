@@ -8,6 +8,7 @@
 
 pub mod audit;
 mod computation;
+pub mod deal;
 mod dp;
 mod engine;
 pub mod error;

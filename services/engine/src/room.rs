@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEvent, AuditLog, InputVersion};
 use crate::computation::lookalike::Artifacts;
 use crate::computation::{self, InputTable};
+use crate::deal::DealRecord;
 use crate::dp::BudgetLedger;
 use crate::error::{Error, Result};
 use crate::metrics::EngineMetrics;
@@ -50,6 +51,8 @@ pub struct AudienceDelivery {
     pub run_id: String,
     /// Users released.
     pub audience: u64,
+    /// The deal made for this audience (`GET /v1/rooms/{room}/deals`).
+    pub deal_id: String,
     /// `delivered`, or `pending`: the sink could not take it yet; it is kept and retried as
     /// `activation_id` (see `GET /v1/rooms/{room}/activations`).
     pub state: String,
@@ -285,7 +288,7 @@ impl Room {
         self.save_run(&record, &report)?;
         lock(&self.runs).entry(computation.name.clone()).or_default().push(record.clone());
         for recipient in &computation.deliver_to {
-            let delivery = self.deliver(&report, recipient).await;
+            let delivery = self.deliver(&report, recipient, participant).await;
             record.deliveries.push(delivery);
         }
         if !record.deliveries.is_empty() {
@@ -445,13 +448,31 @@ impl Room {
         let channel = Channel::Sink(sink.sink_type().to_owned());
         let run = RunRef { computation, run_id };
         let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
-        let sections = vec![("audience".to_owned(), released.batch().clone())];
+        let run_by = lock(&self.runs)
+            .get(computation)
+            .and_then(|runs| runs.iter().find(|r| r.run_id == run_id).map(|r| r.run_by.clone()))
+            .unwrap_or_default();
+        let deal = DealRecord::new(
+            self.id.as_str(),
+            "lookalike_audience",
+            recipient,
+            &run_by,
+            computation,
+            run_id,
+            Vec::new(),
+            Some(released.size() as u64),
+            released.digest(),
+        );
+        self.record_deal(&deal)?;
+        let sections =
+            vec![("audience".to_owned(), released.batch().clone()), ("deal".to_owned(), deal.to_record_batch()?)];
         let result = self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await;
         self.metrics.delivery(result.is_ok());
         let delivery = |state: &str, activation_id: Option<String>, location: String| AudienceDelivery {
             recipient: recipient.to_owned(),
             run_id: run_id.to_owned(),
             audience: released.size() as u64,
+            deal_id: deal.deal_id.clone(),
             state: state.to_owned(),
             activation_id,
             location,
@@ -659,7 +680,69 @@ impl Room {
         self.gate().release(&report, recipient, channel)
     }
 
-    async fn deliver(&self, report: &ComputedReport, recipient: &str) -> crate::room::DeliveryRecord {
+    /// A deal for a released result, when it is an audience a publisher can sell: the ranked
+    /// segments of a top-affinity release (best first).
+    fn affinity_deal(&self, released: &Released, recipient: &str, run_by: &str) -> Option<DealRecord> {
+        let section = released.section("affinity")?;
+        let segments: Vec<String> = section
+            .rows()
+            .iter()
+            .filter(|r| r.dimensions().first().is_some_and(|rank| rank.parse::<u64>().is_ok()))
+            .filter_map(|r| r.dimensions().get(1).cloned())
+            .take(crate::deal::MAX_DEAL_SEGMENTS)
+            .collect();
+        (!segments.is_empty()).then(|| {
+            DealRecord::new(
+                self.id.as_str(),
+                "top_affinity",
+                recipient,
+                run_by,
+                released.computation(),
+                released.run_id(),
+                segments,
+                None,
+                released.digest(),
+            )
+        })
+    }
+
+    /// Keeps a deal (sealed) and audits it.
+    fn record_deal(&self, deal: &DealRecord) -> Result<()> {
+        self.storage.sealer().write_json_atomically(&self.storage.deal_path(&deal.deal_id), deal)?;
+        self.audit.append(AuditEvent::DealCreated {
+            deal_id: deal.deal_id.clone(),
+            kind: deal.kind.clone(),
+            publisher: deal.publisher.clone(),
+            advertiser: deal.advertiser.clone(),
+            computation: deal.computation.clone(),
+            run_id: deal.run_id.clone(),
+            expires_at: deal.expires_at.clone(),
+            release_sha256: deal.release_digest.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// The deals `participant` is the publisher or the advertiser of, oldest first.
+    pub(crate) fn deals(&self, participant: &str) -> Result<Vec<DealRecord>> {
+        let dir = self.storage.deals_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut deals = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                let deal: DealRecord = self.storage.sealer().read_json(&path)?;
+                if deal.publisher == participant || deal.advertiser == participant {
+                    deals.push(deal);
+                }
+            }
+        }
+        deals.sort_by(|a, b| (&a.created_at, &a.deal_id).cmp(&(&b.created_at, &b.deal_id)));
+        Ok(deals)
+    }
+
+    async fn deliver(&self, report: &ComputedReport, recipient: &str, run_by: &str) -> crate::room::DeliveryRecord {
         let Some(sink) = self.sinks.get(recipient) else {
             return DeliveryRecord {
                 recipient: recipient.to_owned(),
@@ -679,12 +762,16 @@ impl Room {
                 .gate()
                 .release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))
                 .map_err(not_retriable)?;
-            let sections = released
+            let mut sections = released
                 .sections()
                 .iter()
                 .map(|s| Ok((s.name().to_owned(), s.to_record_batch()?)))
                 .collect::<Result<Vec<_>>>()
                 .map_err(not_retriable)?;
+            if let Some(deal) = self.affinity_deal(&released, recipient, run_by) {
+                self.record_deal(&deal).map_err(not_retriable)?;
+                sections.push(("deal".to_owned(), deal.to_record_batch().map_err(not_retriable)?));
+            }
             match self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await {
                 Err(f) if f.retriable => {
                     let kept = self

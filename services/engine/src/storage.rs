@@ -11,6 +11,7 @@
 //!     state/<computation>.json       state a computation keeps between runs (sealed)
 //!     state/_privacy_budget.json     the differential-privacy ledger (sealed)
 //!     activations/<id>.json          released activations kept until their sink takes them (sealed)
+//!     deals/<deal id>.json           deals made for audiences released to publishers (sealed)
 //! ```
 //!
 //! Every file but the contract and the audit log is sealed ([`crate::seal`]): AES-256-GCM under a
@@ -227,6 +228,15 @@ impl RoomStorage {
 
     pub(crate) fn runs_dir(&self, computation: &str) -> PathBuf {
         self.root.join("runs").join(computation)
+    }
+
+    /// Deals made for released audiences ([`crate::deal`]).
+    pub(crate) fn deals_dir(&self) -> PathBuf {
+        self.root.join("deals")
+    }
+
+    pub(crate) fn deal_path(&self, id: &str) -> PathBuf {
+        self.deals_dir().join(format!("{id}.json"))
     }
 
     /// Activations kept until their sink takes them ([`crate::outbox`]).

@@ -166,7 +166,11 @@ impl World {
 
     /// The user ids of every audience file the publisher's sink holds, file by file.
     fn delivered(&self) -> Vec<Vec<(String, u64)>> {
-        let mut files: Vec<_> = std::fs::read_dir(&self.out).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&self.out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("-audience-"))
+            .collect();
         files.sort();
         files
             .iter()
@@ -247,6 +251,29 @@ async fn the_advertiser_sees_metrics_the_model_goes_to_model_to_and_the_audience
     // The audience: the publisher's own users, never a seed user, to its sink only.
     let delivery = world.engine.deliver_audience(&world.caller(PUB), "lookalike", None, 500).await.unwrap();
     assert_eq!(delivery.audience, 500);
+    // A deal for it: to the publisher's sink with the audience, and listed for publisher and advertiser.
+    let deals = world.engine.deals(&world.caller(PUB)).unwrap();
+    assert_eq!(deals, world.engine.deals(&world.caller(ADV)).unwrap());
+    assert_eq!(deals.len(), 1);
+    let deal = &deals[0];
+    assert_eq!(deal.deal_id, delivery.deal_id);
+    assert_eq!(
+        (deal.kind.as_str(), deal.publisher.as_str(), deal.advertiser.as_str()),
+        ("lookalike_audience", "pub", "adv")
+    );
+    assert_eq!((deal.audience_size, deal.release_digest.as_str()), (Some(500), delivery.release_digest.as_str()));
+    let deal_file = std::fs::read_dir(&world.out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("-deal-"))
+        .expect("the deal went to the publisher's sink");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(deal_file).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["row"]["deal_id"], deal.deal_id.as_str());
+    assert_eq!(line["row"]["expires_at"], deal.expires_at.as_str());
+    assert!(
+        world.audit().iter().any(|e| matches!(e, AuditEvent::DealCreated { deal_id, .. } if *deal_id == deal.deal_id))
+    );
     let files = world.delivered();
     assert_eq!(files.len(), 1);
     let audience = &files[0];
@@ -389,13 +416,20 @@ async fn an_audience_the_brokers_cannot_take_is_kept_and_retried_until_delivered
     assert_eq!((kept[0].state.clone(), kept[0].attempts), (ActivationState::Pending, 2));
     assert!(kept[0].next_attempt_at >= now + 60 + 60, "the backoff doubled");
 
-    // The brokers are back: the next retry delivers exactly the released rows.
+    // The brokers are back: a retry delivers exactly the released rows (librdkafka may take a few
+    // seconds to reconnect, so the first retries after the broker's return may still time out).
     mock.broker_up(1).unwrap();
-    assert_eq!(world.engine.retry_activations_at(now + 3600).await, 1);
-    let kept = world.engine.activations(&world.caller(PUB)).unwrap();
+    let mut kept = Vec::new();
+    for hour in 1..=12 {
+        assert_eq!(world.engine.retry_activations_at(now + 3600 * hour).await, 1);
+        kept = world.engine.activations(&world.caller(PUB)).unwrap();
+        if kept[0].state != ActivationState::Pending {
+            break;
+        }
+    }
     let ActivationState::Delivered { location } = &kept[0].state else { panic!("{:?}", kept[0]) };
     assert!(location.starts_with("kafka:news-activations"), "{location}");
-    assert_eq!(world.engine.retry_activations_at(now + 7200).await, 0, "delivered activations are not sent again");
+    assert_eq!(world.engine.retry_activations_at(now + 86_400).await, 0, "delivered activations are not sent again");
 
     let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let (_, high) = consumer.fetch_watermarks("news-activations", 0, std::time::Duration::from_secs(5)).unwrap();

@@ -46,7 +46,8 @@ computations:
   - name: affinity
     affinity: {{ matching: {{ advertiser_table: crm, publisher_table: users }}, confidence: 0.9 }}
     run_by: [adv]
-    results_to: [adv]
+    results_to: [adv, pub]
+    deliver_to: [pub]
 privacy:
   k_thresholds: [{{ set_by: adv, k: {k} }}]
 attestation: {{ allow_simulated: true }}
@@ -550,6 +551,58 @@ async fn a_dropped_upload_leaves_no_dataset_and_the_old_version_stays() {
     assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0, "no staging file is left");
     let audit = engine.audit_entries(&caller).unwrap();
     assert!(audit.iter().any(|e| matches!(&e.event, sealroom_engine::audit::AuditEvent::UploadRejected { reason, .. } if reason.contains("dropped connection"))));
+}
+
+#[tokio::test]
+async fn a_top_affinity_release_to_the_publishers_sink_makes_a_deal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("activations");
+    let sinks = vec![SinkBinding {
+        participant: "pub".into(),
+        room: None,
+        config: serde_json::json!({"type": "file", "path": out}),
+    }];
+    // seg1: 20 of the 50 who hold it are customers; seg2: 5 of 35. Both rank at k = 2, seg1 first.
+    let (mut adv, mut publ) = matched(20, 0, 1);
+    let (a2, p2) = matched(5, 50, 2);
+    adv.extend(a2);
+    publ.extend(p2);
+    publ.extend((100..130).map(|i| (Some(i), None, vec![1, 2])));
+    let engine = engine(dir.path(), 2, sinks).await;
+    upload(&engine, ADV_TOKEN, "crm", vec![crm_batch(&adv)]).await.unwrap();
+    upload(&engine, PUB_TOKEN, "users", vec![users_batch(&publ, 0)]).await.unwrap();
+    let analyst = common::caller(&engine, ADV_TOKEN);
+    let record = engine.run(&analyst, "affinity").await.unwrap();
+    assert_eq!(record.deliveries[0].status, "delivered", "{:?}", record.deliveries);
+    let released = engine.release(&analyst, "affinity", Some(&record.run_id), Channel::Rest).unwrap();
+    let ranked: Vec<String> = released
+        .section("affinity")
+        .unwrap()
+        .rows()
+        .iter()
+        .filter(|r| r.dimensions()[0].parse::<u64>().is_ok())
+        .map(|r| r.dimensions()[1].clone())
+        .collect();
+    assert_eq!(ranked, ["seg1", "seg2"]);
+
+    let publisher = common::caller(&engine, PUB_TOKEN);
+    let deals = engine.deals(&publisher).unwrap();
+    assert_eq!(deals, engine.deals(&analyst).unwrap(), "publisher and advertiser see the same deal");
+    assert_eq!(deals.len(), 1);
+    let deal = &deals[0];
+    assert_eq!((deal.kind.as_str(), deal.publisher.as_str(), deal.advertiser.as_str()), ("top_affinity", "pub", "adv"));
+    assert_eq!((deal.segments.clone(), deal.audience_size), (ranked, None));
+    assert_eq!(deal.run_id, record.run_id);
+    let deal_file = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("-deal-"))
+        .expect("the deal went to the publisher's sink with the release");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(deal_file).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["row"]["deal_id"], deal.deal_id.as_str());
+    assert_eq!(line["row"]["segments"], serde_json::json!(["seg1", "seg2"]));
+    assert_eq!(line["release_digest"], deal.release_digest.as_str());
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 //! | GET | `/v1/rooms/{room}/computations/{name}/runs/{run}/model` | a lookalike's trained model, for `model_to` |
 //! | POST | `/v1/rooms/{room}/computations/{name}/runs/{run}/audience` | `{"size": N}`: the top N of a lookalike to the publisher's sink |
 //! | GET | `/v1/rooms/{room}/audit` | the verified audit log |
+//! | GET | `/v1/rooms/{room}/deals` | deals made for audiences released to a publisher (its publisher and advertiser) |
 //! | GET | `/v1/rooms/{room}/activations` | the caller's activations kept for retry, with their state |
 //! | GET | `/v1/rooms/{room}/attestation?nonce=<hex>` | attestation evidence for the enclave key (no token) |
 //!
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/computations/{name}/runs/{run}/model", get(model))
         .route("/rooms/{room}/computations/{name}/runs/{run}/audience", post(audience))
         .route("/rooms/{room}/activations", get(activations))
+        .route("/rooms/{room}/deals", get(deals))
         .route("/rooms/{room}/audit", get(audit))
         .route("/rooms/{room}/attestation", get(attestation));
     Router::new()
@@ -287,6 +289,13 @@ async fn attestation(
         .ok_or_else(|| Error::InvalidRequest("give a fresh random nonce: ?nonce=<32 to 128 hex characters>".into()))?;
     let engine = state.engine.clone();
     Ok(Json(crate::off_runtime(move || engine.attestation(&room, &nonce)).await?))
+}
+
+async fn deals(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &room, &token)?;
+    let engine = state.engine.clone();
+    let deals = crate::off_runtime(move || engine.deals(&caller)).await?;
+    Ok(Json(json!({ "deals": deals })))
 }
 
 async fn activations(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {

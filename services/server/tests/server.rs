@@ -709,6 +709,19 @@ async fn lookalike_model_and_audience_over_rest_and_flight() {
         std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 50);
     assert!(lines.iter().all(|l| l["release_digest"] == digest.as_str() && l["recipient"] == "news"));
+    // A deal for the audience, visible to its publisher and its advertiser only.
+    let deal_id = body["delivery"]["deal_id"].as_str().unwrap().to_owned();
+    let room = server.room_id.clone();
+    let (status, deals) = server.get(&format!("/v1/rooms/{room}/deals"), PUB).await;
+    assert_eq!(status, 200, "{deals}");
+    let deal = &deals["deals"][0];
+    assert_eq!((deal["deal_id"].as_str(), deal["kind"].as_str()), (Some(deal_id.as_str()), Some("lookalike_audience")));
+    assert_eq!((deal["publisher"].as_str(), deal["advertiser"].as_str()), (Some("news"), Some("acme")));
+    assert_eq!((deal["audience_size"].as_u64(), deal["release_digest"].as_str()), (Some(50), Some(digest.as_str())));
+    let (_, for_acme) = server.get(&format!("/v1/rooms/{room}/deals"), ADV).await;
+    assert_eq!(for_acme, deals);
+    let (_, for_auditor) = server.get(&format!("/v1/rooms/{room}/deals"), AUDITOR).await;
+    assert_eq!(for_auditor["deals"], serde_json::json!([]));
     for (token, body, status, says) in [
         (ADV, r#"{"size": 50}"#, 403, "only 'news'"),
         (PUB, r#"{"size": 5}"#, 400, "at least k = 10"),
