@@ -85,7 +85,16 @@ async fn the_demo_releases_the_true_overlap_and_writes_the_activation() {
     assert!(auc > 0.55 && auc <= 1.0, "{quality}");
     let taken = outcome.audience["audience"].as_u64().unwrap();
     assert!(taken >= 50, "{}", outcome.audience);
-    let text = std::fs::read_to_string(outcome.audience["location"].as_str().unwrap()).unwrap();
+    // The sink wrote the audience and its deal, one file each.
+    let location = outcome.audience["location"].as_str().unwrap();
+    let files: Vec<&str> = location.split(", ").collect();
+    let audience_file = files.iter().find(|f| f.contains("-audience-")).unwrap();
+    let deal_file = files.iter().find(|f| f.contains("-deal-")).unwrap();
+    let deal: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(deal_file).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(deal["row"]["deal_id"], outcome.audience["deal_id"]);
+    assert_eq!(deal["row"]["audience_size"], outcome.audience["audience"]);
+    let text = std::fs::read_to_string(audience_file).unwrap();
     let users: Vec<String> = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["row"]["user_id"].as_str().unwrap().to_owned())
