@@ -989,3 +989,150 @@ async fn clients_pinned_to_another_enclave_or_speaking_plain_http_get_nothing() 
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// Whether a Flight call succeeded, or the gRPC code it failed with.
+async fn flight_outcome<T>(call: impl std::future::Future<Output = Result<T, FlightError>>) -> Result<(), tonic::Code> {
+    match call.await {
+        Ok(_) => Ok(()),
+        Err(FlightError::Tonic(status)) => Err(status.code()),
+        Err(e) => panic!("not a gRPC error: {e}"),
+    }
+}
+
+/// Every REST route and Flight action, called by every participant of the contract and by an
+/// outsider: allowed exactly when the contract says so; otherwise 403 / PERMISSION_DENIED for a
+/// participant and 401 / UNAUTHENTICATED for anyone else.
+#[tokio::test]
+async fn the_permission_matrix_follows_the_contract() {
+    use sealroom_proto::room::v1::computation::Kind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = data();
+    let server = TestServer::start(dir.path()).await;
+    upload_both(&server, &d).await;
+    let room = server.room_id.clone();
+    let contract = room_contract();
+    let computation = |name: &str| contract.computations.iter().find(|c| c.name == name).unwrap().clone();
+    let (overlap, lookalike) = (computation("overlap"), computation("lookalike"));
+    let Some(Kind::Lookalike(spec)) = lookalike.kind.clone() else { panic!("the room's lookalike") };
+    let owner = |table: &str| contract.tables.iter().find(|t| t.name == table).unwrap().owner.clone();
+    // Results exist for everyone to try to read.
+    for name in ["overlap", "lookalike"] {
+        let (status, body) = server.post(&format!("/v1/rooms/{room}/computations/{name}/runs"), ADV).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let runs = |name: &str| format!("/v1/rooms/{room}/computations/{name}/runs");
+    let nonce = "ab".repeat(16);
+    let mut checked = 0;
+    for who in [ADV, PUB, AUDITOR, "outsider"] {
+        let member = contract.participants.iter().any(|p| p.id == who);
+        let is = |list: &[String]| list.iter().any(|p| p == who);
+        let rest: Vec<(String, &str, bool)> = vec![
+            ("/v1/rooms".into(), "GET", member),
+            (format!("/v1/rooms/{room}"), "GET", member),
+            (format!("/v1/rooms/{room}/datasets"), "GET", member),
+            (format!("/v1/rooms/{room}/computations"), "GET", member),
+            (runs("overlap"), "POST", is(&overlap.run_by)),
+            (runs("overlap"), "GET", is(&overlap.run_by) || is(&overlap.results_to)),
+            (format!("{}/latest/result", runs("overlap")), "GET", is(&overlap.results_to)),
+            (format!("{}/latest/result", runs("lookalike")), "GET", is(&lookalike.results_to)),
+            (format!("{}/latest/model", runs("lookalike")), "GET", is(&spec.model_to)),
+            (format!("{}/latest/audience", runs("lookalike")), "POST audience", spec.audience_to == who),
+            (format!("/v1/rooms/{room}/activations"), "GET", member),
+            (format!("/v1/rooms/{room}/deals"), "GET", member),
+            (format!("/v1/rooms/{room}/audit"), "GET", member),
+            (format!("/v1/rooms/{room}/attestation?nonce={nonce}"), "GET", true),
+        ];
+        for (path, method, allowed) in rest {
+            let (status, body) = match method {
+                "GET" => server.get(&path, who).await,
+                "POST" => server.post(&path, who).await,
+                _ => server.post_body(&path, who, r#"{"size": 20}"#).await,
+            };
+            let denied = if member { 403 } else { 401 };
+            if allowed {
+                assert!((200..300).contains(&status), "{who} {method} {path}: {status} {body}");
+            } else {
+                assert_eq!(status, denied, "{who} {method} {path}: {body}");
+            }
+            checked += 1;
+        }
+
+        let mut client = server.flight(who).await;
+        let action = |kind: &str, body: Value| Action::new(kind.to_owned(), body.to_string());
+        let section = format!("rooms/{room}/computations/overlap/runs/latest/sections/summary");
+        let denied = if member { tonic::Code::PermissionDenied } else { tonic::Code::Unauthenticated };
+        let lookalike_body = serde_json::json!({"room_id": room, "computation": "lookalike"});
+        let flight: Vec<(&str, Result<(), tonic::Code>, bool)> = vec![
+            ("DoPut crm", flight_outcome(server.upload(who, "crm", crm_batches(&d))).await, owner("crm") == who),
+            (
+                "DoPut readers",
+                flight_outcome(server.upload(who, "readers", readers_batches(&d))).await,
+                owner("readers") == who,
+            ),
+            (
+                "ListFlights",
+                flight_outcome(async { client.list_flights(Vec::<u8>::new()).await?.try_collect::<Vec<_>>().await })
+                    .await,
+                member,
+            ),
+            (
+                "DoGet overlap summary",
+                flight_outcome(async {
+                    client.do_get(Ticket::new(section.clone())).await?.try_collect::<Vec<_>>().await
+                })
+                .await,
+                is(&overlap.results_to),
+            ),
+            (
+                "run-computation overlap",
+                flight_outcome(async {
+                    let body = serde_json::json!({"room_id": room, "computation": "overlap"});
+                    client.do_action(action("run-computation", body)).await?.try_collect::<Vec<_>>().await
+                })
+                .await,
+                is(&overlap.run_by),
+            ),
+            (
+                "lookalike-model",
+                flight_outcome(async {
+                    client
+                        .do_action(action("lookalike-model", lookalike_body.clone()))
+                        .await?
+                        .try_collect::<Vec<_>>()
+                        .await
+                })
+                .await,
+                is(&spec.model_to),
+            ),
+            (
+                "lookalike-audience",
+                flight_outcome(async {
+                    let body = serde_json::json!({"room_id": room, "computation": "lookalike", "size": 20});
+                    client.do_action(action("lookalike-audience", body)).await?.try_collect::<Vec<_>>().await
+                })
+                .await,
+                spec.audience_to == who,
+            ),
+            (
+                "attestation",
+                flight_outcome(async {
+                    let body = serde_json::json!({"room_id": room, "nonce": nonce});
+                    client.do_action(action("attestation", body)).await?.try_collect::<Vec<_>>().await
+                })
+                .await,
+                true,
+            ),
+        ];
+        for (call, outcome, allowed) in flight {
+            if allowed {
+                assert_eq!(outcome, Ok(()), "{who} {call}");
+            } else {
+                assert_eq!(outcome, Err(denied), "{who} {call}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * (14 + 8));
+    server.stop().await;
+}
