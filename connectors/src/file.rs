@@ -89,26 +89,10 @@ fn encode_error(e: impl std::fmt::Display) -> Error {
 }
 
 fn write_ndjson(file: &mut BufWriter<File>, delivery: &Delivery) -> Result<()> {
-    let m = &delivery.metadata;
-    let envelope = serde_json::json!({
-        "schema_version": SCHEMA_VERSION,
-        "room_id": m.room_id,
-        "computation": m.computation,
-        "run_id": m.run_id,
-        "section": m.section,
-        "recipient": m.recipient,
-        "release_digest": m.release_digest,
-    });
-    // `{"schema_version":…,"release_digest":"…"}` → `{…,"row":<row>}`
-    let mut prefix = envelope.to_string();
-    prefix.pop();
-    prefix.push_str(",\"row\":");
-    let mut rows = Vec::new();
-    {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut rows);
-        writer.write(&delivery.batch).map_err(encode_error)?;
-        writer.finish().map_err(encode_error)?;
-    }
+    // `{"schema_version":…,"release_digest":"…",` → `{…,"row":<row>}`
+    let mut prefix = delivery.metadata.envelope_open(SCHEMA_VERSION);
+    prefix.push_str("\"row\":");
+    let rows = crate::json_lines(SINK, &delivery.batch)?;
     for line in rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         file.write_all(prefix.as_bytes())
             .and_then(|()| file.write_all(line))

@@ -227,8 +227,18 @@ impl KafkaSinkConfig {
         if self.tls.is_some() && !self.security_protocol.uses_tls() {
             return bad("a `tls:` section needs security_protocol ssl or sasl_ssl".into());
         }
-        if !(1_000..=100_000_000).contains(&self.max_message_bytes) {
-            return bad(format!("max_message_bytes {} must be 1000 to 100000000", self.max_message_bytes));
+        // 1 KiB of each message is left for its key and headers (see `encode`).
+        if !(2_000..=100_000_000).contains(&self.max_message_bytes) {
+            return bad(format!("max_message_bytes {} must be 2000 to 100000000", self.max_message_bytes));
+        }
+        for (name, ms) in [
+            ("delivery_timeout_ms", self.delivery_timeout_ms),
+            ("queue_full_timeout_ms", self.queue_full_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return bad(format!("{name} {ms} must be 1 to 3600000 (one hour)"));
+            }
         }
         Ok(())
     }
@@ -321,30 +331,16 @@ struct Message {
 
 fn encode(delivery: &Delivery, max_bytes: usize) -> Result<Vec<Message>> {
     let m = &delivery.metadata;
-    let mut rows = Vec::new();
-    {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut rows);
-        writer.write(&delivery.batch).map_err(|e| Error::Encode { sink: SINK, message: e.to_string() })?;
-        writer.finish().map_err(|e| Error::Encode { sink: SINK, message: e.to_string() })?;
-    }
+    let rows = crate::json_lines(SINK, &delivery.batch)?;
+    let open = m.envelope_open(SCHEMA_VERSION);
     let total = delivery.batch.num_rows();
     let mut out = Vec::with_capacity(total);
     for (i, line) in rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        let row: serde_json::Value =
-            serde_json::from_slice(line).map_err(|e| Error::Encode { sink: SINK, message: e.to_string() })?;
-        let value = serde_json::to_vec(&serde_json::json!({
-            "schema_version": SCHEMA_VERSION,
-            "room_id": m.room_id,
-            "computation": m.computation,
-            "run_id": m.run_id,
-            "section": m.section,
-            "recipient": m.recipient,
-            "release_digest": m.release_digest,
-            "row_index": i,
-            "rows": total,
-            "row": row,
-        }))
-        .map_err(|e| Error::Encode { sink: SINK, message: e.to_string() })?;
+        let mut value = Vec::with_capacity(open.len() + line.len() + 48);
+        value.extend_from_slice(open.as_bytes());
+        value.extend_from_slice(format!("\"row_index\":{i},\"rows\":{total},\"row\":").as_bytes());
+        value.extend_from_slice(line);
+        value.push(b'}');
         // librdkafka counts the key, headers and framing too; leave them 1 KiB.
         if value.len() + 1024 > max_bytes {
             return Err(Error::Delivery {
@@ -521,7 +517,6 @@ impl Sink for KafkaSink {
                 }
             }
             let Some(e) = last_error else {
-                pending.clear();
                 break;
             };
             if attempt == self.config.retries {

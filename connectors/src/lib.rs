@@ -78,6 +78,38 @@ pub struct DeliveryMetadata {
     pub release_digest: String,
 }
 
+impl DeliveryMetadata {
+    /// The release facts as a JSON object left open for more keys:
+    /// `{"schema_version":…,"room_id":…,"computation":…,"run_id":…,"section":…,"recipient":…,"release_digest":…,`
+    /// — each row of a delivery is this, its own keys, and `}` (NDJSON lines, Kafka values).
+    pub(crate) fn envelope_open(&self, schema_version: u32) -> String {
+        let envelope = serde_json::json!({
+            "schema_version": schema_version,
+            "room_id": self.room_id,
+            "computation": self.computation,
+            "run_id": self.run_id,
+            "section": self.section,
+            "recipient": self.recipient,
+            "release_digest": self.release_digest,
+        });
+        let mut open = envelope.to_string();
+        open.pop();
+        open.push(',');
+        open
+    }
+}
+
+/// The rows of `batch` as JSON objects, one per line.
+pub(crate) fn json_lines(sink: &'static str, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let encode = |e: arrow::error::ArrowError| Error::Encode { sink, message: e.to_string() };
+    let mut rows = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut rows);
+    writer.write(batch).map_err(encode)?;
+    writer.finish().map_err(encode)?;
+    drop(writer);
+    Ok(rows)
+}
+
 /// One released batch on its way to a participant.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -161,8 +161,7 @@ impl RoomContract {
                 ))
             });
             attestation.accepted_measurements.dedup();
-            attestation.accepted_tcb_statuses.sort();
-            attestation.accepted_tcb_statuses.dedup();
+            sort_dedup(&mut attestation.accepted_tcb_statuses);
         }
         if self.authentication.as_ref().is_some_and(|a| {
             a.max_token_lifetime_seconds == 0

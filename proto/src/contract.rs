@@ -19,6 +19,16 @@ impl RoomContract {
         self.privacy.as_ref().and_then(|p| p.differential_privacy.as_ref())
     }
 
+    /// The longest a participant's token may live, in seconds: the contract's limit, or
+    /// [`crate::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS`] when it sets none.
+    pub fn max_token_lifetime_seconds(&self) -> u32 {
+        self.authentication
+            .as_ref()
+            .map(|a| a.max_token_lifetime_seconds)
+            .filter(|s| *s != 0)
+            .unwrap_or(crate::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)
+    }
+
     pub fn allows_simulated_tee(&self) -> bool {
         self.attestation.as_ref().is_some_and(|a| a.allow_simulated)
     }

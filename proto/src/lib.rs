@@ -40,9 +40,6 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u32 = 86_400;
 /// The longest token lifetime a contract may allow: 30 days.
 pub const MAX_TOKEN_LIFETIME_SECONDS: u32 = 30 * 86_400;
 
-/// The byte length of the DER SubjectPublicKeyInfo of an ECDSA P-256 key (uncompressed point).
-pub const P256_SPKI_LEN: usize = 91;
-
 /// The fixed DER prefix of every ECDSA P-256 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { id-ecPublicKey,
 /// prime256v1 }, BIT STRING (no unused bits) } — followed by the 65-byte uncompressed point (0x04, X, Y).
 /// DER is canonical, so a P-256 SPKI is exactly this prefix and the point.
@@ -50,6 +47,11 @@ pub const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
     0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
+
+/// The 65-byte point of a P-256 SubjectPublicKeyInfo (DER), or `None` when `spki` is not one.
+pub fn p256_spki_point(spki: &[u8]) -> Option<&[u8]> {
+    spki.strip_prefix(&P256_SPKI_PREFIX[..]).filter(|p| p.len() == 65)
+}
 
 /// The k-anonymity threshold of a room whose participants set none.
 pub const DEFAULT_K: u32 = 100;

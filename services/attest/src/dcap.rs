@@ -234,5 +234,19 @@ pub(crate) fn sgx_sealing_key() -> Result<[u8; 32], crate::AttestError> {
     let raw = std::fs::read(&path).map_err(|e| {
         crate::AttestError::Unavailable(format!("cannot read the SGX sealing key {path} (Gramine ≥ 1.2?): {e}"))
     })?;
-    crate::identity::stretch_key(&raw, b"sealroom sgx sealing key")
+    if raw.len() < 16 {
+        return Err(crate::AttestError::Device(format!(
+            "the SGX sealing key has {} bytes; at least 16 expected",
+            raw.len()
+        )));
+    }
+    // HKDF-SHA256 to 32 bytes (the length of its own output).
+    use ring::hkdf;
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealroom").extract(&raw);
+    let info = [b"sealroom sgx sealing key".as_slice()];
+    let okm =
+        prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| crate::AttestError::Device("HKDF expand failed".into()))?;
+    let mut key = [0u8; 32];
+    okm.fill(&mut key).map_err(|_| crate::AttestError::Device("HKDF fill failed".into()))?;
+    Ok(key)
 }

@@ -11,8 +11,6 @@ use x509_cert::der::{Decode, Encode};
 
 use crate::AttestError;
 
-use sealroom_proto::P256_SPKI_PREFIX;
-
 /// The enclave's key pair and certificate.
 pub struct EnclaveIdentity {
     pkcs8: Vec<u8>,
@@ -58,8 +56,7 @@ impl EnclaveIdentity {
 
     /// Lowercase hex SHA-256 of [`Self::public_key`], a short name for the key in logs and views.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(&self.public_key))
+        crate::token::key_id(&self.public_key)
     }
 
     pub fn certificate_der(&self) -> &[u8] {
@@ -89,32 +86,10 @@ impl EnclaveIdentity {
     }
 }
 
-/// A 32-byte key from TEE key material of another length (HKDF-SHA256 with `info`).
-pub(crate) fn stretch_key(material: &[u8], info: &[u8]) -> Result<[u8; 32], AttestError> {
-    use ring::hkdf;
-    struct Len32;
-    impl hkdf::KeyType for Len32 {
-        fn len(&self) -> usize {
-            32
-        }
-    }
-    if material.len() < 16 {
-        return Err(AttestError::Device(format!("the TEE's key has {} bytes; at least 16 expected", material.len())));
-    }
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealroom").extract(material);
-    let infos = [info];
-    let okm = prk.expand(&infos, Len32).map_err(|_| AttestError::Device("HKDF expand failed".into()))?;
-    let mut key = [0u8; 32];
-    okm.fill(&mut key).map_err(|_| AttestError::Device("HKDF fill failed".into()))?;
-    Ok(key)
-}
-
 /// Checks a signature by [`EnclaveIdentity::sign`] against the key's SubjectPublicKeyInfo.
 pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), String> {
-    let point = public_key
-        .strip_prefix(&P256_SPKI_PREFIX[..])
-        .filter(|p| p.len() == 65)
-        .ok_or("the enclave key is not a P-256 SubjectPublicKeyInfo")?;
+    let point =
+        sealroom_proto::p256_spki_point(public_key).ok_or("the enclave key is not a P-256 SubjectPublicKeyInfo")?;
     ring::signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
         .verify(message, signature)
         .map_err(|_| "the signature does not verify with the enclave key".to_owned())
@@ -159,7 +134,7 @@ mod tests {
             certificate_from_pem(certificate_to_pem(id.certificate_der()).as_bytes()).unwrap(),
             id.certificate_der()
         );
-        assert!(id.public_key().starts_with(&P256_SPKI_PREFIX));
+        assert!(id.public_key().starts_with(&sealroom_proto::P256_SPKI_PREFIX));
 
         let signature = id.sign(b"entry").unwrap();
         verify_signature(id.public_key(), b"entry", &signature).unwrap();

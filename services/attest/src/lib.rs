@@ -34,6 +34,20 @@ pub use evidence::{Endorsements, Evidence, Platform};
 pub use identity::EnclaveIdentity;
 pub use verify::{Binding, Check, Policy, Verification};
 
+/// Writes `bytes` to a new file at `path` that only its owner can read (mode 0600 on Unix) and
+/// syncs it; fails if the file exists. Keys are written this way: never overwritten, never readable
+/// by others.
+pub fn create_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Why evidence could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestError {

@@ -122,18 +122,10 @@ impl PlatformKey {
 
 /// Writes a secret file readable by its owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AttestError> {
-    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| AttestError::Unavailable(format!("{}: {e}", dir.display())))?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| AttestError::Unavailable(format!("{}: {e}", path.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| AttestError::Unavailable(format!("{}: {e}", path.display())))
+    crate::create_private(path, bytes).map_err(|e| AttestError::Unavailable(format!("{}: {e}", path.display())))
 }
 
 /// Parses a simulated report and checks its signature against `public_key`: the statement, or

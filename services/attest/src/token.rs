@@ -115,7 +115,7 @@ impl IssuerKey {
 
     /// The public key as PEM, for the room file.
     pub fn public_key_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki.clone()))
+        sealroom_proto::room_file::public_key_pem(&self.public_key_base64())
     }
 
     /// The `kid` of this key's tokens.
@@ -196,10 +196,7 @@ pub struct TokenRules<'a> {
 /// Verifies a token signed by the issuer key `spki` (a DER SubjectPublicKeyInfo) against `rules`;
 /// returns its claims. Every refusal says which check failed.
 pub fn verify_token(token: &str, spki: &[u8], rules: &TokenRules<'_>) -> Result<Claims, String> {
-    let point = spki
-        .strip_prefix(&P256_SPKI_PREFIX[..])
-        .filter(|p| p.len() == 65)
-        .ok_or("the issuer key is not an ECDSA P-256 public key")?;
+    let point = sealroom_proto::p256_spki_point(spki).ok_or("the issuer key is not an ECDSA P-256 public key")?;
     let mut validation = Validation::new(Algorithm::ES256);
     // Times are checked below against `rules.now`, so that they can be tested at fixed times.
     validation.validate_exp = false;
@@ -219,16 +216,16 @@ pub fn verify_token(token: &str, spki: &[u8], rules: &TokenRules<'_>) -> Result<
             }
         })?;
     let claims = data.claims;
-    if claims.iat > rules.now + LEEWAY_SECONDS {
+    if claims.iat > rules.now.saturating_add(LEEWAY_SECONDS) {
         return Err(format!(
             "the token was issued in the future (iat {}, the enclave's clock says {}); check the issuer's clock",
             claims.iat, rules.now
         ));
     }
-    if claims.exp + LEEWAY_SECONDS <= rules.now {
+    if claims.exp.saturating_add(LEEWAY_SECONDS) <= rules.now {
         return Err(format!(
             "the token expired {} s ago (exp {}); mint a new one with `sealroom token`",
-            rules.now - claims.exp,
+            rules.now.saturating_sub(claims.exp),
             claims.exp
         ));
     }

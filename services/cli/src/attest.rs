@@ -52,11 +52,12 @@ impl Pinned {
 
     /// A gRPC channel to `url` (`https://host:port`) over TLS that accepts only this certificate.
     pub async fn channel(&self, url: &str) -> Result<tonic::transport::Channel, CliError> {
-        let (host, port) = host_port(url)?;
+        let authority = authority(url)?;
         let tls =
             PinnedCert::expect(self.0.clone()).client_config(&[b"h2"]).map_err(|e| CliError::Connect(e.to_string()))?;
         // tonic is given a plain URI: the connector below does TLS with the pinning verifier.
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        // The connector takes the host (IPv6 brackets stripped) and the port (443 when absent) from it.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| CliError::Usage(format!("'{url}' is not a Flight address: {e}")))?;
         endpoint.connect_with_connector(PinnedConnector { tls: Arc::new(tls) }).await.map_err(|e| {
             CliError::Connect(format!("cannot connect to the Flight server at {url}: {}", error_chain(&e)))
@@ -93,15 +94,12 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The host and port of `https://host:port` (or `grpc+tls://host:port`).
-fn host_port(url: &str) -> Result<(String, u16), CliError> {
+fn authority(url: &str) -> Result<http::uri::Authority, CliError> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("grpc+tls://")).ok_or_else(|| {
         CliError::Usage(format!("'{url}' is not a TLS address: sealroom serves only TLS, e.g. https://127.0.0.1:50051"))
     })?;
     let authority = rest.split('/').next().unwrap_or_default();
-    let uri: http::uri::Authority =
-        authority.parse().map_err(|e| CliError::Usage(format!("'{url}' has no host:port: {e}")))?;
-    let host = uri.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-    Ok((host, uri.port_u16().unwrap_or(443)))
+    authority.parse().map_err(|e| CliError::Usage(format!("'{url}' has no host:port: {e}")))
 }
 
 /// Connects TCP, then TLS with the pinning verifier (ALPN h2).
@@ -153,7 +151,7 @@ pub async fn attest(
     endorsements: Option<&Endorsements>,
     now: u64,
 ) -> Result<Attested, CliError> {
-    host_port(rest)?;
+    authority(rest)?;
     let room_id = contract.room_id();
     let nonce: [u8; 32] = rand::random();
     let capture = PinnedCert::capture();
@@ -205,6 +203,4 @@ pub fn endorsements(
 }
 
 /// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub use sealroom_attest::token::unix_now as now;

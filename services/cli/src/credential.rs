@@ -2,7 +2,6 @@
 //! sign (`sealroom token`, or minted per command from `--key`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,21 +59,13 @@ pub fn mint(key: &IssuerKey, participant: &str, room: &str, lifetime: Duration) 
 
 /// Writes a new file readable only by its owner (0600), refusing to replace an existing one.
 pub fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| {
+    sealroom_attest::create_private(path, text.as_bytes()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             CliError::Usage(format!("{} exists; a key file is never overwritten, choose another --out", path.display()))
         } else {
             CliError::io(path, e)
         }
-    })?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| CliError::io(path, e))
+    })
 }
 
 /// `sealroom keygen`: a new issuer key to `out` (0600); returns the text to print (the public key and

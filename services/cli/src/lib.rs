@@ -239,6 +239,16 @@ pub struct VerifyArgs {
     pub now: Option<u64>,
 }
 
+impl VerifyArgs {
+    /// The endorsements given on the command line (they replace the evidence's own) and the
+    /// verification time.
+    fn resolve(&self) -> Result<(Option<sealroom_attest::Endorsements>, u64), CliError> {
+        let endorsements =
+            attest::endorsements(self.vcek.as_deref(), self.amd_crl.as_deref(), self.collateral.as_deref())?;
+        Ok((endorsements, self.now.unwrap_or_else(attest::now)))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AttestArgs {
     /// REST server address.
@@ -526,12 +536,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Attest(a) => {
             let contract = load_room(&a.room_file)?;
-            let endorsements = attest::endorsements(
-                a.verify.vcek.as_deref(),
-                a.verify.amd_crl.as_deref(),
-                a.verify.collateral.as_deref(),
-            )?;
-            let now = a.verify.now.unwrap_or_else(attest::now);
+            let (endorsements, now) = a.verify.resolve()?;
             let attested = attest::attest(&a.rest, &contract, endorsements.as_ref(), now).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&attested.verification).unwrap_or_default());
@@ -549,9 +554,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Audit(AuditCommand::Verify { log, room_file, verify }) => {
             let contract = load_room(&room_file)?;
-            let endorsements =
-                attest::endorsements(verify.vcek.as_deref(), verify.amd_crl.as_deref(), verify.collateral.as_deref())?;
-            let now = verify.now.unwrap_or_else(attest::now);
+            let (endorsements, now) = verify.resolve()?;
             let report = audit::verify_file(&log, &contract, endorsements.as_ref(), now)?;
             print!("{}", report.render());
             if !report.passed() {

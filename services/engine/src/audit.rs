@@ -306,7 +306,13 @@ impl AuditLog {
     /// Reads and verifies a log file. With `repair`, a torn last line is cut off the file.
     fn read_verified(path: &Path, repair: bool) -> Result<Vec<AuditEntry>> {
         let bytes = std::fs::read(path).map_err(|e| Error::storage(path, e))?;
-        let parsed = parse_log(&bytes).map_err(|e| Error::storage(path, format!("audit log {e}")))?;
+        Self::verified(path, &bytes, repair)
+    }
+
+    /// The entries of the log's bytes, chain and signatures checked; with `repair`, a torn last
+    /// entry is cut from the file.
+    fn verified(path: &Path, bytes: &[u8], repair: bool) -> Result<Vec<AuditEntry>> {
+        let parsed = parse_log(bytes).map_err(|e| Error::storage(path, format!("audit log {e}")))?;
         if parsed.torn && repair {
             tracing::warn!(path = %path.display(), entry = parsed.entries.len(), "dropping a torn last audit entry");
             let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::storage(path, e))?;
@@ -369,8 +375,13 @@ impl AuditLog {
 
     /// All entries, verified.
     pub fn entries(&self) -> Result<Vec<AuditEntry>> {
-        let _tail = self.tail.lock().map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
-        Self::read_verified(&self.path, false)
+        // Appends hold the lock while they write whole lines: a read under it sees whole entries.
+        // Checking every signature happens after it is released, so appends do not wait for it.
+        let bytes = {
+            let _tail = self.tail.lock().map_err(|_| Error::storage(&self.path, "audit log lock poisoned"))?;
+            std::fs::read(&self.path).map_err(|e| Error::storage(&self.path, e))?
+        };
+        Self::verified(&self.path, &bytes, false)
     }
 }
 

@@ -254,10 +254,7 @@ impl BudgetLedger {
     }
 
     pub(crate) fn load(&self) -> Result<Ledger> {
-        match self.sealer.read_if_exists(&self.path)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&self.path, e)),
-            None => Ok(Ledger::default()),
-        }
+        Ok(self.sealer.read_json_if_exists(&self.path)?.unwrap_or_default())
     }
 
     /// Charges `cost` to every participant, all or none; refused when any would pass the budget.
@@ -297,10 +294,7 @@ impl BudgetLedger {
     }
 
     fn save(&self, ledger: &Ledger) -> Result<()> {
-        let dir = self.path.parent().ok_or_else(|| Error::storage(&self.path, "no parent directory"))?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
-        let bytes = serde_json::to_vec_pretty(ledger).map_err(|e| Error::storage(&self.path, e))?;
-        self.sealer.write_atomically(&self.path, &bytes)
+        self.sealer.write_json_atomically(&self.path, ledger)
     }
 }
 

@@ -112,20 +112,6 @@ struct Inner {
     limits: UploadLimits,
 }
 
-/// The participant whose issuer key has the key id `kid`, its credential and the key's DER SPKI.
-fn issuer<'a>(
-    contract: &'a RoomContract,
-    kid: &str,
-) -> Option<(&'a sealroom_proto::room::v1::Participant, &'a sealroom_proto::room::v1::Credential, Vec<u8>)> {
-    contract.participants.iter().find_map(|p| {
-        let credential = p.credential.as_ref()?;
-        credential.issuer_keys.iter().find_map(|k| {
-            let spki = sealroom_proto::validate::decode_p256_spki(k).ok()?;
-            (token::key_id(&spki) == kid).then_some((p, credential, spki))
-        })
-    })
-}
-
 /// Checks the SQL computations of a contract the way hosting does: each query parsed, checked
 /// against the rules of `computation::sql` (aggregates only, no identifiers out) and planned against
 /// the tables' schemas. `sealroom room check` calls it too.
@@ -283,46 +269,45 @@ impl Engine {
         let id = RoomId::parse(room_id).map_err(Error::InvalidRequest)?;
         let room = self.room(&id)?;
         let kid = token::token_key_id(token).map_err(Error::Unauthenticated)?;
-        let Some((participant, credential, spki)) = issuer(&room.contract, &kid) else {
+        Self::authenticate_in(&id, room, token, &kid, now)
+    }
+
+    /// Checks a token whose header names the issuer key `kid` against the room's contract.
+    fn authenticate_in(id: &RoomId, room: &Room, token: &str, kid: &str, now: u64) -> Result<Caller> {
+        let Some(issuer) = room.issuers.get(kid) else {
             return Err(Error::Unauthenticated(format!(
                 "the token's issuer key (kid {kid}) is not in room {id}'s contract: the token is for another room, \
                  or the key was removed by a contract change"
             )));
         };
-        let max_lifetime = room
-            .contract
-            .authentication
-            .as_ref()
-            .map(|a| a.max_token_lifetime_seconds)
-            .filter(|s| *s != 0)
-            .unwrap_or(sealroom_proto::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS);
         let rules = token::TokenRules {
             room_id: id.as_str(),
-            max_lifetime_seconds: u64::from(max_lifetime),
-            revoked: &credential.revoked_token_ids,
+            max_lifetime_seconds: u64::from(room.contract.max_token_lifetime_seconds()),
+            revoked: &issuer.revoked,
             now,
         };
-        let claims = token::verify_token(token, &spki, &rules).map_err(Error::Unauthenticated)?;
-        if claims.sub != participant.id {
+        let claims = token::verify_token(token, &issuer.spki, &rules).map_err(Error::Unauthenticated)?;
+        if claims.sub != issuer.participant {
             return Err(Error::Unauthenticated(format!(
                 "the token names participant '{}' but is signed by an issuer key of '{}'",
-                claims.sub, participant.id
+                claims.sub, issuer.participant
             )));
         }
-        Ok(Caller { room_id: id, participant: participant.id.clone() })
+        Ok(Caller { room_id: id.clone(), participant: issuer.participant.clone() })
     }
 
     /// Every room membership of a participant token: the hosted rooms it authenticates in. When there
     /// is none, the error says why the token failed in the rooms it names.
     pub fn memberships(&self, token: &str) -> Result<Vec<Caller>> {
         let kid = token::token_key_id(token).map_err(Error::Unauthenticated)?;
+        let now = token::unix_now();
         let mut first_error = None;
         let mut callers = Vec::new();
         for (id, room) in &self.inner.rooms {
-            if issuer(&room.contract, &kid).is_none() {
+            if !room.issuers.contains_key(&kid) {
                 continue;
             }
-            match self.authenticate(id.as_str(), token) {
+            match Self::authenticate_in(id, room, token, &kid, now) {
                 Ok(caller) => callers.push(caller),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -598,7 +583,7 @@ impl Engine {
             }));
         }
         let run = Self::run_of(&room, computation, run_id)?;
-        room.deliver_audience(computation, &run.run_id, &caller.participant, size, spec.max_audience).await
+        room.deliver_audience(computation, &run.run_id, &run.run_by, &caller.participant, size, spec.max_audience).await
     }
 
     /// Releases a run's result (the latest when `run_id` is `None` or `latest`) to the caller,
@@ -659,7 +644,7 @@ impl Engine {
         let mut attempted = 0;
         for (id, room) in &self.inner.rooms {
             match room.retry_activations(now).await {
-                Ok(views) => attempted += views.len(),
+                Ok(n) => attempted += n,
                 Err(e) => tracing::warn!(room = %id, error = %e, "retrying kept activations failed"),
             }
         }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::room::Room;
 use crate::schema::{BadRows, accepted_types, accepts, convert_column, stored_schema, stored_type};
 use crate::seal::SealedWriter;
-use crate::storage::{DatasetManifest, new_id};
+use crate::storage::{DatasetManifest, dataset_file_name, new_id};
 
 /// Limits on one upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,8 @@ impl Default for UploadLimits {
 
 /// Writes through to a file while hashing every byte.
 struct HashingWriter {
-    inner: SealedWriter<BufWriter<File>>,
+    /// The sealed writer buffers a chunk (1 MiB) and writes whole chunks: no other buffer is needed.
+    inner: SealedWriter<File>,
     hasher: Sha256,
     written: u64,
 }
@@ -318,10 +319,11 @@ impl UploadSession {
             None => {
                 let file = File::create(&self.staging).map_err(|e| Error::storage(&self.staging, e))?;
                 // Sealed under the name it will have once committed, so that it can be moved there.
-                let sealed = self.room.storage.sealer().writer(
-                    &self.room.storage.dataset_path(&self.table.name, &self.version),
-                    BufWriter::with_capacity(1 << 20, file),
-                )?;
+                let sealed = self
+                    .room
+                    .storage
+                    .sealer()
+                    .writer(&self.room.storage.dataset_path(&self.table.name, &self.version), file)?;
                 let sink = HashingWriter { inner: sealed, hasher: Sha256::new(), written: 0 };
                 FileWriter::try_new(sink, &self.stored).map_err(|e| Error::storage(&self.staging, e))?
             }
@@ -374,8 +376,7 @@ impl UploadSession {
             let mut sink = writer.into_inner().map_err(|e| Error::storage(&path, e))?;
             sink.flush().map_err(|e| Error::storage(&path, e))?;
             let HashingWriter { inner, hasher, written } = sink;
-            let buffered = inner.finish().map_err(|e| Error::storage(&path, e))?;
-            let file = buffered.into_inner().map_err(|e| Error::storage(&path, e.into_error()))?;
+            let file = inner.finish().map_err(|e| Error::storage(&path, e))?;
             file.sync_all().map_err(|e| Error::storage(&path, e))?;
             Ok((hex::encode(hasher.finalize()), written))
         })
@@ -389,7 +390,7 @@ impl UploadSession {
         let manifest = DatasetManifest {
             table: self.table.name.clone(),
             version: version.clone(),
-            file: format!("{version}.arrow"),
+            file: dataset_file_name(&version),
             rows: self.rows,
             bytes,
             uploader: self.participant.clone(),

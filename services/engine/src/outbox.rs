@@ -5,7 +5,8 @@
 //! batches are kept, sealed, in `activations/<id>.json`, and retried with exponential backoff (30 s,
 //! doubling, at most an hour) by [`crate::Engine::retry_activations`] until the sink takes them (the
 //! delivery is then audited like any other) or fails with an error retrying cannot fix (the
-//! activation is then `failed`, audited, and kept for the record). The recipient sees its
+//! activation is then `failed`, audited, and kept for the record). Once delivered or failed, the
+//! record keeps no rows. The recipient sees its
 //! activations and their state over REST (`GET /v1/rooms/{room}/activations`).
 //!
 //! The batches are exactly what was released and audited: a retry sends the same rows under the
@@ -95,6 +96,12 @@ impl PendingActivation {
         let batches =
             sections.iter().map(|(name, batch)| Ok((name.clone(), encode_batch(batch)?))).collect::<Result<_>>()?;
         Ok(Self { view, batches })
+    }
+
+    /// Drops the rows once the activation is delivered or failed for good: the record stays, the
+    /// released data is no longer kept.
+    pub(crate) fn forget_rows(&mut self) {
+        self.batches.clear();
     }
 
     /// The released sections to send again.

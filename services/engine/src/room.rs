@@ -24,6 +24,14 @@ use crate::seal::MasterKey;
 use crate::storage::{DatasetFile, RoomStorage, new_id};
 use crate::tee::{Enclave, TeeMode};
 
+/// What became of a release sent to a sink.
+enum Sent {
+    /// The sink took it; where it put it.
+    Delivered(String),
+    /// The sink could not take it yet: kept as activation `id` and retried.
+    Kept { id: String, error: Error },
+}
+
 /// A delivery to a sink that did not succeed.
 pub(crate) struct SinkFailure {
     pub error: Error,
@@ -104,9 +112,19 @@ struct RunFileRef<'a> {
     report: &'a ComputedReport,
 }
 
+/// An issuer key of the contract: the participant it belongs to, the token ids that participant's
+/// credential revokes, and the key's DER SubjectPublicKeyInfo.
+pub(crate) struct Issuer {
+    pub participant: String,
+    pub revoked: Vec<String>,
+    pub spki: Vec<u8>,
+}
+
 pub(crate) struct Room {
     pub id: RoomId,
     pub contract: RoomContract,
+    /// The contract's issuer keys by key id (`kid`), decoded once: tokens name their key by it.
+    pub issuers: HashMap<String, Issuer>,
     pub k: u32,
     pub tee: TeeMode,
     pub storage: RoomStorage,
@@ -158,26 +176,28 @@ impl Room {
         }
         let mut runs: HashMap<String, Vec<RunRecord>> = HashMap::new();
         for computation in &contract.computations {
-            let dir = storage.runs_dir(&computation.name);
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut records = Vec::new();
-            for entry in entries {
-                let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let file: RunFile = storage.sealer().read_json(&path)?;
-                records.push(file.record);
-            }
+            let files: Vec<RunFile> = storage.sealer().read_json_dir(&storage.runs_dir(&computation.name))?;
+            let mut records: Vec<RunRecord> = files.into_iter().map(|f| f.record).collect();
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
             runs.insert(computation.name.clone(), records);
         }
         let k = contract.effective_k();
         audit.append_hosting(&contract.name, k)?;
+        let mut issuers = HashMap::new();
+        for p in &contract.participants {
+            let Some(credential) = &p.credential else { continue };
+            for key in &credential.issuer_keys {
+                // Validation accepted every key; one that does not decode could name no token anyway.
+                if let Ok(spki) = sealroom_proto::validate::decode_p256_spki(key) {
+                    let revoked = credential.revoked_token_ids.clone();
+                    let issuer = Issuer { participant: p.id.clone(), revoked, spki };
+                    issuers.insert(sealroom_attest::token::key_id(&issuer.spki), issuer);
+                }
+            }
+        }
         Ok(Self {
             id,
+            issuers,
             k,
             tee: enclave.mode(),
             storage,
@@ -388,10 +408,8 @@ impl Room {
         let state_path = self.storage.state_path(&computation.name);
         let keeps_state = matches!(computation.kind, Some(sealroom_proto::room::v1::computation::Kind::Measurement(_)));
         let _state_guard = if keeps_state { Some(self.state_lock.lock().await) } else { None };
-        let state: computation::State = match self.storage.sealer().read_if_exists(&state_path)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::storage(&state_path, e))?,
-            None => computation::State::new(),
-        };
+        let state: computation::State =
+            self.storage.sealer().read_json_if_exists(&state_path)?.unwrap_or_else(computation::State::new);
         let computed = computation::run(&self.contract, computation, &loaded, state).await?;
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
@@ -433,6 +451,7 @@ impl Room {
         &self,
         computation: &str,
         run_id: &str,
+        run_by: &str,
         recipient: &str,
         size: u64,
         max_audience: u64,
@@ -448,15 +467,11 @@ impl Room {
         let channel = Channel::Sink(sink.sink_type().to_owned());
         let run = RunRef { computation, run_id };
         let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
-        let run_by = lock(&self.runs)
-            .get(computation)
-            .and_then(|runs| runs.iter().find(|r| r.run_id == run_id).map(|r| r.run_by.clone()))
-            .unwrap_or_default();
         let deal = DealRecord::new(
             self.id.as_str(),
             "lookalike_audience",
             recipient,
-            &run_by,
+            run_by,
             computation,
             run_id,
             Vec::new(),
@@ -466,8 +481,8 @@ impl Room {
         self.record_deal(&deal)?;
         let sections =
             vec![("audience".to_owned(), released.batch().clone()), ("deal".to_owned(), deal.to_record_batch()?)];
-        let result = self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await;
-        self.metrics.delivery(result.is_ok());
+        let result = self.send_or_keep(sink.as_mut(), run, recipient, released.digest(), sections).await;
+        self.metrics.delivery(matches!(result, Ok(Sent::Delivered(_))));
         let delivery = |state: &str, activation_id: Option<String>, location: String| AudienceDelivery {
             recipient: recipient.to_owned(),
             run_id: run_id.to_owned(),
@@ -480,11 +495,10 @@ impl Room {
             audit_seq: released.audit_seq(),
         };
         match result {
-            Ok(location) => Ok(delivery("delivered", None, location)),
-            Err(f) if f.retriable => {
-                let kept = self.keep_activation(run, recipient, released.digest(), &sections, &f.error)?;
-                let why = format!("pending: {} (kept as activation {}, retried)", f.error, kept.id);
-                Ok(delivery("pending", Some(kept.id), why))
+            Ok(Sent::Delivered(location)) => Ok(delivery("delivered", None, location)),
+            Ok(Sent::Kept { id, error }) => {
+                let why = format!("pending: {error} (kept as activation {id}, retried)");
+                Ok(delivery("pending", Some(id), why))
             }
             Err(f) => {
                 self.audit.append(AuditEvent::ActivationFailed {
@@ -506,7 +520,7 @@ impl Room {
         release_digest: &str,
         sections: &[(String, arrow::record_batch::RecordBatch)],
         error: &Error,
-    ) -> Result<ActivationView> {
+    ) -> Result<String> {
         let now = sealroom_attest::token::unix_now();
         let view = ActivationView {
             id: new_id("a"),
@@ -530,22 +544,34 @@ impl Room {
             reason: format!("{error}; kept as activation {} and retried", view.id),
         })?;
         tracing::warn!(room = %self.id, recipient, activation = %view.id, error = %error, "activation kept for retry");
-        Ok(view)
+        Ok(view.id)
+    }
+
+    /// Sends a release to a locked sink; when the sink may get over its failure, keeps the release to
+    /// retry it (see [`crate::outbox`]) instead of failing.
+    async fn send_or_keep(
+        &self,
+        sink: &mut dyn Sink,
+        run: RunRef<'_>,
+        recipient: &str,
+        release_digest: &str,
+        sections: Vec<(String, arrow::record_batch::RecordBatch)>,
+    ) -> std::result::Result<Sent, SinkFailure> {
+        match self.send_to_sink(sink, run, recipient, release_digest, sections.clone()).await {
+            Ok(location) => Ok(Sent::Delivered(location)),
+            Err(f) if f.retriable => {
+                let id = self
+                    .keep_activation(run, recipient, release_digest, &sections, &f.error)
+                    .map_err(|error| SinkFailure { error, retriable: false })?;
+                Ok(Sent::Kept { id, error: f.error })
+            }
+            Err(f) => Err(f),
+        }
     }
 
     /// Every kept activation of the room.
     fn kept_activations(&self) -> Result<Vec<PendingActivation>> {
-        let dir = self.storage.activations_dir();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut kept = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                kept.push(self.storage.sealer().read_json::<PendingActivation>(&path)?);
-            }
-        }
+        let mut kept: Vec<PendingActivation> = self.storage.sealer().read_json_dir(&self.storage.activations_dir())?;
         kept.sort_by(|a, b| a.view.id.cmp(&b.view.id));
         Ok(kept)
     }
@@ -555,9 +581,9 @@ impl Room {
         Ok(self.kept_activations()?.into_iter().map(|k| k.view).filter(|v| v.recipient == recipient).collect())
     }
 
-    /// Retries the pending activations due at `now`; returns them as they stand afterwards.
-    pub(crate) async fn retry_activations(&self, now: u64) -> Result<Vec<ActivationView>> {
-        let mut attempted = Vec::new();
+    /// Retries the pending activations due at `now`; returns how many were attempted.
+    pub(crate) async fn retry_activations(&self, now: u64) -> Result<usize> {
+        let mut attempted = 0;
         for mut kept in self.kept_activations()? {
             if kept.view.state != ActivationState::Pending || kept.view.next_attempt_at > now {
                 continue;
@@ -577,7 +603,10 @@ impl Room {
             self.metrics.delivery(result.is_ok());
             kept.view.attempts += 1;
             match result {
-                Ok(location) => kept.view.state = ActivationState::Delivered { location },
+                Ok(location) => {
+                    kept.view.state = ActivationState::Delivered { location };
+                    kept.forget_rows();
+                }
                 Err(f) if f.retriable => {
                     kept.view.last_error = f.error.to_string();
                     kept.view.next_attempt_at = now + outbox::backoff(kept.view.attempts - 1);
@@ -585,6 +614,7 @@ impl Room {
                 Err(f) => {
                     kept.view.last_error = f.error.to_string();
                     kept.view.state = ActivationState::Failed { reason: f.error.to_string() };
+                    kept.forget_rows();
                     self.audit.append(AuditEvent::ActivationFailed {
                         recipient: view.recipient.clone(),
                         computation: view.computation.clone(),
@@ -594,7 +624,7 @@ impl Room {
                 }
             }
             self.storage.sealer().write_json_atomically(&self.storage.activation_path(&view.id), &kept)?;
-            attempted.push(kept.view);
+            attempted += 1;
         }
         Ok(attempted)
     }
@@ -724,20 +754,8 @@ impl Room {
 
     /// The deals `participant` is the publisher or the advertiser of, oldest first.
     pub(crate) fn deals(&self, participant: &str) -> Result<Vec<DealRecord>> {
-        let dir = self.storage.deals_dir();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut deals = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                let deal: DealRecord = self.storage.sealer().read_json(&path)?;
-                if deal.publisher == participant || deal.advertiser == participant {
-                    deals.push(deal);
-                }
-            }
-        }
+        let mut deals: Vec<DealRecord> = self.storage.sealer().read_json_dir(&self.storage.deals_dir())?;
+        deals.retain(|d| d.publisher == participant || d.advertiser == participant);
         deals.sort_by(|a, b| (&a.created_at, &a.deal_id).cmp(&(&b.created_at, &b.deal_id)));
         Ok(deals)
     }
@@ -756,7 +774,7 @@ impl Room {
         };
         let mut sink = sink.lock().await;
         let run = RunRef { computation: &report.computation, run_id: &report.run_id };
-        let result: std::result::Result<String, SinkFailure> = async {
+        let result: std::result::Result<Sent, SinkFailure> = async {
             let not_retriable = |error| SinkFailure { error, retriable: false };
             let released = self
                 .gate()
@@ -772,36 +790,28 @@ impl Room {
                 self.record_deal(&deal).map_err(not_retriable)?;
                 sections.push(("deal".to_owned(), deal.to_record_batch().map_err(not_retriable)?));
             }
-            match self.send_to_sink(sink.as_mut(), run, recipient, released.digest(), sections.clone()).await {
-                Err(f) if f.retriable => {
-                    let kept = self
-                        .keep_activation(run, recipient, released.digest(), &sections, &f.error)
-                        .map_err(not_retriable)?;
-                    Err(SinkFailure {
-                        error: Error::Delivery(format!(
-                            "{}; kept as activation {} and retried (GET /v1/rooms/{}/activations)",
-                            f.error, kept.id, self.id
-                        )),
-                        retriable: true,
-                    })
-                }
-                other => other,
-            }
+            self.send_or_keep(sink.as_mut(), run, recipient, released.digest(), sections).await
         }
         .await;
-        self.metrics.delivery(result.is_ok());
+        self.metrics.delivery(matches!(result, Ok(Sent::Delivered(_))));
         match result {
-            Ok(location) => DeliveryRecord {
+            Ok(Sent::Delivered(location)) => DeliveryRecord {
                 recipient: recipient.to_owned(),
                 status: "delivered".into(),
                 location: Some(location),
                 message: None,
             },
-            Err(SinkFailure { error, retriable: true }) => DeliveryRecord {
+            Ok(Sent::Kept { id, error }) => DeliveryRecord {
                 recipient: recipient.to_owned(),
                 status: "pending".into(),
                 location: None,
-                message: Some(error.to_string()),
+                message: Some(
+                    Error::Delivery(format!(
+                        "{error}; kept as activation {id} and retried (GET /v1/rooms/{}/activations)",
+                        self.id
+                    ))
+                    .to_string(),
+                ),
             },
             Err(SinkFailure { error: e, .. }) => {
                 let _ = self.audit.append(AuditEvent::ActivationFailed {

@@ -115,15 +115,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
     }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| Error::storage(path, e))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::storage(path, e))
+    sealroom_attest::create_private(path, bytes).map_err(|e| Error::storage(path, e))
 }
 
 /// Seals and opens one room's files.
@@ -188,32 +180,46 @@ impl Sealer {
     }
 
     /// The plaintext of `sealed`, the content of the file at `path`.
+    #[cfg(test)]
     pub(crate) fn open(&self, path: &Path, sealed: &[u8]) -> Result<Vec<u8>> {
-        let Some(rest) = sealed.strip_prefix(MAGIC.as_slice()) else {
+        self.open_owned(path, sealed.to_vec())
+    }
+
+    /// The plaintext of `sealed`, the content of the file at `path`, decrypted in place: each chunk
+    /// moves down over the header and the tags before it, so a large file is not held twice.
+    fn open_owned(&self, path: &Path, mut sealed: Vec<u8>) -> Result<Vec<u8>> {
+        if !sealed.starts_with(MAGIC) {
             return Err(Self::tampered(path, "no sealed-file header"));
-        };
-        let Some((prefix, mut body)) = rest.split_first_chunk::<PREFIX>() else {
+        }
+        let Some(prefix) = sealed.get(MAGIC.len()..HEADER).and_then(|p| <[u8; PREFIX]>::try_from(p).ok()) else {
             return Err(Self::tampered(path, "the header is cut short"));
         };
         let label = self.label(path);
-        let mut plaintext = Vec::with_capacity(body.len());
+        let (mut src, mut dst) = (HEADER, 0);
         let mut index: u32 = 0;
         loop {
-            let last = body.len() < CHUNK + TAG;
-            let (chunk, rest) = body.split_at(body.len().min(CHUNK + TAG));
-            if last && chunk.len() < TAG {
+            let left = sealed.len() - src;
+            let last = left < CHUNK + TAG;
+            let len = left.min(CHUNK + TAG);
+            if last && len < TAG {
                 return Err(Self::tampered(path, "the file is cut short"));
             }
-            let mut buf = chunk.to_vec();
             let opened = self
                 .key
-                .open_in_place(nonce(prefix, index), Aad::from(aad(&label, index, last)), &mut buf)
-                .map_err(|_| Self::tampered(path, &format!("chunk {index} does not authenticate")))?;
-            plaintext.extend_from_slice(opened);
+                .open_within(
+                    nonce(&prefix, index),
+                    Aad::from(aad(&label, index, last)),
+                    &mut sealed[dst..src + len],
+                    (src - dst)..,
+                )
+                .map_err(|_| Self::tampered(path, &format!("chunk {index} does not authenticate")))?
+                .len();
+            dst += opened;
+            src += len;
             if last {
-                return Ok(plaintext);
+                sealed.truncate(dst);
+                return Ok(sealed);
             }
-            body = rest;
             index = index.checked_add(1).ok_or_else(|| Self::tampered(path, "too many chunks"))?;
         }
     }
@@ -221,7 +227,7 @@ impl Sealer {
     /// Reads and opens the file at `path`; `None` when it does not exist.
     pub(crate) fn read_if_exists(&self, path: &Path) -> Result<Option<Vec<u8>>> {
         match fs::read(path) {
-            Ok(sealed) => self.open(path, &sealed).map(Some),
+            Ok(sealed) => self.open_owned(path, sealed).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::storage(path, e)),
         }
@@ -230,12 +236,37 @@ impl Sealer {
     /// Reads and opens the file at `path`.
     pub(crate) fn read(&self, path: &Path) -> Result<Vec<u8>> {
         let sealed = fs::read(path).map_err(|e| Error::storage(path, e))?;
-        self.open(path, &sealed)
+        self.open_owned(path, sealed)
     }
 
     /// Reads the sealed JSON file at `path`.
     pub(crate) fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<T> {
         serde_json::from_slice(&self.read(path)?).map_err(|e| Error::storage(path, e))
+    }
+
+    /// Reads the sealed JSON file at `path`; `None` when it does not exist.
+    pub(crate) fn read_json_if_exists<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        self.read_if_exists(path)?
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| Error::storage(path, e)))
+            .transpose()
+    }
+
+    /// Every sealed JSON file (`*.json`) in `dir`, in file-name order; none when `dir` does not exist.
+    pub(crate) fn read_json_dir<T: serde::de::DeserializeOwned>(&self, dir: &Path) -> Result<Vec<T>> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::storage(dir, e)),
+        };
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Error::storage(dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        paths.iter().map(|p| self.read_json(p)).collect()
     }
 
     /// Seals `bytes` to `path` atomically (see [`crate::storage::write_atomically`]).

@@ -111,6 +111,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::storage(dir, e))
 }
 
+/// The file name of a dataset version, in its table's directory.
+pub(crate) fn dataset_file_name(version: &str) -> String {
+    format!("{version}.arrow")
+}
+
 /// A new random id with a time prefix, so ids sort by creation time.
 pub(crate) fn new_id(prefix: &str) -> String {
     let millis = chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ");
@@ -182,7 +187,7 @@ impl RoomStorage {
 
     /// Where version `version` of `table` is stored once committed (what its data is sealed as).
     pub(crate) fn dataset_path(&self, table: &str, version: &str) -> PathBuf {
-        self.table_dir(table).join(format!("{version}.arrow"))
+        self.table_dir(table).join(dataset_file_name(version))
     }
 
     /// Loads the committed version of a table, removing files no manifest names.
@@ -192,10 +197,7 @@ impl RoomStorage {
             return Ok(None);
         }
         let manifest_path = dir.join("current.json");
-        let manifest: Option<DatasetManifest> = match self.sealer.read_if_exists(&manifest_path)? {
-            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::storage(&manifest_path, e))?),
-            None => None,
-        };
+        let manifest: Option<DatasetManifest> = self.sealer.read_json_if_exists(&manifest_path)?;
         for entry in fs::read_dir(&dir).map_err(|e| Error::storage(&dir, e))? {
             let path = entry.map_err(|e| Error::storage(&dir, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -215,11 +217,11 @@ impl RoomStorage {
     pub(crate) fn commit(&self, staged: &Path, manifest: DatasetManifest) -> Result<DatasetFile> {
         let dir = self.table_dir(&manifest.table);
         fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, e))?;
-        let path = dir.join(&manifest.file);
+        // The name the data was sealed under while it streamed in.
+        let path = self.dataset_path(&manifest.table, &manifest.version);
         fs::rename(staged, &path).map_err(|e| Error::storage(&path, e))?;
         sync_dir(&dir)?;
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::storage(&dir, e))?;
-        if let Err(e) = self.sealer.write_atomically(&dir.join("current.json"), &bytes) {
+        if let Err(e) = self.sealer.write_json_atomically(&dir.join("current.json"), &manifest) {
             let _ = fs::remove_file(&path);
             return Err(e);
         }

@@ -223,9 +223,20 @@ async fn released_json(
     token: &Token,
     release: impl FnOnce(&Engine, &Caller, &str, &str) -> Result<Value, Error> + Send + 'static,
 ) -> ApiResult<Json<Value>> {
-    let caller = caller(state, &room, token)?;
+    Ok(Json(as_caller(state, &room, token, move |engine, caller| release(engine, caller, &name, &run)).await?))
+}
+
+/// Authenticates the caller in `room`, then runs `f` off the async workers (it reads sealed files,
+/// checks signatures or appends to the audit log).
+async fn as_caller<T: Send + 'static>(
+    state: &AppState,
+    room: &str,
+    token: &Token,
+    f: impl FnOnce(&Engine, &Caller) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let caller = caller(state, room, token)?;
     let engine = state.engine.clone();
-    Ok(Json(crate::off_runtime(move || release(&engine, &caller, &name, &run)).await?))
+    crate::off_runtime(move || f(&engine, &caller)).await
 }
 
 async fn result(
@@ -292,24 +303,18 @@ async fn attestation(
 }
 
 async fn deals(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
-    let caller = caller(&state, &room, &token)?;
-    let engine = state.engine.clone();
-    let deals = crate::off_runtime(move || engine.deals(&caller)).await?;
+    let deals = as_caller(&state, &room, &token, |engine, caller| engine.deals(caller)).await?;
     Ok(Json(json!({ "deals": deals })))
 }
 
 async fn activations(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
-    let caller = caller(&state, &room, &token)?;
-    let engine = state.engine.clone();
-    let activations = crate::off_runtime(move || engine.activations(&caller)).await?;
+    let activations = as_caller(&state, &room, &token, |engine, caller| engine.activations(caller)).await?;
     Ok(Json(json!({ "activations": activations })))
 }
 
 async fn audit(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
-    let caller = caller(&state, &room, &token)?;
-    // Reading the log checks every entry's chain link and signature: off the async workers.
-    let engine = state.engine.clone();
-    let entries = crate::off_runtime(move || engine.audit_entries(&caller)).await?;
+    // Reading the log checks every entry's chain link and signature.
+    let entries = as_caller(&state, &room, &token, |engine, caller| engine.audit_entries(caller)).await?;
     let head = entries.last().map(|e| e.entry_sha256.clone());
     Ok(Json(json!({ "entries": entries, "head_sha256": head })))
 }

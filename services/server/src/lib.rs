@@ -12,13 +12,14 @@ pub mod flight;
 pub mod http;
 mod tls;
 
-/// Runs `f` off the async workers: releases fsync their audit entry before returning.
+/// Runs `f` off the async workers: blocking engine work (releases fsync their audit entry; reads
+/// unseal files and check signatures; attestation talks to the TEE device).
 pub(crate) async fn off_runtime<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, sealroom_engine::Error> + Send + 'static,
 ) -> Result<T, sealroom_engine::Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| sealroom_engine::Error::Computation(format!("release task failed: {e}")))?
+        .map_err(|e| sealroom_engine::Error::Computation(format!("blocking task failed: {e}")))?
 }
 
 use std::future::Future;
@@ -59,6 +60,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     flight: JoinHandle<Result<(), String>>,
     http: JoinHandle<Result<(), String>>,
+    /// Retries kept activations; awaited before the sinks close, so no retry meets a closed sink.
+    retries: JoinHandle<()>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -134,7 +137,7 @@ pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Resul
     // Activations a sink could not take are retried until it does (engine::outbox).
     let retry_engine = engine.clone();
     let every = Duration::from_secs(config.activation_retry_seconds.max(1));
-    tokio::spawn(async move {
+    let retries = tokio::spawn(async move {
         let mut stop = std::pin::pin!(stopped(rx));
         let mut tick = tokio::time::interval(every);
         loop {
@@ -156,7 +159,7 @@ pub async fn start(config: &ServerConfig, contracts: Vec<RoomContract>) -> Resul
         enclave_key_sha256 = %identity.fingerprint(),
         "sealroom server listening (TLS with the enclave key)"
     );
-    Ok(RunningServer { flight_addr, http_addr, engine, stop, flight, http })
+    Ok(RunningServer { flight_addr, http_addr, engine, stop, flight, http, retries })
 }
 
 impl RunningServer {
@@ -165,6 +168,7 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let flight = self.flight.await.map_err(|e| ServerError::Serve(e.to_string()))?;
         let http = self.http.await.map_err(|e| ServerError::Serve(e.to_string()))?;
+        self.retries.await.map_err(|e| ServerError::Serve(e.to_string()))?;
         self.engine.close().await;
         flight.map_err(ServerError::Serve)?;
         http.map_err(ServerError::Serve)?;
