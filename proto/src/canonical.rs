@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::room::v1::{RoomContract, computation};
 
-/// The id of a room: lowercase hex SHA-256 of its canonical contract encoding.
+/// The id of a room: lowercase hex SHA-256 of the canonical encoding of its first contract version
+/// (an interactive room keeps it through later versions; see `docs/governance.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(String);
 
@@ -168,6 +169,9 @@ impl RoomContract {
                 || a.max_token_lifetime_seconds == crate::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
         }) {
             self.authentication = None;
+        }
+        if self.governance.as_ref().is_some_and(|g| !g.interactive && !g.development_mode) {
+            self.governance = None;
         }
     }
 

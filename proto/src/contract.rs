@@ -29,6 +29,16 @@ impl RoomContract {
             .unwrap_or(crate::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)
     }
 
+    /// Whether participants may propose new versions of the contract.
+    pub fn is_interactive(&self) -> bool {
+        self.governance.as_ref().is_some_and(|g| g.interactive)
+    }
+
+    /// Whether a participant may add computations over only its own data without approval.
+    pub fn in_development_mode(&self) -> bool {
+        self.governance.as_ref().is_some_and(|g| g.interactive && g.development_mode)
+    }
+
     pub fn allows_simulated_tee(&self) -> bool {
         self.attestation.as_ref().is_some_and(|a| a.allow_simulated)
     }

@@ -39,6 +39,27 @@ pub struct RoomFile {
     pub attestation: AttestationFile,
     #[serde(default, skip_serializing_if = "AuthenticationFile::is_default")]
     pub authentication: AuthenticationFile,
+    #[serde(default, skip_serializing_if = "GovernanceFile::is_default")]
+    pub governance: GovernanceFile,
+}
+
+/// Whether the room may change after it is created (see `docs/governance.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceFile {
+    /// Participants may propose new versions of the contract; each takes effect once every data owner
+    /// it touches has approved it. Without it the room is immutable.
+    #[serde(default)]
+    pub interactive: bool,
+    /// A participant may add computations over only its own tables, for only itself, without approval.
+    #[serde(default)]
+    pub development_mode: bool,
+}
+
+impl GovernanceFile {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -672,6 +693,10 @@ impl RoomFile {
                 .authentication
                 .max_token_lifetime_seconds
                 .map(|s| pb::Authentication { max_token_lifetime_seconds: s }),
+            governance: (!self.governance.is_default()).then_some(pb::Governance {
+                interactive: self.governance.interactive,
+                development_mode: self.governance.development_mode,
+            }),
         }
     }
 
@@ -807,6 +832,10 @@ impl RoomFile {
                     .as_ref()
                     .map(|a| a.max_token_lifetime_seconds)
                     .filter(|s| *s != 0),
+            },
+            governance: GovernanceFile {
+                interactive: contract.governance.as_ref().is_some_and(|g| g.interactive),
+                development_mode: contract.governance.as_ref().is_some_and(|g| g.development_mode),
             },
         }
     }

@@ -154,6 +154,17 @@ fn validate_participants(contract: &RoomContract, c: &mut Collector) {
             ),
         );
     }
+    if let Some(g) = &contract.governance
+        && g.development_mode
+        && !g.interactive
+    {
+        c.push(
+            "governance.development_mode",
+            "development mode adds computations to the room, so the room must be interactive: set \
+             governance.interactive: true, or leave development_mode out"
+                .to_owned(),
+        );
+    }
 }
 
 /// A participant's credential: at least one well-formed ECDSA P-256 issuer key and sane token ids.

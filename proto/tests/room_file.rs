@@ -536,3 +536,24 @@ fn tdx_rtmrs_and_sgx_signer_rules_are_validated_and_canonical() {
         "{err}"
     );
 }
+
+#[test]
+fn governance_round_trips_and_an_immutable_room_keeps_its_id() {
+    let fixed = RoomFile::parse(&example(), "r").unwrap();
+    assert!(!fixed.is_interactive() && !fixed.in_development_mode());
+    // Saying "not interactive" is saying nothing: the same room.
+    let spelled = RoomFile::parse(&format!("{}\ngovernance: {{ interactive: false }}\n", example()), "r").unwrap();
+    assert_eq!(spelled.room_id(), fixed.room_id());
+
+    let dev = format!("{}\ngovernance: {{ interactive: true, development_mode: true }}\n", example());
+    let contract = RoomFile::parse(&dev, "r").unwrap();
+    assert!(contract.is_interactive() && contract.in_development_mode());
+    assert_ne!(contract.room_id(), fixed.room_id(), "an interactive room is another room");
+    let back = RoomFile::parse(&RoomFile::from_contract(&contract).to_yaml(), "r").unwrap();
+    assert_eq!(back.room_id(), contract.room_id());
+
+    let e = invalid(&format!("{}\ngovernance: {{ development_mode: true }}\n", example()));
+    assert!(e.contains("governance.development_mode") && e.contains("interactive: true"), "{e}");
+    let e = invalid(&format!("{}\ngovernance: {{ interactive: yes please }}\n", example()));
+    assert!(e.contains("governance"), "{e}");
+}

@@ -159,6 +159,88 @@ impl IssuerKey {
     }
 }
 
+/// The JWS `typ` of a signed decision: it is not a token and a token is not a decision.
+pub const DECISION_TYPE: &str = "sealroom-decision+jwt";
+
+/// A data owner's signed decision on a proposed contract version (see `docs/governance.md`): the
+/// statement "participant `sub` approves (or rejects) proposal `proposal` of room `room`, which makes
+/// the contract whose canonical SHA-256 is `contract_sha256` version `version`". Signed with one of
+/// the participant's issuer keys as a compact JWS (ES256, `typ` [`DECISION_TYPE`]), it is kept in the
+/// proposal and the audit log, where anybody holding the contract can check it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// The participant id.
+    pub sub: String,
+    /// The room id.
+    pub room: String,
+    /// The proposal id.
+    pub proposal: String,
+    /// The version the proposal would make.
+    pub version: u64,
+    /// Lowercase hex SHA-256 of the proposed contract's canonical bytes.
+    pub contract_sha256: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Signed at (seconds since the Unix epoch).
+    pub iat: u64,
+    /// Why (optional; shown to the other participants).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl IssuerKey {
+    /// Signs a decision (compact JWS, ES256, `kid` = this key's id, `typ` [`DECISION_TYPE`]).
+    pub fn sign_decision(&self, decision: &Decision) -> Result<String, AttestError> {
+        let header =
+            Header { kid: Some(self.key_id()), typ: Some(DECISION_TYPE.to_owned()), ..Header::new(Algorithm::ES256) };
+        jsonwebtoken::encode(&header, decision, &EncodingKey::from_ec_der(&self.pkcs8))
+            .map_err(|e| AttestError::Device(format!("cannot sign the decision: {e}")))
+    }
+}
+
+/// The `kid` of a signed decision's header, checking that it is an ES256 decision.
+pub fn decision_key_id(signed: &str) -> Result<String, String> {
+    let header = jsonwebtoken::decode_header(signed).map_err(|e| {
+        format!("the signature is not a compact JWS ({e}); `sealroom proposal approve` signs decisions")
+    })?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(DECISION_TYPE) {
+        return Err(format!(
+            "the signature is not a sealroom decision (alg ES256, typ {DECISION_TYPE}); a participant token \
+             is not an approval"
+        ));
+    }
+    header.kid.ok_or_else(|| "the decision's header has no `kid` (the issuer key's id)".to_owned())
+}
+
+/// Verifies a signed decision with the issuer key `spki` (DER SubjectPublicKeyInfo) and returns it.
+/// What it must say (room, proposal, contract digest) is for the caller to compare.
+pub fn verify_decision(signed: &str, spki: &[u8]) -> Result<Decision, String> {
+    decision_key_id(signed)?;
+    let point = sealroom_proto::p256_spki_point(spki).ok_or("the issuer key is not an ECDSA P-256 public key")?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<Decision>(signed, &DecodingKey::from_ec_der(point), &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                "the decision's signature does not verify with the issuer key its `kid` names".to_owned()
+            }
+            _ => format!(
+                "the decision is malformed: {e} (claims sub, room, proposal, version, contract_sha256, decision \
+                 and iat are required)"
+            ),
+        })?;
+    let decision = data.claims;
+    if decision.decision != "approve" && decision.decision != "reject" {
+        return Err(format!("the decision is '{}': it must be `approve` or `reject`", decision.decision));
+    }
+    Ok(decision)
+}
+
 /// The key id of an issuer key: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo.
 pub fn key_id(spki: &[u8]) -> String {
     hex::encode(Sha256::digest(spki))
@@ -176,6 +258,11 @@ pub fn token_key_id(token: &str) -> Result<String, String> {
     })?;
     if header.alg != Algorithm::ES256 {
         return Err(format!("the token is signed with {:?}; only ES256 (ECDSA P-256) tokens are accepted", header.alg));
+    }
+    if header.typ.as_deref() == Some(DECISION_TYPE) {
+        return Err(
+            "this is a signed decision on a proposal, not a token; mint a token with `sealroom token`".to_owned()
+        );
     }
     header.kid.ok_or_else(|| "the token's header has no `kid` (the issuer key's id)".to_owned())
 }
@@ -246,6 +333,44 @@ pub fn verify_token(token: &str, spki: &[u8], rules: &TokenRules<'_>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision(key: &IssuerKey, verdict: &str) -> (Decision, String) {
+        let d = Decision {
+            sub: "acme".into(),
+            room: ROOM.into(),
+            proposal: "p-1".into(),
+            version: 2,
+            contract_sha256: "ab".repeat(32),
+            decision: verdict.into(),
+            iat: NOW,
+            reason: String::new(),
+        };
+        let signed = key.sign_decision(&d).unwrap();
+        (d, signed)
+    }
+
+    #[test]
+    fn a_signed_decision_verifies_with_its_key_only_and_is_not_a_token() {
+        let key = IssuerKey::generate().unwrap();
+        let (d, signed) = decision(&key, "approve");
+        assert_eq!(decision_key_id(&signed).unwrap(), key.key_id());
+        assert_eq!(verify_decision(&signed, key.public_key()).unwrap(), d);
+        let other = IssuerKey::generate().unwrap();
+        assert!(verify_decision(&signed, other.public_key()).unwrap_err().contains("signature does not verify"));
+        // A decision is no token, and a token no decision.
+        assert!(token_key_id(&signed).unwrap_err().contains("not a token"));
+        let token = key.mint("acme", &[ROOM.to_owned()], 600, NOW).unwrap();
+        assert!(decision_key_id(&token).unwrap_err().contains("not a sealroom decision"));
+        assert!(verify_decision(&token, key.public_key()).is_err());
+        // A changed claim breaks the signature.
+        let mut parts: Vec<String> = signed.split('.').map(str::to_owned).collect();
+        let (_, forged) = decision(&key, "reject");
+        parts[1] = forged.split('.').nth(1).unwrap().to_owned();
+        assert!(verify_decision(&parts.join("."), key.public_key()).unwrap_err().contains("signature"));
+        // Only approve and reject are decisions.
+        let (_, maybe) = decision(&key, "maybe");
+        assert!(verify_decision(&maybe, key.public_key()).unwrap_err().contains("approve"));
+    }
 
     const ROOM: &str = "0000000000000000000000000000000000000000000000000000000000000001";
     const NOW: u64 = 1_800_000_000;

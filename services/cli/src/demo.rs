@@ -179,6 +179,7 @@ pub fn demo_room(k: u32, advertiser: &IssuerKey, publisher: &IssuerKey, auditor:
         },
         attestation: AttestationFile { allow_simulated: true, ..AttestationFile::default() },
         authentication: Default::default(),
+        governance: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod hash;
 pub mod link;
 pub mod link_clk;
 pub mod lookalike;
+pub mod proposal;
 pub mod report_table;
 
 use std::net::SocketAddr;
@@ -111,6 +112,9 @@ pub enum Command {
     },
     /// Mint a participant token (JWT, ES256) with an issuer key, for `Authorization: Bearer`.
     Token(TokenArgs),
+    /// Change an interactive room: propose a new contract version, list, show, approve, reject.
+    #[command(subcommand)]
+    Proposal(proposal::ProposalCommand),
 }
 
 #[derive(Debug, Args)]
@@ -653,6 +657,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             println!("{}", report.json());
         }
+        Command::Proposal(command) => proposal::run(command).await?,
         Command::Room(RoomCommand::Check { file }) => {
             let contract = load_room(&file)?;
             // SQL queries are checked and planned the way the server does when it hosts the room.

@@ -36,13 +36,18 @@ struct Server {
 /// Starts `sealroom serve` on the example room (INSECURE simulated TEE, which it allows) and waits
 /// until it listens.
 fn serve(dir: &Path) -> Server {
+    serve_room(dir, &example_room())
+}
+
+/// Starts `sealroom serve` on `room_file`.
+fn serve_room(dir: &Path, room_file: &Path) -> Server {
     let (http, flight) = (free_port(), free_port());
     let config = dir.join("server.yaml");
     std::fs::write(
         &config,
         format!(
             "rooms: [{}]\ndata_dir: {}\nflight_addr: 127.0.0.1:{flight}\nhttp_addr: 127.0.0.1:{http}\ntee: simulated\n",
-            example_room().display(),
+            room_file.display(),
             dir.join("data").display()
         ),
     )
@@ -64,9 +69,13 @@ fn serve(dir: &Path) -> Server {
 }
 
 fn attest(server: &Server, cert: &Path) -> Output {
+    attest_room(server, cert, &example_room())
+}
+
+fn attest_room(server: &Server, cert: &Path, room_file: &Path) -> Output {
     bin()
         .args(["attest", "--rest", &server.rest, "--room-file"])
-        .arg(example_room())
+        .arg(room_file)
         .arg("--save-cert")
         .arg(cert)
         .output()
@@ -176,4 +185,71 @@ fn attest_pin_upload_and_a_log_that_verifies_after_kill_9() {
     let out = verify_log(&tampered);
     assert!(!out.status.success());
     assert!(text(&out).contains("was altered"), "{}", text(&out));
+}
+
+/// An example key file (public example keys).
+fn example_key(who: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/keys/{who}.key.pem"))
+}
+
+/// `sealroom proposal <args>` as `who` (signing with its example key) against `server`.
+fn proposal(server: &Server, cert: &Path, room: &str, who: &str, args: &[&str]) -> Output {
+    bin()
+        .arg("proposal")
+        .args(args)
+        .args(["--rest", &server.rest, "--room", room, "--participant", who])
+        .arg("--key")
+        .arg(example_key(who))
+        .arg("--enclave-cert")
+        .arg(cert)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn proposals_are_made_signed_and_adopted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example room, made interactive; the proposal raises news's k threshold from 50 to 150.
+    let example = std::fs::read_to_string(example_room()).unwrap();
+    let room_file = dir.path().join("room.yaml");
+    std::fs::write(&room_file, format!("{example}\ngovernance: {{ interactive: true }}\n")).unwrap();
+    let next = dir.path().join("room-v2.yaml");
+    let raised = example.replace("{ set_by: news, k: 50 }", "{ set_by: news, k: 150 }");
+    assert_ne!(raised, example, "the example room's news threshold moved; update this test");
+    std::fs::write(&next, format!("{raised}\ngovernance: {{ interactive: true }}\n")).unwrap();
+    let room = String::from_utf8(bin().args(["room", "id"]).arg(&room_file).output().unwrap().stdout).unwrap();
+    let room = room.trim().to_owned();
+
+    let cert = dir.path().join("enclave.pem");
+    let mut server = serve_room(dir.path(), &room_file);
+    let out = attest_room(&server, &cert, &room_file);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let base = ["propose", "--room-file", next.to_str().unwrap(), "--base-version", "1"];
+    let out = proposal(&server, &cert, &room, "acme", &[&base[..], &["--approve", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["awaiting"], serde_json::json!(["news"]), "acme approved its own proposal: {created}");
+
+    let out = proposal(&server, &cert, &room, "news", &["list"]);
+    assert!(
+        out.status.success() && text(&out).contains(&id) && text(&out).contains("awaiting: news"),
+        "{}",
+        text(&out)
+    );
+    let out = proposal(&server, &cert, &room, "news", &["show", "--id", &id]);
+    assert!(text(&out).contains("k: 150") && text(&out).contains("effective k 100 → 150"), "{}", text(&out));
+
+    // The auditor owns no data: its signed approval is refused.
+    let out = proposal(&server, &cert, &room, "auditor", &["approve", "--id", &id]);
+    assert!(!out.status.success() && text(&out).contains("owns no data"), "{}", text(&out));
+    let out = proposal(&server, &cert, &room, "news", &["approve", "--id", &id]);
+    assert!(out.status.success() && text(&out).contains("(adopted"), "{}", text(&out));
+
+    // Proposing against the version it replaced is refused, naming the version in force.
+    let out = proposal(&server, &cert, &room, "acme", &base);
+    assert!(!out.status.success() && text(&out).contains("at version 2"), "{}", text(&out));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

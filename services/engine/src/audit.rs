@@ -129,6 +129,40 @@ pub enum AuditEvent {
         expires_at: String,
         release_sha256: String,
     },
+    /// A participant proposed contract version `version` (digest `contract_sha256`) of an interactive
+    /// room; `approvers` must each sign an approval (none under development mode).
+    ProposalCreated {
+        proposal_id: String,
+        proposed_by: String,
+        base_version: u64,
+        version: u64,
+        contract_sha256: String,
+        changes: Vec<String>,
+        approvers: Vec<String>,
+    },
+    /// A data owner approved or rejected a proposal; `signature` is the decision it signed with its
+    /// issuer key (`sealroom_attest::token::Decision`), checkable by anybody holding the contract.
+    ProposalDecided {
+        proposal_id: String,
+        participant: String,
+        decision: String,
+        reason: String,
+        contract_sha256: String,
+        signature: String,
+    },
+    /// A proposal took effect: contract version `version` replaced the version whose digest is
+    /// `previous_sha256`. The room id stays the first version's.
+    ContractVersionAdopted {
+        version: u64,
+        contract_sha256: String,
+        previous_sha256: String,
+        proposal_id: String,
+        proposed_by: String,
+        approved_by: Vec<String>,
+        /// Adopted without approval: development mode, own data only.
+        development: bool,
+        effective_k: u32,
+    },
 }
 
 /// One line of the log.

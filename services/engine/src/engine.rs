@@ -18,11 +18,15 @@ use serde_json::{Value, json};
 
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
+use crate::governance::Proposal;
 use crate::ingest::{UploadLimits, UploadSession};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, Released, ReleasedModel};
 use crate::room::{AudienceDelivery, Room, RunRecord, SectionShape};
 use crate::tee::{Enclave, TeeMode};
+
+/// The longest description a proposal may carry, in characters.
+pub const MAX_PROPOSAL_DESCRIPTION: usize = 2000;
 
 /// An activation sink of one participant.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,9 +134,37 @@ pub async fn check_sql(contract: &RoomContract) -> Result<()> {
     Ok(())
 }
 
+/// Checks a contract the way hosting does: protobuf validation, the matching library's linkage
+/// settings, and the SQL computations ([`check_sql`]).
+pub async fn check_contract(contract: &RoomContract) -> Result<()> {
+    validate(contract)
+        .map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
+    // What the protobuf validation cannot check: linkage settings are the matching library's.
+    for (i, c) in contract.computations.iter().enumerate() {
+        if let Some(o) = c.matching()
+            && let Some(f) = &o.fuzzy
+            && !f.settings_yaml.is_empty()
+            && let Err(e) = sealroom_matching::fuzzy::Settings::from_yaml(&f.settings_yaml)
+        {
+            // An overlap's options sit at `overlap`, other kinds' at `<kind>.matching`.
+            let at = match c.kind_name() {
+                "overlap" => "overlap".to_owned(),
+                kind => format!("{kind}.matching"),
+            };
+            return Err(Error::Contract(format!(
+                "room '{}' has an invalid contract:\ncomputations[{i}].{at}.fuzzy.settings: {e}",
+                contract.name
+            )));
+        }
+    }
+    check_sql(contract).await
+}
+
 impl Engine {
     /// Opens the engine on a data directory and hosts the given rooms: validates each contract, checks
-    /// that it accepts this engine's TEE, recovers its storage, and opens the activation sinks.
+    /// that it accepts this engine's TEE, recovers its storage and the contract version in force, and
+    /// opens the activation sinks of that version's participants. Each contract is a room's first
+    /// version: later versions come from the room's own (sealed) history.
     pub async fn open(config: EngineConfig, contracts: Vec<RoomContract>, metrics: Arc<EngineMetrics>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::storage(&config.data_dir, e))?;
         let master = Arc::new(config.enclave.master_key(&config.data_dir)?);
@@ -140,27 +172,7 @@ impl Engine {
         let mut rooms = BTreeMap::new();
         let mut bound: Vec<bool> = vec![false; config.sinks.len()];
         for contract in contracts {
-            validate(&contract)
-                .map_err(|e| Error::Contract(format!("room '{}' has an invalid contract:\n{e}", contract.name)))?;
-            // What the protobuf validation cannot check: linkage settings are the matching library's.
-            for (i, c) in contract.computations.iter().enumerate() {
-                if let Some(o) = c.matching()
-                    && let Some(f) = &o.fuzzy
-                    && !f.settings_yaml.is_empty()
-                    && let Err(e) = sealroom_matching::fuzzy::Settings::from_yaml(&f.settings_yaml)
-                {
-                    // An overlap's options sit at `overlap`, other kinds' at `<kind>.matching`.
-                    let at = match c.kind_name() {
-                        "overlap" => "overlap".to_owned(),
-                        kind => format!("{kind}.matching"),
-                    };
-                    return Err(Error::Contract(format!(
-                        "room '{}' has an invalid contract:\ncomputations[{i}].{at}.fuzzy.settings: {e}",
-                        contract.name
-                    )));
-                }
-            }
-            check_sql(&contract).await?;
+            check_contract(&contract).await?;
             let id = contract.room_id();
             if rooms.contains_key(&id) {
                 return Err(Error::Contract(format!("room {id} ('{}') is given twice", contract.name)));
@@ -177,10 +189,18 @@ impl Engine {
             tokio::task::spawn_blocking(move || enclave.self_check(&checked))
                 .await
                 .map_err(|e| Error::Computation(format!("attestation self-check: {e}")))??;
+            let data_dir = config.data_dir.clone();
+            let enclave = config.enclave.clone();
+            let m = metrics.clone();
+            let master = master.clone();
+            let mut room = tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, &enclave, &master, m))
+                .await
+                .map_err(|e| Error::storage(&config.data_dir, e))??;
+            let terms = room.terms();
             let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
             for (i, binding) in config.sinks.iter().enumerate() {
                 if binding.room.as_ref().is_some_and(|r| r != id.as_str())
-                    || contract.participant(&binding.participant).is_none()
+                    || terms.contract.participant(&binding.participant).is_none()
                 {
                     continue;
                 }
@@ -193,18 +213,11 @@ impl Engine {
                 sinks.insert(binding.participant.clone(), sink);
                 bound[i] = true;
             }
-            let data_dir = config.data_dir.clone();
-            let enclave = config.enclave.clone();
-            let m = metrics.clone();
-            let master = master.clone();
-            let room =
-                tokio::task::spawn_blocking(move || Room::open(&data_dir, contract, &enclave, &master, m, sinks))
-                    .await
-                    .map_err(|e| Error::storage(&config.data_dir, e))??;
+            room.attach_sinks(sinks);
             if config.enclave.mode().is_insecure() {
                 tracing::warn!(room = %id, "{}", crate::tee::SIMULATION_BANNER);
             }
-            tracing::info!(room = %id, name = %room.contract.name, k = room.k, "hosting room");
+            tracing::info!(room = %id, name = %terms.contract.name, version = terms.version, k = terms.k, "hosting room");
             rooms.insert(id, Arc::new(room));
         }
         if let Some(i) = bound.iter().position(|b| !b) {
@@ -274,7 +287,8 @@ impl Engine {
 
     /// Checks a token whose header names the issuer key `kid` against the room's contract.
     fn authenticate_in(id: &RoomId, room: &Room, token: &str, kid: &str, now: u64) -> Result<Caller> {
-        let Some(issuer) = room.issuers.get(kid) else {
+        let terms = room.terms();
+        let Some(issuer) = terms.issuers.get(kid) else {
             return Err(Error::Unauthenticated(format!(
                 "the token's issuer key (kid {kid}) is not in room {id}'s contract: the token is for another room, \
                  or the key was removed by a contract change"
@@ -282,7 +296,7 @@ impl Engine {
         };
         let rules = token::TokenRules {
             room_id: id.as_str(),
-            max_lifetime_seconds: u64::from(room.contract.max_token_lifetime_seconds()),
+            max_lifetime_seconds: u64::from(terms.contract.max_token_lifetime_seconds()),
             revoked: &issuer.revoked,
             now,
         };
@@ -304,7 +318,7 @@ impl Engine {
         let mut first_error = None;
         let mut callers = Vec::new();
         for (id, room) in &self.inner.rooms {
-            if !room.issuers.contains_key(&kid) {
+            if !room.terms().issuers.contains_key(&kid) {
                 continue;
             }
             match Self::authenticate_in(id, room, token, &kid, now) {
@@ -327,7 +341,8 @@ impl Engine {
     /// the TEE, and each participant's roles.
     pub fn room_view(&self, caller: &Caller) -> Result<Value> {
         let room = self.room_of(caller)?;
-        let c = &room.contract;
+        let terms = room.terms();
+        let c = &terms.contract;
         let participants: Vec<Value> = c
             .participants
             .iter()
@@ -346,7 +361,12 @@ impl Engine {
             "room_id": room.id.as_str(),
             "name": c.name,
             "you": caller.participant,
-            "effective_k": room.k,
+            "effective_k": terms.k,
+            // The contract version in force; the room id stays the first version's.
+            "contract_version": terms.version,
+            "contract_sha256": terms.contract_sha256,
+            "interactive": c.is_interactive(),
+            "development_mode": c.in_development_mode(),
             "tee": room.tee.describe(),
             "participants": participants,
             // The caller's own ε budget (rooms with differential privacy; null otherwise).
@@ -359,6 +379,7 @@ impl Engine {
     pub fn datasets(&self, caller: &Caller) -> Result<Vec<DatasetStatus>> {
         let room = self.room_of(caller)?;
         Ok(room
+            .terms()
             .contract
             .tables
             .iter()
@@ -384,13 +405,14 @@ impl Engine {
     /// Tables the caller owns.
     pub fn owned_tables(&self, caller: &Caller) -> Result<Vec<String>> {
         let room = self.room_of(caller)?;
-        Ok(room.contract.tables_owned_by(&caller.participant).map(|t| t.name.clone()).collect())
+        Ok(room.terms().contract.tables_owned_by(&caller.participant).map(|t| t.name.clone()).collect())
     }
 
     /// The Arrow schema the engine stores a table in (and the simplest one to upload), for its owner.
     pub fn upload_schema(&self, caller: &Caller, table: &str) -> Result<arrow::datatypes::SchemaRef> {
         let room = self.room_of(caller)?;
-        let t = room
+        let terms = room.terms();
+        let t = terms
             .contract
             .table(table)
             .ok_or_else(|| Error::NotFound(format!("room {} has no table '{table}'", room.id)))?;
@@ -403,11 +425,12 @@ impl Engine {
     /// Starts an upload of a table; only its owner may.
     pub fn begin_upload(&self, caller: &Caller, table: &str) -> Result<UploadSession> {
         let room = self.room_of(caller)?;
-        let t = room.contract.table(table).ok_or_else(|| {
+        let terms = room.terms();
+        let t = terms.contract.table(table).ok_or_else(|| {
             Error::NotFound(format!(
                 "room {} has no table '{table}' (tables: {})",
                 room.id,
-                room.contract.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                terms.contract.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })?;
         if t.owner != caller.participant {
@@ -423,6 +446,7 @@ impl Engine {
     pub fn computations(&self, caller: &Caller) -> Result<Vec<ComputationView>> {
         let room = self.room_of(caller)?;
         Ok(room
+            .terms()
             .contract
             .computations
             .iter()
@@ -445,12 +469,13 @@ impl Engine {
             .collect())
     }
 
-    fn computation<'a>(&self, room: &'a Room, name: &str) -> Result<&'a sealroom_proto::room::v1::Computation> {
-        room.contract.computation(name).ok_or_else(|| {
+    fn computation(&self, room: &Room, name: &str) -> Result<sealroom_proto::room::v1::Computation> {
+        let terms = room.terms();
+        terms.contract.computation(name).cloned().ok_or_else(|| {
             Error::NotFound(format!(
                 "room {} has no computation '{name}' (computations: {})",
                 room.id,
-                room.contract.computations.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                terms.contract.computations.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })
     }
@@ -474,7 +499,7 @@ impl Engine {
         let room = self.room_of(caller)?;
         let c = self.computation(room, computation)?;
         if !c.may_run(&caller.participant) && !c.may_read(&caller.participant) {
-            return Err(self.read_denied(caller, c));
+            return Err(self.read_denied(caller, &c));
         }
         Ok(room.runs(computation))
     }
@@ -497,7 +522,7 @@ impl Engine {
         let room = self.room_of(caller)?;
         let c = self.computation(room, computation)?;
         if !c.may_read(&caller.participant) {
-            return Err(self.read_denied(caller, c));
+            return Err(self.read_denied(caller, &c));
         }
         Ok((room, Self::run_of(room, computation, run_id)?))
     }
@@ -517,13 +542,9 @@ impl Engine {
     }
 
     /// A lookalike computation of the caller's room, or why the name is not one.
-    fn lookalike<'a>(
-        &self,
-        room: &'a Room,
-        computation: &str,
-    ) -> Result<&'a sealroom_proto::room::v1::LookalikeComputation> {
+    fn lookalike(&self, room: &Room, computation: &str) -> Result<sealroom_proto::room::v1::LookalikeComputation> {
         let c = self.computation(room, computation)?;
-        c.lookalike().ok_or_else(|| {
+        c.lookalike().cloned().ok_or_else(|| {
             Error::InvalidRequest(format!(
                 "computation '{computation}' is {} computation, not a lookalike: it has no model or audience",
                 match c.kind_name() {
@@ -625,6 +646,67 @@ impl Engine {
     /// The deals the caller is the publisher or the advertiser of (see [`crate::deal`]).
     pub fn deals(&self, caller: &Caller) -> Result<Vec<crate::deal::DealRecord>> {
         self.room_of(caller)?.deals(&caller.participant)
+    }
+
+    /// Proposes `contract` as the next version of the caller's room, against version `base_version`
+    /// (see [`crate::governance`]). The contract is checked the way hosting checks one; the proposal
+    /// names what it changes and who must approve it, or is adopted at once under development mode.
+    pub async fn propose(
+        &self,
+        caller: &Caller,
+        base_version: u64,
+        contract: RoomContract,
+        description: &str,
+    ) -> Result<Proposal> {
+        let room = self.room_of(caller)?;
+        if description.chars().count() > MAX_PROPOSAL_DESCRIPTION {
+            return Err(Error::InvalidRequest(format!(
+                "the proposal's description is over {MAX_PROPOSAL_DESCRIPTION} characters; shorten it"
+            )));
+        }
+        check_contract(&contract).await.map_err(|e| match e {
+            Error::Contract(m) => Error::InvalidRequest(format!("the proposed contract is invalid: {m}")),
+            e => e,
+        })?;
+        room.propose(&caller.participant, base_version, contract, description)
+    }
+
+    /// Records the caller's signed decision on a proposal: `verdict` (`approve` or `reject`) must be
+    /// what the signed decision says. Adopts the proposal when it was the last approval needed.
+    pub fn decide(&self, caller: &Caller, proposal: &str, verdict: &str, signed: &str) -> Result<Proposal> {
+        self.room_of(caller)?.decide(&caller.participant, proposal, verdict, signed)
+    }
+
+    /// Every proposal of the caller's room, oldest first (every participant sees them all: each may
+    /// read the contract they would make).
+    pub fn proposals(&self, caller: &Caller) -> Result<Vec<Proposal>> {
+        self.room_of(caller)?.proposals()
+    }
+
+    /// One proposal of the caller's room.
+    pub fn proposal(&self, caller: &Caller, id: &str) -> Result<Proposal> {
+        self.room_of(caller)?.proposal(id)
+    }
+
+    /// The contract versions of the caller's room, first to current: version, digest, the digest of
+    /// the version before, the proposal that made it and when.
+    pub fn contract_versions(&self, caller: &Caller) -> Result<Vec<Value>> {
+        let room = self.room_of(caller)?;
+        let mut all = vec![json!({
+            "version": 1,
+            "contract_sha256": room.id.as_str(),
+            "note": "the contract the room was created with; its digest is the room id",
+        })];
+        all.extend(room.versions()?.into_iter().map(|v| {
+            json!({
+                "version": v.version,
+                "contract_sha256": v.contract_sha256,
+                "previous_sha256": v.previous_sha256,
+                "proposal_id": v.proposal_id,
+                "adopted_at": v.adopted_at,
+            })
+        }));
+        Ok(all)
     }
 
     /// The caller's kept activations (see [`crate::outbox`]): pending, delivered on a retry, or

@@ -174,7 +174,7 @@ impl UploadSession {
     pub(crate) fn new(room: Arc<Room>, participant: String, table: Table, limits: UploadLimits) -> Self {
         let stored = stored_schema(&table);
         let staging = room.storage.staging_path(&table.name);
-        let rules = matching_rules(&room.contract, &table.name);
+        let rules = matching_rules(&room.terms().contract, &table.name);
         Self {
             room,
             participant,

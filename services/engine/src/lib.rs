@@ -12,6 +12,7 @@ pub mod deal;
 mod dp;
 mod engine;
 pub mod error;
+pub mod governance;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
@@ -24,8 +25,12 @@ mod storage;
 pub mod tee;
 
 pub use dp::BudgetView;
-pub use engine::{Caller, ComputationView, DatasetStatus, Engine, EngineConfig, SinkBinding, check_sql};
+pub use engine::{
+    Caller, ComputationView, DatasetStatus, Engine, EngineConfig, MAX_PROPOSAL_DESCRIPTION, SinkBinding,
+    check_contract, check_sql,
+};
 pub use error::{Error, Result};
+pub use governance::{ContractVersion, Proposal, ProposalState, SignedDecision};
 pub use ingest::{UploadLimits, UploadSession};
 pub use metrics::EngineMetrics;
 pub use release_gate::{Channel, Released, ReleasedAudience, ReleasedCell, ReleasedModel, ReleasedSection};

@@ -16,6 +16,7 @@ use crate::computation::{self, InputTable};
 use crate::deal::DealRecord;
 use crate::dp::BudgetLedger;
 use crate::error::{Error, Result};
+use crate::governance::Terms;
 use crate::metrics::EngineMetrics;
 use crate::outbox::{self, ActivationState, ActivationView, PendingActivation};
 use crate::release_gate::{Channel, ReleaseGate, Released, ReleasedModel, RunRef};
@@ -121,11 +122,12 @@ pub(crate) struct Issuer {
 }
 
 pub(crate) struct Room {
+    /// The id of the room's first contract version; it stays the room's id through later versions.
     pub id: RoomId,
-    pub contract: RoomContract,
-    /// The contract's issuer keys by key id (`kid`), decoded once: tokens name their key by it.
-    pub issuers: HashMap<String, Issuer>,
-    pub k: u32,
+    /// The contract version in force (replaced whole when a proposal is adopted).
+    terms: std::sync::RwLock<Arc<Terms>>,
+    /// Held while a proposal is made or decided, so two decisions cannot adopt two versions.
+    pub(crate) governance_lock: Mutex<()>,
     pub tee: TeeMode,
     pub storage: RoomStorage,
     pub audit: AuditLog,
@@ -146,7 +148,7 @@ const PRIVACY_BUDGET: &str = "_privacy_budget";
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Room").field("id", &self.id).field("name", &self.contract.name).finish()
+        f.debug_struct("Room").field("id", &self.id).field("name", &self.terms().contract.name).finish()
     }
 }
 
@@ -157,59 +159,65 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Room {
+    /// Opens a room created with the contract `genesis` (its first version): recovers its storage and
+    /// the contract version in force, and audits that it is hosted. Sinks come next
+    /// ([`Self::attach_sinks`]), bound to the participants of the version in force.
     pub(crate) fn open(
         data_dir: &Path,
-        contract: RoomContract,
+        genesis: RoomContract,
         enclave: &Enclave,
         master: &MasterKey,
         metrics: Arc<EngineMetrics>,
-        sinks: HashMap<String, Box<dyn Sink>>,
     ) -> Result<Self> {
-        let id = contract.room_id();
-        let storage = RoomStorage::open(data_dir, id.as_str(), &contract.canonical_bytes(), master)?;
+        let id = genesis.room_id();
+        let storage = RoomStorage::open(data_dir, id.as_str(), &genesis.canonical_bytes(), master)?;
         let audit = AuditLog::open(&storage.audit_path(), id.as_str(), enclave)?;
-        let mut datasets = HashMap::new();
-        for table in &contract.tables {
-            if let Some(file) = storage.load_dataset(&table.name)? {
-                datasets.insert(table.name.clone(), Arc::new(file));
-            }
-        }
-        let mut runs: HashMap<String, Vec<RunRecord>> = HashMap::new();
-        for computation in &contract.computations {
-            let files: Vec<RunFile> = storage.sealer().read_json_dir(&storage.runs_dir(&computation.name))?;
-            let mut records: Vec<RunRecord> = files.into_iter().map(|f| f.record).collect();
-            records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-            runs.insert(computation.name.clone(), records);
-        }
-        let k = contract.effective_k();
-        audit.append_hosting(&contract.name, k)?;
-        let mut issuers = HashMap::new();
-        for p in &contract.participants {
-            let Some(credential) = &p.credential else { continue };
-            for key in &credential.issuer_keys {
-                // Validation accepted every key; one that does not decode could name no token anyway.
-                if let Ok(spki) = sealroom_proto::validate::decode_p256_spki(key) {
-                    let revoked = credential.revoked_token_ids.clone();
-                    let issuer = Issuer { participant: p.id.clone(), revoked, spki };
-                    issuers.insert(sealroom_attest::token::key_id(&issuer.spki), issuer);
-                }
-            }
-        }
-        Ok(Self {
+        let room = Self {
             id,
-            issuers,
-            k,
+            terms: std::sync::RwLock::new(Arc::new(Terms::new(genesis.clone(), 1))),
+            governance_lock: Mutex::new(()),
             tee: enclave.mode(),
             storage,
             audit,
             metrics,
-            datasets: Mutex::new(datasets),
-            runs: Mutex::new(runs),
-            sinks: sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect(),
+            datasets: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
+            sinks: HashMap::new(),
             state_lock: tokio::sync::Mutex::new(()),
             budget_lock: Mutex::new(()),
-            contract,
-        })
+        };
+        let terms = room.load_terms(genesis)?;
+        for table in &terms.contract.tables {
+            if let Some(file) = room.storage.load_dataset(&table.name)? {
+                lock(&room.datasets).insert(table.name.clone(), Arc::new(file));
+            }
+        }
+        for computation in &terms.contract.computations {
+            let files: Vec<RunFile> = room.storage.sealer().read_json_dir(&room.storage.runs_dir(&computation.name))?;
+            let mut records: Vec<RunRecord> = files.into_iter().map(|f| f.record).collect();
+            records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+            lock(&room.runs).insert(computation.name.clone(), records);
+        }
+        // Hosting first: it introduces the enclave key that signs every entry after it.
+        room.audit.append_hosting(&terms.contract.name, terms.k)?;
+        room.audit_unaudited_versions(terms.version)?;
+        room.install_terms(terms);
+        Ok(room)
+    }
+
+    /// The activation sinks of the room's participants (before the room is shared).
+    pub(crate) fn attach_sinks(&mut self, sinks: HashMap<String, Box<dyn Sink>>) {
+        self.sinks = sinks.into_iter().map(|(p, s)| (p, tokio::sync::Mutex::new(s))).collect();
+    }
+
+    /// The contract version in force.
+    pub(crate) fn terms(&self) -> Arc<Terms> {
+        // Replacing the Arc is a single store: a poisoned lock still holds a whole version.
+        self.terms.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn install_terms(&self, terms: Terms) {
+        *self.terms.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(terms);
     }
 
     pub(crate) fn dataset(&self, table: &str) -> Option<Arc<DatasetFile>> {
@@ -232,11 +240,13 @@ impl Room {
         self.sinks.contains_key(participant)
     }
 
+    /// The release gate under the contract version in force (its k).
     fn gate(&self) -> ReleaseGate<'_> {
+        let terms = self.terms();
         ReleaseGate {
-            k: self.k,
+            k: terms.k,
             room_id: self.id.as_str(),
-            room_name: &self.contract.name,
+            room_name: terms.contract.name.clone(),
             tee: self.tee,
             audit: &self.audit,
             metrics: &self.metrics,
@@ -252,7 +262,7 @@ impl Room {
         // any ε is charged; once charged, a run that fails is not refunded (whether it fails could
         // depend on the data).
         let outcome = async {
-            computation::check_runnable(&self.contract, computation)?;
+            computation::check_runnable(&self.terms().contract, computation)?;
             self.inputs_present(computation)?;
             self.charge_budget(computation)?;
             self.compute(computation).await
@@ -325,7 +335,7 @@ impl Room {
 
     /// The budget ledger of a differentially private room.
     fn ledger(&self) -> Option<(BudgetLedger, u64)> {
-        self.contract.differential_privacy().map(|dp| {
+        self.terms().contract.differential_privacy().map(|dp| {
             (
                 BudgetLedger::new(
                     self.storage.state_path(PRIVACY_BUDGET),
@@ -346,7 +356,8 @@ impl Room {
     }
 
     fn not_uploaded(&self, computation: &Computation, table: &str) -> Error {
-        let owner = self.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
+        let terms = self.terms();
+        let owner = terms.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
         Error::FailedPrecondition(format!(
             "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
             computation.name,
@@ -410,7 +421,8 @@ impl Room {
         let _state_guard = if keeps_state { Some(self.state_lock.lock().await) } else { None };
         let state: computation::State =
             self.storage.sealer().read_json_if_exists(&state_path)?.unwrap_or_else(computation::State::new);
-        let computed = computation::run(&self.contract, computation, &loaded, state).await?;
+        let terms = self.terms();
+        let computed = computation::run(&terms.contract, computation, &loaded, state).await?;
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
         if let Some(state) = &computed.state {

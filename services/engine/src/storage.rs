@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <data dir>/rooms/<room id>/
-//!     contract.pb                    canonical contract bytes (their SHA-256 is the room id)
+//!     contract.pb                    the first version's canonical contract bytes (their SHA-256 is the room id)
 //!     audit.jsonl                    the audit log
 //!     staging/                       uploads in flight; emptied on every start
 //!     tables/<table>/current.json    manifest of the committed version (sealed)
@@ -12,6 +12,8 @@
 //!     state/_privacy_budget.json     the differential-privacy ledger (sealed)
 //!     activations/<id>.json          released activations kept until their sink takes them (sealed)
 //!     deals/<deal id>.json           deals made for audiences released to publishers (sealed)
+//!     governance/versions/<n>.json   contract versions after the first, chained by digest (sealed)
+//!     governance/proposals/<id>.json proposed versions and their signed decisions (sealed)
 //! ```
 //!
 //! Every file but the contract and the audit log is sealed ([`crate::seal`]): AES-256-GCM under a
@@ -248,6 +250,20 @@ impl RoomStorage {
 
     pub(crate) fn activation_path(&self, id: &str) -> PathBuf {
         self.activations_dir().join(format!("{id}.json"))
+    }
+
+    /// Contract versions after the first ([`crate::governance`]).
+    pub(crate) fn versions_dir(&self) -> PathBuf {
+        self.root.join("governance").join("versions")
+    }
+
+    pub(crate) fn version_path(&self, version: u64) -> PathBuf {
+        self.versions_dir().join(format!("{version:08}.json"))
+    }
+
+    /// Proposed contract versions ([`crate::governance`]).
+    pub(crate) fn proposals_dir(&self) -> PathBuf {
+        self.root.join("governance").join("proposals")
     }
 
     /// State a computation keeps between runs (measurement's reach sketches), never released.

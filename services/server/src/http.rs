@@ -16,6 +16,12 @@
 //! | GET | `/v1/rooms/{room}/audit` | the verified audit log |
 //! | GET | `/v1/rooms/{room}/deals` | deals made for audiences released to a publisher (its publisher and advertiser) |
 //! | GET | `/v1/rooms/{room}/activations` | the caller's activations kept for retry, with their state |
+//! | GET | `/v1/rooms/{room}/proposals` | proposed contract versions, their changes, approvers and signed decisions |
+//! | POST | `/v1/rooms/{room}/proposals` | `{"base_version": N, "room_file": "<YAML>", "description": …}`: propose the next version |
+//! | GET | `/v1/rooms/{room}/proposals/{id}` | one proposal, with the proposed contract |
+//! | POST | `/v1/rooms/{room}/proposals/{id}/approve` | `{"signature": "<signed decision>"}`: a data owner approves |
+//! | POST | `/v1/rooms/{room}/proposals/{id}/reject` | `{"signature": "<signed decision>"}`: a data owner rejects |
+//! | GET | `/v1/rooms/{room}/versions` | the contract versions, each naming the digest of the one before |
 //! | GET | `/v1/rooms/{room}/attestation?nonce=<hex>` | attestation evidence for the enclave key (no token) |
 //!
 //! Everything is served over TLS with the enclave's certificate (see `sealroom_attest::tls`).
@@ -121,6 +127,10 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/activations", get(activations))
         .route("/rooms/{room}/deals", get(deals))
         .route("/rooms/{room}/audit", get(audit))
+        .route("/rooms/{room}/proposals", get(proposals).post(propose))
+        .route("/rooms/{room}/proposals/{id}", get(proposal))
+        .route("/rooms/{room}/proposals/{id}/{verdict}", post(decide))
+        .route("/rooms/{room}/versions", get(versions))
         .route("/rooms/{room}/attestation", get(attestation));
     Router::new()
         .route("/healthz", get(healthz))
@@ -283,6 +293,95 @@ async fn audience(
     })?;
     let delivery = state.engine.deliver_audience(&caller, &name, Some(&run), request.size).await?;
     Ok((StatusCode::CREATED, Json(json!({ "delivery": delivery }))))
+}
+
+/// The body of `POST …/proposals`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposeRequest {
+    /// The contract version the proposal changes (`contract_version` of `GET /v1/rooms/{room}`).
+    base_version: u64,
+    /// The whole proposed contract, as a room file (YAML).
+    room_file: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// The body of `POST …/proposals/{id}/approve` and `…/reject`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideRequest {
+    /// The compact JWS of a `sealroom_attest::token::Decision`, signed with an issuer key.
+    signature: String,
+}
+
+async fn propose(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    token: Token,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let caller = caller(&state, &room, &token)?;
+    let request: ProposeRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "the body must be JSON like {{\"base_version\": 1, \"room_file\": \"<the whole proposed room file, \
+             YAML>\", \"description\": \"why\"}}: {e}"
+        ))
+    })?;
+    let contract = sealroom_proto::RoomFile::parse(&request.room_file, "the proposed room file")
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    let proposal = state.engine.propose(&caller, request.base_version, contract, &request.description).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "proposal": proposal.to_json()? }))))
+}
+
+async fn proposals(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let all = as_caller(&state, &room, &token, |engine, caller| {
+        engine.proposals(caller)?.iter().map(sealroom_engine::Proposal::to_json).collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(Json(json!({ "proposals": all })))
+}
+
+async fn proposal(
+    State(state): State<AppState>,
+    Path((room, id)): Path<(String, String)>,
+    token: Token,
+) -> ApiResult<Json<Value>> {
+    let one = as_caller(&state, &room, &token, move |engine, caller| engine.proposal(caller, &id)?.to_json()).await?;
+    Ok(Json(json!({ "proposal": one })))
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    Path((room, id, verdict)): Path<(String, String, String)>,
+    token: Token,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let verdict = match verdict.as_str() {
+        "approve" | "reject" => verdict,
+        other => {
+            return Err(Error::NotFound(format!(
+                "no action '{other}' on a proposal: POST …/proposals/{id}/approve or …/reject"
+            ))
+            .into());
+        }
+    };
+    let request: DecideRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "the body must be JSON like {{\"signature\": \"<compact JWS>\"}}, the decision signed with your issuer \
+             key (`sealroom proposal {verdict}` makes it): {e}"
+        ))
+    })?;
+    let decided = as_caller(&state, &room, &token, move |engine, caller| {
+        engine.decide(caller, &id, &verdict, &request.signature)?.to_json()
+    })
+    .await?;
+    Ok(Json(json!({ "proposal": decided })))
+}
+
+async fn versions(State(state): State<AppState>, Path(room): Path<String>, token: Token) -> ApiResult<Json<Value>> {
+    let all = as_caller(&state, &room, &token, |engine, caller| engine.contract_versions(caller)).await?;
+    Ok(Json(json!({ "versions": all })))
 }
 
 #[derive(Debug, serde::Deserialize)]

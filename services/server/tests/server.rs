@@ -48,7 +48,13 @@ fn bearer(who: &str) -> String {
 }
 
 fn room_contract() -> RoomContract {
-    let yaml = format!(
+    RoomFile::parse(&room_yaml(K), "test room").unwrap()
+}
+
+/// The test room's file with news's k threshold at `k` (an interactive room: changing k is a
+/// proposal both data owners approve).
+fn room_yaml(k: u64) -> String {
+    format!(
         r#"
 name: server test room
 participants:
@@ -84,14 +90,29 @@ computations:
     run_by: [acme]
     results_to: [acme, news]
 privacy:
-  k_thresholds: [{{ set_by: news, k: {K} }}]
+  k_thresholds: [{{ set_by: news, k: {k} }}]
 attestation: {{ allow_simulated: true }}
+governance: {{ interactive: true }}
 "#,
         a = issuer(ADV).public_key_base64(),
         p = issuer(PUB).public_key_base64(),
         u = issuer(AUDITOR).public_key_base64(),
-    );
-    RoomFile::parse(&yaml, "test room").unwrap()
+    )
+}
+
+/// `who`'s signed `verdict` on a proposal as the server shows it.
+fn signed_decision(room: &str, who: &str, proposal: &Value, verdict: &str) -> String {
+    let decision = sealroom_attest::token::Decision {
+        sub: who.into(),
+        room: room.into(),
+        proposal: proposal["id"].as_str().unwrap().into(),
+        version: proposal["version"].as_u64().unwrap(),
+        contract_sha256: proposal["contract_sha256"].as_str().unwrap().into(),
+        decision: verdict.into(),
+        iat: sealroom_attest::token::unix_now(),
+        reason: String::new(),
+    };
+    issuer(who).sign_decision(&decision).unwrap()
 }
 
 /// The config of a test server: the INSECURE simulated TEE (the test room allows it).
@@ -1003,6 +1024,66 @@ async fn flight_outcome<T>(call: impl std::future::Future<Output = Result<T, Fli
 /// outsider: allowed exactly when the contract says so; otherwise 403 / PERMISSION_DENIED for a
 /// participant and 401 / UNAUTHENTICATED for anyone else.
 #[tokio::test]
+async fn contract_changes_over_rest_take_effect_once_both_owners_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let room = server.room_id.clone();
+    let proposals = format!("/v1/rooms/{room}/proposals");
+    let body = |base: u64, k: u64| {
+        serde_json::json!({"base_version": base, "room_file": room_yaml(k), "description": "stricter"}).to_string()
+    };
+    // Bad bodies are named.
+    let (status, err) = server.post_body(&proposals, ADV, r#"{"room_file": "name: x"}"#).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("base_version"), "{err}");
+    let broken = serde_json::json!({"base_version": 1, "room_file": "name: [unclosed"}).to_string();
+    let (status, err) = server.post_body(&proposals, ADV, &broken).await;
+    assert_eq!(status, 400, "{err}");
+
+    let (status, created) = server.post_body(&proposals, PUB, &body(1, 40)).await;
+    assert_eq!(status, 201, "{created}");
+    let p = created["proposal"].clone();
+    let id = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(p["approvers"], serde_json::json!(["acme", "news"]));
+    assert_eq!(p["contract"]["privacy"]["k_thresholds"][0]["k"], 40, "the proposed contract is shown: {p}");
+
+    let decide = |who: &'static str, verdict: &'static str, p: Value| {
+        let path = format!("{proposals}/{id}/{verdict}");
+        let signed = serde_json::json!({"signature": signed_decision(&room, who, &p, verdict)}).to_string();
+        let server = &server;
+        async move { server.post_body(&path, who, &signed).await }
+    };
+    let (status, err) = decide(AUDITOR, "approve", p.clone()).await;
+    assert_eq!(status, 403, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("owns no data"), "{err}");
+    let (status, _) = decide(ADV, "approve", p.clone()).await;
+    assert_eq!(status, 200);
+    let (_, view) = server.get(&format!("/v1/rooms/{room}"), ADV).await;
+    assert_eq!((view["contract_version"].as_u64(), view["effective_k"].as_u64()), (Some(1), Some(K)));
+    let (status, adopted) = decide(PUB, "approve", p.clone()).await;
+    assert_eq!(status, 200, "{adopted}");
+    assert_eq!(adopted["proposal"]["state"], "adopted");
+    let (_, view) = server.get(&format!("/v1/rooms/{room}"), AUDITOR).await;
+    assert_eq!((view["contract_version"].as_u64(), view["effective_k"].as_u64()), (Some(2), Some(40)));
+    assert_eq!(view["room_id"], room.as_str());
+
+    // A proposal against version 1 is now refused, naming the version in force.
+    let (status, err) = server.post_body(&proposals, ADV, &body(1, 60)).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("at version 2"), "{err}");
+    let (_, versions) = server.get(&format!("/v1/rooms/{room}/versions"), AUDITOR).await;
+    assert_eq!(versions["versions"][1]["previous_sha256"], room.as_str());
+    let (_, audit) = server.get(&format!("/v1/rooms/{room}/audit"), AUDITOR).await;
+    let types: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().filter_map(|e| e["event"]["type"].as_str()).collect();
+    assert!(
+        types.ends_with(&["proposal_created", "proposal_decided", "proposal_decided", "contract_version_adopted"]),
+        "{types:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_permission_matrix_follows_the_contract() {
     use sealroom_proto::room::v1::computation::Kind;
 
@@ -1023,10 +1104,21 @@ async fn the_permission_matrix_follows_the_contract() {
     }
     let runs = |name: &str| format!("/v1/rooms/{room}/computations/{name}/runs");
     let nonce = "ab".repeat(16);
+    let proposals = format!("/v1/rooms/{room}/proposals");
+    let propose_body = serde_json::json!({"base_version": 1, "room_file": room_yaml(K * 2)}).to_string();
     let mut checked = 0;
     for who in [ADV, PUB, AUDITOR, "outsider"] {
         let member = contract.participants.iter().any(|p| p.id == who);
         let is = |list: &[String]| list.iter().any(|p| p == who);
+        // Changing k touches every data owner's data: the owners approve or reject it, nobody else.
+        let data_owner = contract.tables.iter().any(|t| t.owner == who);
+        let (status, body) = server.post_body(&proposals, ADV, &propose_body).await;
+        assert_eq!(status, 201, "{body}");
+        let proposal = body["proposal"].clone();
+        let id = proposal["id"].as_str().unwrap().to_owned();
+        // An outsider has no issuer key in the room (and its token fails first).
+        let signature = if member { signed_decision(&room, who, &proposal, "reject") } else { "none".into() };
+        let rejection = serde_json::json!({ "signature": signature }).to_string();
         let rest: Vec<(String, &str, bool)> = vec![
             ("/v1/rooms".into(), "GET", member),
             (format!("/v1/rooms/{room}"), "GET", member),
@@ -1042,11 +1134,18 @@ async fn the_permission_matrix_follows_the_contract() {
             (format!("/v1/rooms/{room}/deals"), "GET", member),
             (format!("/v1/rooms/{room}/audit"), "GET", member),
             (format!("/v1/rooms/{room}/attestation?nonce={nonce}"), "GET", true),
+            (proposals.clone(), "GET", member),
+            (proposals.clone(), "POST proposal", member),
+            (format!("{proposals}/{id}"), "GET", member),
+            (format!("{proposals}/{id}/reject"), "POST rejection", data_owner),
+            (format!("/v1/rooms/{room}/versions"), "GET", member),
         ];
         for (path, method, allowed) in rest {
             let (status, body) = match method {
                 "GET" => server.get(&path, who).await,
                 "POST" => server.post(&path, who).await,
+                "POST proposal" => server.post_body(&path, who, &propose_body).await,
+                "POST rejection" => server.post_body(&path, who, &rejection).await,
                 _ => server.post_body(&path, who, r#"{"size": 20}"#).await,
             };
             let denied = if member { 403 } else { 401 };
@@ -1133,6 +1232,6 @@ async fn the_permission_matrix_follows_the_contract() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4 * (14 + 8));
+    assert_eq!(checked, 4 * (19 + 8));
     server.stop().await;
 }
