@@ -309,39 +309,50 @@ pub struct UploadArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// REST server address.
-    #[arg(long, default_value = "https://127.0.0.1:8080")]
-    pub rest: String,
-    #[arg(long)]
-    pub room: String,
+    #[command(flatten)]
+    pub target: RestArgs,
     #[arg(long)]
     pub computation: String,
-    #[command(flatten)]
-    pub credential: credential::CredentialArgs,
-    #[command(flatten)]
-    pub enclave: EnclaveArgs,
-    /// Print the released JSON instead of tables.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ResultArgs {
-    #[arg(long, default_value = "https://127.0.0.1:8080")]
-    pub rest: String,
-    #[arg(long)]
-    pub room: String,
+    #[command(flatten)]
+    pub target: RestArgs,
     #[arg(long)]
     pub computation: String,
     /// Run id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub run: String,
+}
+
+/// A room on a REST server, and who is asking.
+#[derive(Debug, Args)]
+pub struct RestArgs {
+    /// REST server address.
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
+    pub rest: String,
+    /// The room id.
+    #[arg(long)]
+    pub room: String,
     #[command(flatten)]
     pub credential: credential::CredentialArgs,
     #[command(flatten)]
     pub enclave: EnclaveArgs,
+    /// Print the server's JSON instead of tables or a summary.
     #[arg(long)]
     pub json: bool,
+}
+
+impl RestArgs {
+    /// A REST client of the attested server, with the caller's token for the room.
+    pub fn client(&self) -> Result<client::Rest, CliError> {
+        client::Rest::new(
+            &self.rest,
+            &self.credential.token(&self.room)?,
+            &attest::Pinned::load(&self.enclave.enclave_cert)?,
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -580,27 +591,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&ack).unwrap_or_default());
         }
         Command::Run(a) => {
-            let rest = client::Rest::new(
-                &a.rest,
-                &a.credential.token(&a.room)?,
-                &attest::Pinned::load(&a.enclave.enclave_cert)?,
-            )?;
-            let run = rest.post(&format!("/v1/rooms/{}/computations/{}/runs", a.room, a.computation)).await?;
+            let rest = a.target.client()?;
+            let run = rest.post(&format!("/v1/rooms/{}/computations/{}/runs", a.target.room, a.computation)).await?;
             let result = rest.get(run["result"].as_str().unwrap_or_default()).await?;
-            if !a.json {
+            if !a.target.json {
                 println!("run {} took {} ms", run["run"]["run_id"].as_str().unwrap_or("?"), run["run"]["duration_ms"]);
             }
-            print_result(&result, a.json);
+            print_result(&result, a.target.json);
         }
         Command::Result(a) => {
-            let rest = client::Rest::new(
-                &a.rest,
-                &a.credential.token(&a.room)?,
-                &attest::Pinned::load(&a.enclave.enclave_cert)?,
-            )?;
-            let result =
-                rest.get(&format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.room, a.computation, a.run)).await?;
-            print_result(&result, a.json);
+            let path = format!("/v1/rooms/{}/computations/{}/runs/{}/result", a.target.room, a.computation, a.run);
+            let result = a.target.client()?.get(&path).await?;
+            print_result(&result, a.target.json);
         }
         Command::Lookalike(a) => {
             let summary = lookalike::run(&lookalike::LookalikeOptions {

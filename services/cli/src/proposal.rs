@@ -4,37 +4,19 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use sealroom_attest::token::{self, Decision};
 use sealroom_proto::RoomFile;
 use serde_json::{Value, json};
 
-use crate::{CliError, EnclaveArgs, attest, client, credential};
-
-/// Where the room is and who is asking.
-#[derive(Debug, Args)]
-pub struct RoomArgs {
-    /// REST server address.
-    #[arg(long, default_value = "https://127.0.0.1:8080")]
-    pub rest: String,
-    /// The room id.
-    #[arg(long)]
-    pub room: String,
-    #[command(flatten)]
-    pub credential: credential::CredentialArgs,
-    #[command(flatten)]
-    pub enclave: EnclaveArgs,
-    /// Print the server's JSON instead of a summary.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::{CliError, RestArgs, client, credential};
 
 #[derive(Debug, Subcommand)]
 pub enum ProposalCommand {
     /// Propose a room file as the next version of the room's contract.
     Propose {
         #[command(flatten)]
-        room: RoomArgs,
+        room: RestArgs,
         /// The whole proposed room file: the contract in force plus the change.
         #[arg(long)]
         room_file: PathBuf,
@@ -52,12 +34,12 @@ pub enum ProposalCommand {
     /// List the room's proposals.
     List {
         #[command(flatten)]
-        room: RoomArgs,
+        room: RestArgs,
     },
     /// Show one proposal with its proposed contract.
     Show {
         #[command(flatten)]
-        room: RoomArgs,
+        room: RestArgs,
         /// The proposal id.
         #[arg(long)]
         id: String,
@@ -65,7 +47,7 @@ pub enum ProposalCommand {
     /// Approve a proposal: sign a decision with your issuer key (--key) and send it.
     Approve {
         #[command(flatten)]
-        room: RoomArgs,
+        room: RestArgs,
         #[arg(long)]
         id: String,
         #[arg(long, default_value = "")]
@@ -74,20 +56,12 @@ pub enum ProposalCommand {
     /// Reject a proposal: sign a decision with your issuer key (--key) and send it.
     Reject {
         #[command(flatten)]
-        room: RoomArgs,
+        room: RestArgs,
         #[arg(long)]
         id: String,
         #[arg(long)]
         reason: String,
     },
-}
-
-fn rest(args: &RoomArgs) -> Result<client::Rest, CliError> {
-    client::Rest::new(
-        &args.rest,
-        &args.credential.token(&args.room)?,
-        &attest::Pinned::load(&args.enclave.enclave_cert)?,
-    )
 }
 
 pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
@@ -101,7 +75,7 @@ pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
                     "--approve signs with your issuer key: give --key and --participant".into(),
                 ));
             }
-            let client = rest(&room)?;
+            let client = room.client()?;
             let body = json!({ "base_version": base_version, "room_file": text, "description": description });
             let created = client.post_json(&format!("/v1/rooms/{}/proposals", room.room), &body).await?;
             let mut proposal = created["proposal"].clone();
@@ -113,7 +87,7 @@ pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
             print_proposal(&proposal, room.json);
         }
         ProposalCommand::List { room } => {
-            let all = rest(&room)?.get(&format!("/v1/rooms/{}/proposals", room.room)).await?;
+            let all = room.client()?.get(&format!("/v1/rooms/{}/proposals", room.room)).await?;
             if room.json {
                 println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             } else {
@@ -135,7 +109,7 @@ pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
             }
         }
         ProposalCommand::Show { room, id } => {
-            let shown = rest(&room)?.get(&format!("/v1/rooms/{}/proposals/{id}", room.room)).await?;
+            let shown = room.client()?.get(&format!("/v1/rooms/{}/proposals/{id}", room.room)).await?;
             let proposal = &shown["proposal"];
             if room.json {
                 println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
@@ -153,8 +127,8 @@ pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
 }
 
 /// Reads proposal `id`, then signs and sends `verdict` on the contract it shows.
-async fn fetch_and_decide(args: &RoomArgs, id: &str, verdict: &str, reason: &str) -> Result<(), CliError> {
-    let client = rest(args)?;
+async fn fetch_and_decide(args: &RestArgs, id: &str, verdict: &str, reason: &str) -> Result<(), CliError> {
+    let client = args.client()?;
     let shown = client.get(&format!("/v1/rooms/{}/proposals/{id}", args.room)).await?;
     let decided = decide(args, &client, &shown["proposal"], verdict, reason).await?;
     print_proposal(&decided, args.json);
@@ -163,7 +137,7 @@ async fn fetch_and_decide(args: &RoomArgs, id: &str, verdict: &str, reason: &str
 
 /// Signs `verdict` on `proposal` (as the server showed it) and sends it.
 async fn decide(
-    args: &RoomArgs,
+    args: &RestArgs,
     client: &client::Rest,
     proposal: &Value,
     verdict: &str,

@@ -658,7 +658,7 @@ impl Engine {
         contract: RoomContract,
         description: &str,
     ) -> Result<Proposal> {
-        let room = self.room_of(caller)?;
+        let room = self.room_of(caller)?.clone();
         if description.chars().count() > MAX_PROPOSAL_DESCRIPTION {
             return Err(Error::InvalidRequest(format!(
                 "the proposal's description is over {MAX_PROPOSAL_DESCRIPTION} characters; shorten it"
@@ -668,7 +668,11 @@ impl Engine {
             Error::Contract(m) => Error::InvalidRequest(format!("the proposed contract is invalid: {m}")),
             e => e,
         })?;
-        room.propose(&caller.participant, base_version, contract, description)
+        // Sealed writes and an audit entry (fsync): off the async workers.
+        let (proposer, description) = (caller.participant.clone(), description.to_owned());
+        tokio::task::spawn_blocking(move || room.propose(&proposer, base_version, contract, &description))
+            .await
+            .map_err(|e| Error::Computation(format!("proposal: {e}")))?
     }
 
     /// Records the caller's signed decision on a proposal: `verdict` (`approve` or `reject`) must be

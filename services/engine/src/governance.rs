@@ -28,6 +28,10 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::room::{Issuer, Room};
 
+/// Open proposals a room keeps at once: proposals are kept sealed, so a participant cannot fill the
+/// disk with them.
+pub const MAX_OPEN_PROPOSALS: usize = 50;
+
 /// The contract version in force and what is derived from it once.
 pub(crate) struct Terms {
     pub contract: RoomContract,
@@ -461,6 +465,14 @@ impl Room {
         }
         if base_version != terms.version {
             return Err(stale(&self.id, base_version, terms.version));
+        }
+        let open = self.proposals()?.iter().filter(|p| p.state == ProposalState::Open).count();
+        if open >= MAX_OPEN_PROPOSALS {
+            return Err(Error::FailedPrecondition(format!(
+                "room {} already has {open} open proposals (at most {MAX_OPEN_PROPOSALS}); let the data owners \
+                 decide them, or wait until one is adopted (which supersedes the rest)",
+                self.id
+            )));
         }
         let assessment = assess(&terms.contract, &proposed, proposer)?;
         let mut canonical = proposed;

@@ -375,3 +375,18 @@ async fn a_version_adopted_just_before_a_crash_is_audited_on_the_next_start() {
     let room = room.reopen().await;
     assert_eq!(adopted(&room), 1, "and only once");
 }
+
+#[tokio::test]
+async fn open_proposals_are_bounded() {
+    let room = Room::open(INTERACTIVE).await;
+    let max = sealroom_engine::governance::MAX_OPEN_PROPOSALS;
+    for i in 0..max {
+        room.propose("pub", 1, &room_yaml(INTERACTIVE, 11 + i as u32, "", "")).await.unwrap();
+    }
+    let e = room.propose("pub", 1, &room_yaml(INTERACTIVE, 5, "", "")).await.unwrap_err();
+    assert!(matches!(e, Error::FailedPrecondition(_)) && e.to_string().contains("open proposals"), "{e}");
+    // A rejection frees a place.
+    let first = room.engine.proposals(&room.caller("adv")).unwrap().remove(0);
+    room.decide("adv", &first, "reject").unwrap();
+    room.propose("pub", 1, &room_yaml(INTERACTIVE, 5, "", "")).await.unwrap();
+}
