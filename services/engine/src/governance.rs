@@ -32,6 +32,9 @@ use crate::room::{Issuer, Room};
 /// disk with them.
 pub const MAX_OPEN_PROPOSALS: usize = 50;
 
+/// The largest proposed contract, in canonical bytes (real contracts are a few KiB).
+pub const MAX_CONTRACT_BYTES: usize = 256 * 1024;
+
 /// The contract version in force and what is derived from it once.
 pub(crate) struct Terms {
     pub contract: RoomContract,
@@ -157,8 +160,11 @@ impl Proposal {
         Ok(value)
     }
 
-    /// Approvers that have not approved yet.
+    /// Approvers that have not approved yet (nobody, once the proposal is decided).
     pub fn awaiting(&self) -> Vec<String> {
+        if self.state != ProposalState::Open {
+            return Vec::new();
+        }
         self.approvers
             .iter()
             .filter(|a| !self.decisions.iter().any(|d| &d.participant == *a && d.decision == "approve"))
@@ -355,9 +361,12 @@ impl Room {
     /// Every proposal, oldest first; an open one against an older version shows as superseded.
     pub(crate) fn proposals(&self) -> Result<Vec<Proposal>> {
         let version = self.terms().version;
+        let adopted: BTreeSet<String> = self.versions()?.into_iter().map(|v| v.proposal_id).collect();
         let mut all: Vec<Proposal> = self.storage.sealer().read_json_dir(&self.storage.proposals_dir())?;
         for p in &mut all {
-            if p.state == ProposalState::Open && p.base_version != version {
+            if adopted.contains(&p.id) {
+                p.state = ProposalState::Adopted;
+            } else if p.state == ProposalState::Open && p.base_version != version {
                 p.state = ProposalState::Superseded;
             }
         }
@@ -406,42 +415,75 @@ impl Room {
         Ok(terms)
     }
 
-    /// Audits versions that took effect without their audit entry (a crash between writing the
-    /// version and appending its entry), and marks their proposals adopted.
-    pub(crate) fn audit_unaudited_versions(&self, current: u64) -> Result<()> {
-        if current <= 1 {
-            return Ok(());
+    /// Holds the stored versions against the audit log when an interactive room opens:
+    /// - a version the log records as adopted but storage lacks (or holds with another digest) means
+    ///   version files were removed or replaced, which would roll the contract back (a revoked key
+    ///   back in force, a lower k): the room is refused;
+    /// - a stored version the log does not record (a crash between writing it and auditing it) is
+    ///   audited now;
+    /// - an open proposal with every approval but no version (a crash before adoption) is adopted.
+    ///
+    /// Two steps: [`Self::check_versions_against_audit`] before the room's `room_hosted` entry (a
+    /// refused room leaves none), [`Self::recover_adoptions`] after it (its entries are signed by the
+    /// key that entry introduces).
+    pub(crate) fn check_versions_against_audit(&self) -> Result<std::collections::BTreeMap<u64, String>> {
+        if !self.terms().contract.is_interactive() {
+            return Ok(Default::default());
         }
-        let audited = self
+        let audited: std::collections::BTreeMap<u64, String> = self
             .audit
             .entries()?
-            .iter()
-            .filter_map(|e| match &e.event {
-                AuditEvent::ContractVersionAdopted { version, .. } => Some(*version),
+            .into_iter()
+            .filter_map(|e| match e.event {
+                AuditEvent::ContractVersionAdopted { version, contract_sha256, .. } => Some((version, contract_sha256)),
                 _ => None,
             })
-            .max()
-            .unwrap_or(1);
-        let mut terms_k = None;
-        for v in self.versions()?.into_iter().filter(|v| v.version > audited) {
-            let mut proposal: Proposal = self.storage.sealer().read_json(&self.proposal_path(&v.proposal_id))?;
-            proposal.state = ProposalState::Adopted;
-            self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), &proposal)?;
-            let k = decode_contract(&v.contract, "contract version")?.effective_k();
-            terms_k = Some(k);
-            self.audit.append(AuditEvent::ContractVersionAdopted {
-                version: v.version,
-                contract_sha256: v.contract_sha256,
-                previous_sha256: v.previous_sha256,
-                proposal_id: v.proposal_id,
-                proposed_by: proposal.proposed_by.clone(),
-                approved_by: approved_by(&proposal),
-                development: proposal.development,
-                effective_k: k,
-            })?;
+            .collect();
+        let versions = self.versions()?;
+        for (version, digest) in &audited {
+            match versions.iter().find(|v| v.version == *version) {
+                Some(v) if v.contract_sha256 == *digest => {}
+                found => {
+                    return Err(Error::storage(
+                        self.storage.versions_dir(),
+                        format!(
+                            "the audit log records contract version {version} ({digest}) as adopted, but {}: the \
+                             room's versions were removed or replaced, which would roll its contract back; restore \
+                             the room directory from a backup taken after version {version}",
+                            match found {
+                                Some(v) => format!("the stored version {version} is {}", v.contract_sha256),
+                                None => "storage does not hold it".to_owned(),
+                            }
+                        ),
+                    ));
+                }
+            }
         }
-        if let Some(k) = terms_k {
-            tracing::warn!(room = %self.id, k, "audited contract versions adopted before a crash");
+        Ok(audited)
+    }
+
+    /// The second step of [`Self::check_versions_against_audit`].
+    pub(crate) fn recover_adoptions(&self, audited: &std::collections::BTreeMap<u64, String>) -> Result<()> {
+        let terms = self.terms();
+        if !terms.contract.is_interactive() {
+            return Ok(());
+        }
+        for v in self.versions()?.into_iter().filter(|v| !audited.contains_key(&v.version)) {
+            let proposal: Proposal = self.storage.sealer().read_json(&self.proposal_path(&v.proposal_id))?;
+            let k = decode_contract(&v.contract, "contract version")?.effective_k();
+            tracing::warn!(room = %self.id, version = v.version, "auditing a contract version adopted just before a crash");
+            self.audit_adoption(&v, &proposal, k)?;
+            self.mark_adopted(proposal);
+        }
+        let stuck: Vec<Proposal> = self
+            .proposals()?
+            .into_iter()
+            .filter(|p| p.state == ProposalState::Open && !p.approvers.is_empty() && p.awaiting().is_empty())
+            .collect();
+        if let Some(p) = stuck.into_iter().next() {
+            tracing::warn!(room = %self.id, proposal = %p.id, "adopting a proposal approved just before a crash");
+            let _guard = self.lock_governance()?;
+            self.adopt(p, &terms)?;
         }
         Ok(())
     }
@@ -454,7 +496,7 @@ impl Room {
         proposed: RoomContract,
         description: &str,
     ) -> Result<Proposal> {
-        let _guard = self.governance_lock.lock().map_err(|_| Error::Computation("governance lock poisoned".into()))?;
+        let _guard = self.lock_governance()?;
         let terms = self.terms();
         if !terms.contract.is_interactive() {
             return Err(Error::FailedPrecondition(format!(
@@ -475,8 +517,16 @@ impl Room {
             )));
         }
         let assessment = assess(&terms.contract, &proposed, proposer)?;
+        let development = terms.contract.in_development_mode() && assessment.own_data_only;
         let mut canonical = proposed;
         canonical.canonicalize();
+        let bytes = canonical.canonical_bytes();
+        if bytes.len() > MAX_CONTRACT_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the proposed contract is {} bytes; a contract may be at most {MAX_CONTRACT_BYTES}",
+                bytes.len()
+            )));
+        }
         let proposal = Proposal {
             id: crate::storage::new_id("prop-"),
             proposed_by: proposer.to_owned(),
@@ -486,11 +536,11 @@ impl Room {
             version: base_version + 1,
             contract_sha256: contract_sha256(&canonical),
             changes: assessment.changes,
-            approvers: assessment.approvers.into_iter().collect(),
+            approvers: if development { Vec::new() } else { assessment.approvers.into_iter().collect() },
             decisions: Vec::new(),
             state: ProposalState::Open,
-            development: terms.contract.in_development_mode() && assessment.own_data_only,
-            contract: base64::engine::general_purpose::STANDARD.encode(canonical.canonical_bytes()),
+            development,
+            contract: base64::engine::general_purpose::STANDARD.encode(&bytes),
         };
         self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), &proposal)?;
         self.audit.append(AuditEvent::ProposalCreated {
@@ -500,7 +550,7 @@ impl Room {
             version: proposal.version,
             contract_sha256: proposal.contract_sha256.clone(),
             changes: proposal.changes.clone(),
-            approvers: if proposal.development { Vec::new() } else { proposal.approvers.clone() },
+            approvers: proposal.approvers.clone(),
         })?;
         if proposal.development {
             return self.adopt(proposal, &terms);
@@ -511,7 +561,7 @@ impl Room {
     /// Takes a data owner's signed decision on an open proposal; adopts the proposal when it was the
     /// last approval, closes it when it is a rejection.
     pub(crate) fn decide(&self, participant: &str, proposal_id: &str, verdict: &str, signed: &str) -> Result<Proposal> {
-        let _guard = self.governance_lock.lock().map_err(|_| Error::Computation("governance lock poisoned".into()))?;
+        let _guard = self.lock_governance()?;
         let terms = self.terms();
         let mut proposal = self.proposal(proposal_id)?;
         match proposal.state {
@@ -526,8 +576,9 @@ impl Room {
         }
         if !proposal.approvers.iter().any(|a| a == participant) {
             return Err(Error::PermissionDenied(format!(
-                "participant '{participant}' owns no data proposal {proposal_id} touches, so it neither approves \
-                 nor rejects it; the approvers are: {}",
+                "participant '{participant}' is not an approver of proposal {proposal_id}: it owns no data the \
+                 proposal touches and its credential is not what changes, so it neither approves nor rejects it; \
+                 the approvers are: {}",
                 proposal.approvers.join(", ")
             )));
         }
@@ -611,8 +662,9 @@ impl Room {
         Ok(d)
     }
 
-    /// Makes a proposal the version in force: the version file first (the source of truth), then the
-    /// contract in memory, the proposal's state and the audit entry chaining it to the previous one.
+    /// Makes a proposal the version in force: the version file first (the source of truth), then
+    /// its audit entry (the record comes before the effect), then the contract in memory and the
+    /// proposal's state.
     fn adopt(&self, mut proposal: Proposal, terms: &Terms) -> Result<Proposal> {
         let contract = proposal.proposed_contract()?;
         let version = ContractVersion {
@@ -623,24 +675,48 @@ impl Room {
             adopted_at: now_rfc3339(),
             contract: proposal.contract.clone(),
         };
-        self.storage.sealer().write_json_atomically(&self.storage.version_path(version.version), &version)?;
+        let path = self.storage.version_path(version.version);
+        self.storage.sealer().write_json_atomically(&path, &version)?;
         let next = Terms::new(contract, version.version);
-        let k = next.k;
+        if let Err(e) = self.audit_adoption(&version, &proposal, next.k) {
+            // Not audited, so not adopted: the version file goes (a restart would audit it otherwise).
+            if let Err(removal) = std::fs::remove_file(&path) {
+                tracing::error!(path = %path.display(), %removal, "could not remove an unaudited contract version");
+            }
+            return Err(e);
+        }
         self.install_terms(next);
         proposal.state = ProposalState::Adopted;
-        self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), &proposal)?;
-        self.audit.append(AuditEvent::ContractVersionAdopted {
-            version: version.version,
-            contract_sha256: version.contract_sha256,
-            previous_sha256: version.previous_sha256,
-            proposal_id: proposal.id.clone(),
-            proposed_by: proposal.proposed_by.clone(),
-            approved_by: approved_by(&proposal),
-            development: proposal.development,
-            effective_k: k,
-        })?;
+        self.mark_adopted(proposal.clone());
         tracing::info!(room = %self.id, version = proposal.version, proposal = %proposal.id, "contract version adopted");
         Ok(proposal)
+    }
+
+    fn audit_adoption(&self, version: &ContractVersion, proposal: &Proposal, effective_k: u32) -> Result<()> {
+        self.audit.append(AuditEvent::ContractVersionAdopted {
+            version: version.version,
+            contract_sha256: version.contract_sha256.clone(),
+            previous_sha256: version.previous_sha256.clone(),
+            proposal_id: proposal.id.clone(),
+            proposed_by: proposal.proposed_by.clone(),
+            approved_by: approved_by(proposal),
+            development: proposal.development,
+            effective_k,
+        })?;
+        Ok(())
+    }
+
+    /// Records a proposal's adoption in its file. The version file already says it (and
+    /// [`Self::proposals`] reads it from there), so a failure here is logged, not returned.
+    fn mark_adopted(&self, mut proposal: Proposal) {
+        proposal.state = ProposalState::Adopted;
+        if let Err(e) = self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), &proposal) {
+            tracing::error!(room = %self.id, proposal = %proposal.id, error = %e, "could not mark the proposal adopted");
+        }
+    }
+
+    fn lock_governance(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.governance_lock.lock().map_err(|_| Error::Computation("governance lock poisoned".into()))
     }
 }
 

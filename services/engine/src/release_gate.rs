@@ -252,6 +252,15 @@ pub(crate) struct ReleaseGate<'a> {
 impl ReleaseGate<'_> {
     /// Applies k-anonymity to every cell, audits the release, and returns what may leave.
     pub(crate) fn release(&self, report: &ComputedReport, recipient: &str, channel: &Channel) -> Result<Released> {
+        if report.k != 0 && report.k != self.k {
+            // Suppressing at another k than the computation's own (complementary) suppression
+            // assumed could leave suppressed cells derivable from the totals.
+            return Err(Error::FailedPrecondition(format!(
+                "run {} of '{}' was computed under k = {}, and the room's k is now {} (a new contract version): \
+                 run the computation again to release it",
+                report.run_id, report.computation, report.k, self.k
+            )));
+        }
         let k = u64::from(self.k);
         let (mut released_cells, mut suppressed_cells) = (0u64, 0u64);
         let sections: Vec<ReleasedSection> = report
@@ -558,6 +567,7 @@ mod tests {
             kind: "overlap".into(),
             run_id: "r".into(),
             computed_at: "t".into(),
+            k: 0,
             noise: None,
             sections: vec![ComputedSection {
                 name: "by_segment".into(),

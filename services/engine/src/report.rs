@@ -66,6 +66,11 @@ pub(crate) struct ComputedReport {
     pub run_id: String,
     pub computed_at: String,
     pub sections: Vec<ComputedSection>,
+    /// The k the computation ran under (its own withholding and complementary suppression assume
+    /// it); 0 in runs kept before contract versions existed. The gate refuses to release a run
+    /// under another k.
+    #[serde(default)]
+    pub k: u32,
     /// The differential-privacy noise every count carries (rooms with `differential_privacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<crate::dp::NoiseInfo>,

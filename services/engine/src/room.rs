@@ -186,7 +186,13 @@ impl Room {
             state_lock: tokio::sync::Mutex::new(()),
             budget_lock: Mutex::new(()),
         };
-        let terms = room.load_terms(genesis)?;
+        room.install_terms(room.load_terms(genesis)?);
+        let audited = room.check_versions_against_audit()?;
+        // Hosting first: it introduces the enclave key that signs every entry after it.
+        let terms = room.terms();
+        room.audit.append_hosting(&terms.contract.name, terms.k)?;
+        room.recover_adoptions(&audited)?;
+        let terms = room.terms();
         for table in &terms.contract.tables {
             if let Some(file) = room.storage.load_dataset(&table.name)? {
                 lock(&room.datasets).insert(table.name.clone(), Arc::new(file));
@@ -198,10 +204,6 @@ impl Room {
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
             lock(&room.runs).insert(computation.name.clone(), records);
         }
-        // Hosting first: it introduces the enclave key that signs every entry after it.
-        room.audit.append_hosting(&terms.contract.name, terms.k)?;
-        room.audit_unaudited_versions(terms.version)?;
-        room.install_terms(terms);
         Ok(room)
     }
 
@@ -270,7 +272,7 @@ impl Room {
         .await;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
-        let (computed, inputs) = match outcome {
+        let (computed, inputs, k) = match outcome {
             Ok(v) => v,
             Err(e) => {
                 self.audit.append(AuditEvent::ComputationFailed {
@@ -293,6 +295,7 @@ impl Room {
             run_id: run_id.clone(),
             computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             sections,
+            k,
             noise,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -394,7 +397,8 @@ impl Room {
         }
     }
 
-    async fn compute(&self, computation: &Computation) -> Result<(computation::Computed, Vec<InputVersion>)> {
+    /// Runs a computation under the contract version in force; returns its k too.
+    async fn compute(&self, computation: &Computation) -> Result<(computation::Computed, Vec<InputVersion>, u32)> {
         let mut files = Vec::new();
         for table in computation.input_tables() {
             let file = self.dataset(table).ok_or_else(|| self.not_uploaded(computation, table))?;
@@ -428,7 +432,7 @@ impl Room {
         if let Some(state) = &computed.state {
             self.storage.sealer().write_json_atomically(&state_path, state)?;
         }
-        Ok((computed, inputs))
+        Ok((computed, inputs, terms.k))
     }
 
     fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {

@@ -390,3 +390,44 @@ async fn open_proposals_are_bounded() {
     room.decide("adv", &first, "reject").unwrap();
     room.propose("pub", 1, &room_yaml(INTERACTIVE, 5, "", "")).await.unwrap();
 }
+
+#[tokio::test]
+async fn removing_a_version_file_to_roll_the_contract_back_is_refused() {
+    let room = Room::open(INTERACTIVE).await;
+    let p = room.propose("adv", 1, &room_yaml(INTERACTIVE, 10, "", &joined_by_both())).await.unwrap();
+    room.decide("adv", &p, "approve").unwrap();
+    room.decide("pub", &p, "approve").unwrap();
+    let Room { engine, id, dir, genesis } = room;
+    engine.close().await;
+    let versions = dir.path().join("rooms").join(&id).join("governance").join("versions");
+    std::fs::remove_file(versions.join("00000002.json")).unwrap();
+    let e = common::try_open(dir.path(), vec![genesis], vec![]).await.unwrap_err().to_string();
+    assert!(e.contains("records contract version 2") && e.contains("roll its contract back"), "{e}");
+}
+
+#[tokio::test]
+async fn a_run_computed_under_another_k_is_not_released_under_the_new_one() {
+    let room = Room::open(INTERACTIVE).await;
+    let emails = |n: usize| -> Vec<RecordBatch> {
+        let ids: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        let col: Vec<String> = (0..n).map(|i| digest(&format!("u{i}@x.com"))).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            ("email", Arc::new(StringArray::from(col)) as ArrayRef),
+        ]);
+        vec![batch.unwrap()]
+    };
+    common::upload(&room.engine, "adv", "crm", emails(20)).await.unwrap();
+    common::upload(&room.engine, "pub", "users", emails(30)).await.unwrap();
+    let adv = room.caller("adv");
+    room.engine.run(&adv, "overlap").await.unwrap();
+    let p = room.propose("pub", 1, &room_yaml(INTERACTIVE, 25, "", "")).await.unwrap();
+    room.decide("adv", &p, "approve").unwrap();
+    room.decide("pub", &p, "approve").unwrap();
+    let e = room.engine.release(&adv, "overlap", None, sealroom_engine::Channel::Rest).unwrap_err();
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+    assert!(e.to_string().contains("computed under k = 10") && e.to_string().contains("now 25"), "{e}");
+    room.engine.run(&adv, "overlap").await.unwrap();
+    let released = room.engine.release(&adv, "overlap", None, sealroom_engine::Channel::Rest).unwrap();
+    assert_eq!(released.json()["k"], 25);
+}
