@@ -133,6 +133,23 @@ impl Room {
     }
 }
 
+/// `n` users with a hashed email each.
+fn emails(n: usize) -> Vec<RecordBatch> {
+    let ids: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+    let col: Vec<String> = (0..n).map(|i| digest(&format!("u{i}@x.com"))).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+        ("email", Arc::new(StringArray::from(col)) as ArrayRef),
+    ]);
+    vec![batch.unwrap()]
+}
+
+/// 20 CRM customers and 30 publisher users, the 20 in common.
+async fn upload_both(room: &Room) {
+    common::upload(&room.engine, "adv", "crm", emails(20)).await.unwrap();
+    common::upload(&room.engine, "pub", "users", emails(30)).await.unwrap();
+}
+
 fn message(e: Error) -> String {
     e.to_string()
 }
@@ -185,17 +202,7 @@ async fn a_change_takes_effect_once_every_owner_it_touches_has_signed() {
     assert_eq!(view["contract_sha256"], p.contract_sha256.as_str());
 
     // The new computation runs on the room's data.
-    let emails = |n: usize| -> Vec<RecordBatch> {
-        let ids: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
-        let col: Vec<String> = (0..n).map(|i| digest(&format!("u{i}@x.com"))).collect();
-        let batch = RecordBatch::try_from_iter([
-            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
-            ("email", Arc::new(StringArray::from(col)) as ArrayRef),
-        ]);
-        vec![batch.unwrap()]
-    };
-    common::upload(&room.engine, "adv", "crm", emails(20)).await.unwrap();
-    common::upload(&room.engine, "pub", "users", emails(30)).await.unwrap();
+    upload_both(&room).await;
     let released = common::run(&room.engine, "adv", "joined").await;
     assert_eq!(released.section("result").unwrap().rows().len(), 1);
 
@@ -408,17 +415,7 @@ async fn removing_a_version_file_to_roll_the_contract_back_is_refused() {
 #[tokio::test]
 async fn a_run_computed_under_another_k_is_not_released_under_the_new_one() {
     let room = Room::open(INTERACTIVE).await;
-    let emails = |n: usize| -> Vec<RecordBatch> {
-        let ids: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
-        let col: Vec<String> = (0..n).map(|i| digest(&format!("u{i}@x.com"))).collect();
-        let batch = RecordBatch::try_from_iter([
-            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
-            ("email", Arc::new(StringArray::from(col)) as ArrayRef),
-        ]);
-        vec![batch.unwrap()]
-    };
-    common::upload(&room.engine, "adv", "crm", emails(20)).await.unwrap();
-    common::upload(&room.engine, "pub", "users", emails(30)).await.unwrap();
+    upload_both(&room).await;
     let adv = room.caller("adv");
     room.engine.run(&adv, "overlap").await.unwrap();
     let p = room.propose("pub", 1, &room_yaml(INTERACTIVE, 25, "", "")).await.unwrap();
