@@ -3,7 +3,10 @@
 //! 1. the hash chain (every entry's digest, in sequence, from the genesis);
 //! 2. every entry's signature by the enclave key of the latest `room_hosted` entry before it;
 //! 3. each such key's attestation evidence (kept in its `room_hosted` entry) against the contract's
-//!    policy, bound to the room and to the log position (its nonce is the previous entry's digest).
+//!    policy, bound to the room and to the log position (its nonce is the previous entry's digest);
+//! 4. in rooms that changed, the governance: every contract version rebuilt from the log, every
+//!    approval's signature checked with the approver's key in force, every version approved by every
+//!    data owner it touched (`sealroom_engine::governance::verify_log`).
 //!
 //! A torn last line (a crash mid-append, dropped by the engine when it next opens the log) is
 //! reported, not counted as damage.
@@ -14,6 +17,7 @@ use std::path::Path;
 use sealroom_attest::verify::verify;
 use sealroom_attest::{Binding, Endorsements, Evidence, Policy, Verification};
 use sealroom_engine::audit::{AuditEntry, parse_log, verify_chain, verify_signatures};
+use sealroom_engine::governance::{GovernanceSummary, verify_log};
 use sealroom_proto::room::v1::RoomContract;
 
 use crate::CliError;
@@ -28,11 +32,14 @@ pub struct AuditReport {
     /// Each signing key: the hosting entry's sequence number, entries signed, and its evidence's
     /// verification (or why the evidence could not be read).
     pub signers: Vec<(u64, u64, Result<Verification, String>)>,
+    /// The governance replay (see the module documentation).
+    pub governance: Result<GovernanceSummary, String>,
 }
 
 impl AuditReport {
     pub fn passed(&self) -> bool {
         self.chain.is_ok()
+            && self.governance.is_ok()
             && !self.signers.is_empty()
             && self.signers.iter().all(|(_, _, v)| v.as_ref().is_ok_and(Verification::passed))
     }
@@ -56,6 +63,22 @@ impl AuditReport {
             }
             Err(e) => {
                 let _ = writeln!(out, "  [FAIL] hash chain and signatures: {e}");
+            }
+        }
+        match &self.governance {
+            Ok(g) if g.proposals == 0 => {
+                let _ = writeln!(out, "  [pass] governance: the contract never changed (version 1)");
+            }
+            Ok(g) => {
+                let _ = writeln!(
+                    out,
+                    "  [pass] governance: {} proposals, {} signed decisions checked with the keys in force, every \
+                     version approved by the data owners it touched; version {} in force",
+                    g.proposals, g.decisions, g.version
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  [FAIL] governance: {e}");
             }
         }
         for (seq, signed, verification) in &self.signers {
@@ -135,5 +158,6 @@ pub fn verify_entries(
             (s.seq, s.entries, verification)
         })
         .collect();
-    AuditReport { entries: entries.len(), torn_tail, chain, signers }
+    let governance = verify_log(entries, contract);
+    AuditReport { entries: entries.len(), torn_tail, chain, signers, governance }
 }

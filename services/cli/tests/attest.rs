@@ -252,4 +252,11 @@ fn proposals_are_made_signed_and_adopted_from_the_command_line() {
     assert!(!out.status.success() && text(&out).contains("at version 2"), "{}", text(&out));
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+
+    // An auditor replays the change offline: the log and the first room file are enough.
+    let log = dir.path().join("data").join("rooms").join(&room).join("audit.jsonl");
+    let out = bin().args(["audit", "verify", "--log"]).arg(&log).arg("--room-file").arg(&room_file).output().unwrap();
+    let report = text(&out);
+    assert!(out.status.success() && report.contains("[pass] governance: 1 proposals, 2 signed decisions"), "{report}");
+    assert!(report.contains("version 2 in force"), "{report}");
 }

@@ -139,6 +139,9 @@ pub enum AuditEvent {
         contract_sha256: String,
         changes: Vec<String>,
         approvers: Vec<String>,
+        /// The proposed contract's canonical bytes (standard base64), so that an auditor holding the
+        /// first version can rebuild every version and check every decision offline.
+        contract: String,
     },
     /// A data owner approved or rejected a proposal; `signature` is the decision it signed with its
     /// issuer key (`sealroom_attest::token::Decision`), checkable by anybody holding the contract.

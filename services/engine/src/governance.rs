@@ -551,6 +551,7 @@ impl Room {
             contract_sha256: proposal.contract_sha256.clone(),
             changes: proposal.changes.clone(),
             approvers: proposal.approvers.clone(),
+            contract: proposal.contract.clone(),
         })?;
         if proposal.development {
             return self.adopt(proposal, &terms);
@@ -718,6 +719,134 @@ impl Room {
     fn lock_governance(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.governance_lock.lock().map_err(|_| Error::Computation("governance lock poisoned".into()))
     }
+}
+
+/// What [`verify_log`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernanceSummary {
+    pub proposals: usize,
+    pub decisions: usize,
+    /// The version in force after the last entry (1 when none was adopted).
+    pub version: u64,
+}
+
+/// Replays a room's governance from its audit log, offline, with nothing but the first contract
+/// version: every proposed contract is rebuilt from its entry and checked against its digest, its
+/// approvers are recomputed from the version in force, every decision's signature is checked with the
+/// participant's issuer key in the version in force when it was made, and every adopted version must
+/// follow the previous one (number and digest) and carry the approval of every approver (or be an
+/// own-data development change). Chain and enclave signatures are checked separately
+/// ([`crate::audit::verify_chain`], [`crate::audit::verify_signatures`]).
+pub fn verify_log(entries: &[crate::audit::AuditEntry], genesis: &RoomContract) -> Result<GovernanceSummary, String> {
+    struct Proposed {
+        contract: RoomContract,
+        version: u64,
+        digest: String,
+        approvers: BTreeSet<String>,
+        development: bool,
+        approved: BTreeSet<String>,
+    }
+    let room = genesis.room_id();
+    let mut terms = Terms::new(genesis.clone(), 1);
+    let mut proposals: HashMap<String, Proposed> = HashMap::new();
+    let mut decisions = 0;
+    for entry in entries {
+        let at = |what: String| format!("entry {}: {what}", entry.seq);
+        match &entry.event {
+            AuditEvent::ProposalCreated {
+                proposal_id,
+                proposed_by,
+                base_version,
+                version,
+                contract_sha256,
+                approvers,
+                contract,
+                ..
+            } => {
+                let proposed = decode_contract(contract, proposal_id).map_err(|e| at(e.to_string()))?;
+                if contract_sha256 != &self::contract_sha256(&proposed) || *version != base_version + 1 {
+                    return Err(at(format!("proposal {proposal_id}'s contract or version does not match its entry")));
+                }
+                let assessment = if *base_version == terms.version {
+                    Some(assess(&terms.contract, &proposed, proposed_by).map_err(|e| at(e.to_string()))?)
+                } else {
+                    None // against an older version: it can only ever be superseded
+                };
+                let listed: BTreeSet<String> = approvers.iter().cloned().collect();
+                let development = listed.is_empty();
+                if let Some(a) = &assessment {
+                    let expected_dev = terms.contract.in_development_mode() && a.own_data_only;
+                    if (development && !expected_dev) || (!development && listed != a.approvers) {
+                        return Err(at(format!(
+                            "proposal {proposal_id} lists approvers [{}], but its changes need [{}]",
+                            approvers.join(", "),
+                            a.approvers.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                }
+                proposals.insert(
+                    proposal_id.clone(),
+                    Proposed {
+                        contract: proposed,
+                        version: *version,
+                        digest: contract_sha256.clone(),
+                        approvers: listed,
+                        development,
+                        approved: BTreeSet::new(),
+                    },
+                );
+            }
+            AuditEvent::ProposalDecided { proposal_id, participant, decision, signature, .. } => {
+                let p = proposals
+                    .get_mut(proposal_id)
+                    .ok_or_else(|| at(format!("a decision on unknown proposal {proposal_id}")))?;
+                let kid = token::decision_key_id(signature).map_err(at)?;
+                let issuer = terms.issuers.get(&kid).filter(|i| &i.participant == participant).ok_or_else(|| {
+                    at(format!(
+                        "{participant}'s decision is signed by key {kid}, not one of its keys in version {}",
+                        terms.version
+                    ))
+                })?;
+                let d = token::verify_decision(signature, &issuer.spki).map_err(at)?;
+                if d.sub != *participant
+                    || d.room != room.as_str()
+                    || d.proposal != *proposal_id
+                    || d.version != p.version
+                    || d.contract_sha256 != p.digest
+                    || d.decision != *decision
+                {
+                    return Err(at(format!("{participant}'s signed decision does not say what the entry says")));
+                }
+                if d.decision == "approve" {
+                    p.approved.insert(participant.clone());
+                } else {
+                    p.approved.remove(participant);
+                }
+                decisions += 1;
+            }
+            AuditEvent::ContractVersionAdopted { version, contract_sha256, previous_sha256, proposal_id, .. } => {
+                let p = proposals
+                    .get(proposal_id)
+                    .ok_or_else(|| at(format!("version {version} from unknown proposal {proposal_id}")))?;
+                if *version != terms.version + 1
+                    || *previous_sha256 != terms.contract_sha256
+                    || *contract_sha256 != p.digest
+                {
+                    return Err(at(format!(
+                        "version {version} does not follow version {} ({})",
+                        terms.version, terms.contract_sha256
+                    )));
+                }
+                if !(p.development || p.approvers.is_subset(&p.approved)) {
+                    let missing: Vec<&String> = p.approvers.difference(&p.approved).collect();
+                    return Err(at(format!("version {version} was adopted without the approval of {missing:?}")));
+                }
+                terms = Terms::new(p.contract.clone(), *version);
+            }
+            _ => {}
+        }
+    }
+    Ok(GovernanceSummary { proposals: proposals.len(), decisions, version: terms.version })
 }
 
 fn approved_by(proposal: &Proposal) -> Vec<String> {

@@ -225,6 +225,23 @@ async fn a_change_takes_effect_once_every_owner_it_touches_has_signed() {
         })
         .unwrap();
     assert_eq!(adoption, (2, room.id.clone(), p.contract_sha256.clone(), vec!["adv".to_owned(), "pub".to_owned()]));
+    // An auditor replays it offline from the log and the first version; a forged or missing
+    // approval does not replay.
+    let entries = room.engine.audit_entries(&room.caller("aud")).unwrap();
+    let replay = sealroom_engine::governance::verify_log(&entries, &room.genesis).unwrap();
+    assert_eq!((replay.proposals, replay.decisions, replay.version), (1, 2, 2));
+    let by_pub = |e: &sealroom_engine::audit::AuditEntry| matches!(&e.event, AuditEvent::ProposalDecided { participant, .. } if participant == "pub");
+    let mut forged = entries.clone();
+    for e in forged.iter_mut().filter(|e| by_pub(e)) {
+        if let AuditEvent::ProposalDecided { signature, .. } = &mut e.event {
+            *signature = sign("adv", &decision_claims(&room.id, "pub", &p, "approve"));
+        }
+    }
+    let e = sealroom_engine::governance::verify_log(&forged, &room.genesis).unwrap_err();
+    assert!(e.contains("not one of its keys"), "{e}");
+    let missing: Vec<_> = entries.iter().filter(|e| !by_pub(e)).cloned().collect();
+    let e = sealroom_engine::governance::verify_log(&missing, &room.genesis).unwrap_err();
+    assert!(e.contains("without the approval of [\"pub\"]"), "{e}");
     let versions = room.engine.contract_versions(&room.caller("pub")).unwrap();
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[1]["previous_sha256"], versions[0]["contract_sha256"]);
