@@ -342,6 +342,10 @@ async fn development_mode_adopts_own_data_computations_at_once_and_nothing_else(
     let q = room.propose("adv", 2, &room_yaml(DEV, 10, "", &theirs)).await.unwrap();
     assert!(!q.development);
     assert_eq!((q.state, q.approvers.clone()), (ProposalState::Open, vec!["adv".to_owned(), "pub".to_owned()]));
+    // The log replays: the development version needed no approval, and the open one is not adopted.
+    let entries = room.engine.audit_entries(&room.caller("aud")).unwrap();
+    let replay = sealroom_engine::governance::verify_log(&entries, &room.genesis).unwrap();
+    assert_eq!((replay.proposals, replay.decisions, replay.version), (2, 0, 2));
 }
 
 #[tokio::test]
