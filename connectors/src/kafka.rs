@@ -28,6 +28,7 @@
 //! exponential backoff. [`FATAL`] errors are not retried: they need an operator (a missing topic, an
 //! oversized message, denied authorization, failed authentication).
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -282,8 +283,14 @@ impl KafkaSinkConfig {
 /// The Kafka sink. See the module docs.
 pub struct KafkaSink {
     config: KafkaSinkConfig,
-    producer: Option<FutureProducer>,
-    closed: bool,
+    state: State,
+}
+
+/// Where a sink is in its lifecycle.
+enum State {
+    Built,
+    Open(FutureProducer),
+    Closed,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -291,7 +298,7 @@ impl std::fmt::Debug for KafkaSink {
         f.debug_struct("KafkaSink")
             .field("brokers", &self.config.brokers)
             .field("topic", &self.config.topic)
-            .field("open", &self.producer.is_some())
+            .field("open", &matches!(self.state, State::Open(_)))
             .finish()
     }
 }
@@ -338,7 +345,8 @@ fn encode(delivery: &Delivery, max_bytes: usize) -> Result<Vec<Message>> {
     for (i, line) in rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
         let mut value = Vec::with_capacity(open.len() + line.len() + 48);
         value.extend_from_slice(open.as_bytes());
-        value.extend_from_slice(format!("\"row_index\":{i},\"rows\":{total},\"row\":").as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(value, "\"row_index\":{i},\"rows\":{total},\"row\":");
         value.extend_from_slice(line);
         value.push(b'}');
         // librdkafka counts the key, headers and framing too; leave them 1 KiB.
@@ -377,7 +385,7 @@ fn headers(delivery: &Delivery) -> OwnedHeaders {
 
 impl KafkaSink {
     pub fn new(config: KafkaSinkConfig) -> Self {
-        Self { config, producer: None, closed: false }
+        Self { config, state: State::Built }
     }
 
     /// The registry factory.
@@ -389,10 +397,10 @@ impl KafkaSink {
     }
 
     fn producer(&self) -> Result<&FutureProducer> {
-        match (&self.producer, self.closed) {
-            (_, true) => Err(Error::Lifecycle { sink: SINK, message: "send after close" }),
-            (None, false) => Err(Error::Lifecycle { sink: SINK, message: "send before open" }),
-            (Some(p), false) => Ok(p),
+        match &self.state {
+            State::Closed => Err(Error::Lifecycle { sink: SINK, message: "send after close" }),
+            State::Built => Err(Error::Lifecycle { sink: SINK, message: "send before open" }),
+            State::Open(p) => Ok(p),
         }
     }
 
@@ -440,16 +448,18 @@ impl KafkaSink {
     async fn enqueue(&self, delivery: &Delivery, message: &Message, headers: &OwnedHeaders) -> Result<DeliveryFuture> {
         let producer = self.producer()?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.queue_full_timeout_ms);
+        // A refused record comes back and is sent again as it is.
+        let mut record = FutureRecord::to(&self.config.topic)
+            .key(message.key.as_bytes())
+            .payload(message.value.as_slice())
+            .headers(headers.clone());
         loop {
-            let record = FutureRecord::to(&self.config.topic)
-                .key(message.key.as_bytes())
-                .payload(message.value.as_slice())
-                .headers(headers.clone());
             match producer.send_result(record) {
                 Ok(future) => return Ok(future),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), refused))
                     if tokio::time::Instant::now() < deadline =>
                 {
+                    record = refused;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err((e, _)) => {
@@ -471,7 +481,7 @@ impl Sink for KafkaSink {
     }
 
     async fn open(&mut self) -> Result<()> {
-        if self.closed {
+        if matches!(self.state, State::Closed) {
             return Err(Error::Lifecycle { sink: SINK, message: "open after close" });
         }
         let producer: FutureProducer = self
@@ -480,7 +490,7 @@ impl Sink for KafkaSink {
             .create()
             .map_err(|e| Error::Config { sink: SINK, message: format!("librdkafka refused the configuration: {e}") })?;
         Self::check_topic(&producer, &self.config).await?;
-        self.producer = Some(producer);
+        self.state = State::Open(producer);
         Ok(())
     }
 
@@ -554,11 +564,10 @@ impl Sink for KafkaSink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        if self.producer.is_some() && !self.closed {
+        if matches!(self.state, State::Open(_)) {
             self.flush().await?;
         }
-        self.producer = None;
-        self.closed = true;
+        self.state = State::Closed;
         Ok(())
     }
 

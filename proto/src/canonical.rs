@@ -55,6 +55,11 @@ pub(crate) fn truncate_for_message(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// Lowercase hex SHA-256 of canonical contract bytes (see [`RoomContract::canonical_sha256`]).
+pub fn canonical_sha256(canonical_bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical_bytes))
+}
+
 fn sort_dedup<T: Ord>(items: &mut Vec<T>) {
     items.sort();
     items.dedup();
@@ -182,9 +187,15 @@ impl RoomContract {
         canonical.encode_to_vec()
     }
 
-    /// The room id: lowercase hex SHA-256 of [`Self::canonical_bytes`].
+    /// Lowercase hex SHA-256 of [`Self::canonical_bytes`]: the digest that names a contract version
+    /// (and, for a room's first version, the room id).
+    pub fn canonical_sha256(&self) -> String {
+        canonical_sha256(&self.canonical_bytes())
+    }
+
+    /// The room id: [`Self::canonical_sha256`] of the room's first contract version.
     pub fn room_id(&self) -> RoomId {
-        RoomId(hex::encode(Sha256::digest(self.canonical_bytes())))
+        RoomId(self.canonical_sha256())
     }
 
     /// Decodes canonical bytes and checks that they are canonical, so that the id computed from the

@@ -48,9 +48,10 @@ pub const P256_SPKI_PREFIX: [u8; 26] = [
     0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
-/// The 65-byte point of a P-256 SubjectPublicKeyInfo (DER), or `None` when `spki` is not one.
+/// The 65-byte uncompressed point (0x04, X, Y) of a P-256 SubjectPublicKeyInfo (DER), or `None`
+/// when `spki` is not one.
 pub fn p256_spki_point(spki: &[u8]) -> Option<&[u8]> {
-    spki.strip_prefix(&P256_SPKI_PREFIX[..]).filter(|p| p.len() == 65)
+    spki.strip_prefix(&P256_SPKI_PREFIX[..]).filter(|p| p.len() == 65 && p[0] == 0x04)
 }
 
 /// The k-anonymity threshold of a room whose participants set none.

@@ -201,7 +201,7 @@ pub fn decode_p256_spki(base64_der: &str) -> Result<Vec<u8>, String> {
     let der = base64::engine::general_purpose::STANDARD.decode(base64_der).map_err(|e| {
         format!("not a PEM public key or its base64 body ({e}); paste the key `sealroom keygen` printed")
     })?;
-    if crate::p256_spki_point(&der).is_none_or(|p| p[0] != 0x04) {
+    if crate::p256_spki_point(&der).is_none() {
         return Err(format!(
             "not an ECDSA P-256 public key ({} bytes of DER); tokens are signed with ES256, so the key must be \
              P-256 (`sealroom keygen`, or `openssl ecparam -name prime256v1 -genkey`)",

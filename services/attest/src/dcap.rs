@@ -5,6 +5,7 @@ use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::quote::{Quote, Report};
 
 use crate::evidence::{Endorsements, Platform};
+use crate::verify::endorsement_checks::{INTEL_CHAIN, TCB_STATUS};
 use crate::verify::{Policy, Verification};
 
 /// The header's TEE type of an SGX quote and of a TDX quote.
@@ -59,7 +60,7 @@ pub(crate) fn verify(
                 {
                     Ok(report) => {
                         v.check(
-                        "Intel signature chain",
+                        INTEL_CHAIN,
                         true,
                         "quote signed by the attestation key, certified by the QE and the PCK chain to Intel's root; \
                          TCB info, QE identity and CRLs valid and signed",
@@ -70,20 +71,20 @@ pub(crate) fn verify(
                         } else {
                             format!(" (advisories: {})", report.advisory_ids.join(", "))
                         };
-                        v.detail("TCB status", format!("{}{advisories}", report.status));
+                        v.detail(TCB_STATUS, format!("{}{advisories}", report.status));
                         v.check(
-                            "TCB status",
+                            TCB_STATUS,
                             accepted.contains(&report.status),
                             format!("{}{advisories}; the room accepts {}", report.status, accepted.join(", ")),
                         );
                     }
-                    Err(e) => v.check("Intel signature chain", false, format!("{e:#}")),
+                    Err(e) => v.check(INTEL_CHAIN, false, format!("{e:#}")),
                 },
-                Err(e) => v.check("Intel signature chain", false, format!("the collateral is malformed: {e}")),
+                Err(e) => v.check(INTEL_CHAIN, false, format!("the collateral is malformed: {e}")),
             }
         }
         _ => v.check(
-            "Intel signature chain",
+            INTEL_CHAIN,
             false,
             "no collateral was supplied: fetch it from a PCCS or Intel's PCS for this quote and pass it with the \
              evidence or --collateral",

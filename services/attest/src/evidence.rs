@@ -153,8 +153,11 @@ mod b64 {
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text.trim()).map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
+        decode(&String::deserialize(d)?)
+    }
+
+    pub(super) fn decode<E: serde::de::Error>(text: &str) -> Result<Vec<u8>, E> {
+        STANDARD.decode(text.trim()).map_err(|e| E::custom(format!("not base64: {e}")))
     }
 }
 
@@ -170,12 +173,7 @@ mod b64_option {
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => {
-                STANDARD.decode(text.trim()).map(Some).map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
-            }
-            None => Ok(None),
-        }
+        Option::<String>::deserialize(d)?.map(|text| super::b64::decode(&text)).transpose()
     }
 }
 

@@ -34,11 +34,14 @@ pub use evidence::{Endorsements, Evidence, Platform};
 pub use identity::EnclaveIdentity;
 pub use verify::{Binding, Check, Policy, Verification};
 
-/// Writes `bytes` to a new file at `path` that only its owner can read (mode 0600 on Unix) and
-/// syncs it; fails if the file exists. Keys are written this way: never overwritten, never readable
+/// Writes `bytes` to a new file at `path` (creating its directory) that only its owner can read
+/// (mode 0600 on Unix) and syncs it; fails if the file exists. Keys are written this way: never overwritten, never readable
 /// by others.
 pub fn create_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

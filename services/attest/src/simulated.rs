@@ -122,9 +122,6 @@ impl PlatformKey {
 
 /// Writes a secret file readable by its owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AttestError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| AttestError::Unavailable(format!("{}: {e}", dir.display())))?;
-    }
     crate::create_private(path, bytes).map_err(|e| AttestError::Unavailable(format!("{}: {e}", path.display())))
 }
 

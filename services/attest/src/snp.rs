@@ -1,10 +1,11 @@
 //! AMD SEV-SNP: reports from `/dev/sev-guest`, and their verification against AMD's roots.
 
-use sev::certs::snp::{Certificate, Chain, Verifiable, builtin, ca};
+use sev::certs::snp::{Certificate, Verifiable, builtin, ca};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 
 use crate::evidence::{Endorsements, Platform};
+use crate::verify::endorsement_checks::{AMD_CHAIN, AMD_REVOCATION as REVOCATION, REPORT_SIGNATURE, VCEK_VALIDITY};
 use crate::verify::{Policy, Verification};
 
 #[cfg(test)]
@@ -58,8 +59,8 @@ fn parse_canonical(raw: &[u8]) -> Result<AttestationReport, String> {
 }
 
 fn tcb_text(t: &sev::firmware::host::TcbVersion) -> String {
-    let fmc = t.fmc.map(|f| format!("fmc {f}, ")).unwrap_or_default();
-    format!("{fmc}bootloader {}, tee {}, snp {}, microcode {}", t.bootloader, t.tee, t.snp, t.microcode)
+    crate::verify::SnpTcb { bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode, fmc: t.fmc }
+        .to_string()
 }
 
 /// Verifies an SNP report at `now` (seconds since the Unix epoch: the VCEK must be valid then)
@@ -102,7 +103,7 @@ pub(crate) fn verify(
     match endorsements {
         Endorsements::Vcek { der, crl } => check_chain(der, crl.as_deref(), &report, now, &roots(), v),
         _ => v.check(
-            "AMD certificate chain",
+            AMD_CHAIN,
             false,
             "no VCEK was supplied: fetch the chip's VCEK from AMD's KDS (chip id and reported TCB above) and \
              pass it with the evidence or --vcek",
@@ -191,16 +192,14 @@ fn check_chain(
 ) {
     let vek = match Certificate::from_der(der) {
         Ok(c) => c,
-        Err(e) => return v.check("AMD certificate chain", false, format!("the VCEK is not a DER certificate: {e}")),
+        Err(e) => return v.check(AMD_CHAIN, false, format!("the VCEK is not a DER certificate: {e}")),
     };
-    let root = roots.iter().find(|root| {
-        let chain = Chain { ca: root.chain.clone(), vek: vek.clone() };
-        chain.verify().is_ok()
-    });
+    // What `Chain::verify` does (ARK → ASK, ASK → VCEK), by reference: nothing cloned per root.
+    let root = roots.iter().find(|root| (&root.chain).verify().and_then(|ask| (ask, &vek).verify()).is_ok());
     let Some(root) = root else {
         let names: Vec<&str> = roots.iter().map(|r| r.product).collect();
         return v.check(
-            "AMD certificate chain",
+            AMD_CHAIN,
             false,
             format!("the VCEK is not signed by the ASK of AMD's {} root (ARK)", one_of(&names)),
         );
@@ -209,18 +208,18 @@ fn check_chain(
     let cert = x509_cert::Certificate::from(vek.clone());
     match vcek_matches(&cert, report) {
         Ok(()) => v.check(
-            "AMD certificate chain",
+            AMD_CHAIN,
             true,
             format!("AMD {product} ARK → ASK → VCEK (roots built in); the VCEK is this chip's at the reported TCB"),
         ),
-        Err(e) => v.check("AMD certificate chain", false, e),
+        Err(e) => v.check(AMD_CHAIN, false, e),
     }
     check_validity(&cert, now, v);
     check_revocation(crl, root, &cert, now, v);
     // The chain is verified: only the VCEK's signature over the report is left.
     let signed = (&vek, report).verify();
     v.check(
-        "report signature",
+        REPORT_SIGNATURE,
         signed.is_ok(),
         match signed {
             Ok(()) => "ECDSA P-384 signature by the VCEK".to_owned(),
@@ -251,11 +250,8 @@ fn check_validity(cert: &x509_cert::Certificate, now: u64, v: &mut Verification)
     } else {
         (true, format!("valid from {from} to {until}; verified at {at}"))
     };
-    v.check("VCEK validity", valid, detail);
+    v.check(VCEK_VALIDITY, valid, detail);
 }
-
-/// The check of AMD's revocation list.
-const REVOCATION: &str = "AMD revocation list";
 
 /// AMD's revocation list for the product (the KDS's `vcek/v1/{product}/crl`), when supplied: it
 /// must be issued and signed by the ARK the chain verified against and current at `now`, and must

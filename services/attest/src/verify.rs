@@ -10,6 +10,19 @@ use std::fmt::Write as _;
 use crate::evidence::{Endorsements, Evidence, Platform, report_data};
 use crate::{SIMULATION_BANNER, dcap, simulated, snp};
 
+/// Names of the checks that need the vendor's endorsements (certificate chains, revocation lists,
+/// collateral): a verifier without them (an enclave checking itself) leaves them to clients.
+pub mod endorsement_checks {
+    pub const AMD_CHAIN: &str = "AMD certificate chain";
+    pub const REPORT_SIGNATURE: &str = "report signature";
+    pub const VCEK_VALIDITY: &str = "VCEK validity";
+    pub const AMD_REVOCATION: &str = "AMD revocation list";
+    pub const INTEL_CHAIN: &str = "Intel signature chain";
+    pub const TCB_STATUS: &str = "TCB status";
+    /// All of them.
+    pub const ALL: [&str; 6] = [AMD_CHAIN, REPORT_SIGNATURE, VCEK_VALIDITY, AMD_REVOCATION, INTEL_CHAIN, TCB_STATUS];
+}
+
 /// A minimum SEV-SNP TCB (each component must be at least this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,10 +98,17 @@ impl Policy {
                     P::IntelSgx => Platform::Sgx,
                     P::Unspecified => return None,
                 };
+                // A register that does not decode drops the entry, as a measurement that does not
+                // does: it must never read as "any value".
+                let rtmrs = m
+                    .rtmrs
+                    .iter()
+                    .map(|r| if r.is_empty() { Some(None) } else { hex::decode(r).ok().map(Some) })
+                    .collect::<Option<Vec<_>>>()?;
                 Some(Accepted {
                     platform,
                     value: hex::decode(&m.measurement).ok()?,
-                    rtmrs: m.rtmrs.iter().map(|r| if r.is_empty() { None } else { hex::decode(r).ok() }).collect(),
+                    rtmrs,
                     isv_prod_id: u16::try_from(m.isv_prod_id).unwrap_or(u16::MAX),
                     min_isv_svn: u16::try_from(m.min_isv_svn).unwrap_or(u16::MAX),
                 })

@@ -115,9 +115,7 @@ pub async fn run(command: ProposalCommand) -> Result<(), CliError> {
                 println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
             } else {
                 print_proposal(proposal, false);
-                let file: RoomFile = serde_json::from_value(proposal["contract"].clone())
-                    .map_err(|e| CliError::Server(format!("the proposal's contract is not a room file: {e}")))?;
-                println!("\nproposed contract:\n{}", file.to_yaml());
+                println!("\nproposed contract:\n{}", shown_contract(proposal)?.to_yaml());
             }
         }
         ProposalCommand::Approve { room, id, reason } => fetch_and_decide(&room, &id, "approve", &reason).await?,
@@ -171,9 +169,7 @@ async fn decide(
 /// The digest of the contract the server shows, which must be the digest it says the proposal has:
 /// a participant signs only what it was shown.
 fn checked_digest(proposal: &Value) -> Result<String, CliError> {
-    let file: RoomFile = serde_json::from_value(proposal["contract"].clone())
-        .map_err(|e| CliError::Server(format!("the proposal's contract is not a room file: {e}")))?;
-    let digest = sealroom_engine::governance::contract_sha256(&file.to_contract());
+    let digest = shown_contract(proposal)?.to_contract().canonical_sha256();
     let claimed = proposal["contract_sha256"].as_str().unwrap_or_default();
     if digest != claimed {
         return Err(CliError::Server(format!(
@@ -181,6 +177,12 @@ fn checked_digest(proposal: &Value) -> Result<String, CliError> {
         )));
     }
     Ok(digest)
+}
+
+/// The proposed contract a proposal shows.
+fn shown_contract(proposal: &Value) -> Result<RoomFile, CliError> {
+    serde_json::from_value(proposal["contract"].clone())
+        .map_err(|e| CliError::Server(format!("the proposal's contract is not a room file: {e}")))
 }
 
 fn list(v: &Value) -> String {

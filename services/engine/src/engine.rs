@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
-use crate::governance::Proposal;
+use crate::governance::{Proposal, Terms};
 use crate::ingest::{UploadLimits, UploadSession};
 use crate::metrics::EngineMetrics;
 use crate::release_gate::{Channel, Released, ReleasedModel};
@@ -282,12 +282,11 @@ impl Engine {
         let id = RoomId::parse(room_id).map_err(Error::InvalidRequest)?;
         let room = self.room(&id)?;
         let kid = token::token_key_id(token).map_err(Error::Unauthenticated)?;
-        Self::authenticate_in(&id, room, token, &kid, now)
+        Self::authenticate_in(&id, &room.terms(), token, &kid, now)
     }
 
-    /// Checks a token whose header names the issuer key `kid` against the room's contract.
-    fn authenticate_in(id: &RoomId, room: &Room, token: &str, kid: &str, now: u64) -> Result<Caller> {
-        let terms = room.terms();
+    /// Checks a token whose header names the issuer key `kid` against a contract version of room `id`.
+    fn authenticate_in(id: &RoomId, terms: &Terms, token: &str, kid: &str, now: u64) -> Result<Caller> {
         let Some(issuer) = terms.issuers.get(kid) else {
             return Err(Error::Unauthenticated(format!(
                 "the token's issuer key (kid {kid}) is not in room {id}'s contract: the token is for another room, \
@@ -318,10 +317,11 @@ impl Engine {
         let mut first_error = None;
         let mut callers = Vec::new();
         for (id, room) in &self.inner.rooms {
-            if !room.terms().issuers.contains_key(&kid) {
+            let terms = room.terms();
+            if !terms.issuers.contains_key(&kid) {
                 continue;
             }
-            match Self::authenticate_in(id, room, token, &kid, now) {
+            match Self::authenticate_in(id, &terms, token, &kid, now) {
                 Ok(caller) => callers.push(caller),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -469,9 +469,9 @@ impl Engine {
             .collect())
     }
 
-    fn computation(&self, room: &Room, name: &str) -> Result<sealroom_proto::room::v1::Computation> {
-        let terms = room.terms();
-        terms.contract.computation(name).cloned().ok_or_else(|| {
+    /// A computation of a contract version of `room`, or which ones there are.
+    fn computation<'a>(room: &Room, terms: &'a Terms, name: &str) -> Result<&'a sealroom_proto::room::v1::Computation> {
+        terms.contract.computation(name).ok_or_else(|| {
             Error::NotFound(format!(
                 "room {} has no computation '{name}' (computations: {})",
                 room.id,
@@ -483,7 +483,9 @@ impl Engine {
     /// Runs a computation; only the participants in its `run_by` may.
     pub async fn run(&self, caller: &Caller, computation: &str) -> Result<RunRecord> {
         let room = self.room_of(caller)?.clone();
-        let c = self.computation(&room, computation)?.clone();
+        // One contract version for the whole run.
+        let terms = room.terms();
+        let c = Self::computation(&room, &terms, computation)?;
         if !c.may_run(&caller.participant) {
             return Err(Error::PermissionDenied(format!(
                 "participant '{}' may not run computation '{computation}' (run_by: {})",
@@ -491,15 +493,16 @@ impl Engine {
                 c.run_by.join(", ")
             )));
         }
-        room.run(&caller.participant, &c).await
+        room.run(&terms, &caller.participant, c).await
     }
 
     /// The runs of a computation (records only), oldest first; for those who may run or read it.
     pub fn runs(&self, caller: &Caller, computation: &str) -> Result<Vec<RunRecord>> {
         let room = self.room_of(caller)?;
-        let c = self.computation(room, computation)?;
+        let terms = room.terms();
+        let c = Self::computation(room, &terms, computation)?;
         if !c.may_run(&caller.participant) && !c.may_read(&caller.participant) {
-            return Err(self.read_denied(caller, &c));
+            return Err(self.read_denied(caller, c));
         }
         Ok(room.runs(computation))
     }
@@ -520,9 +523,10 @@ impl Engine {
         run_id: Option<&str>,
     ) -> Result<(&Arc<Room>, RunRecord)> {
         let room = self.room_of(caller)?;
-        let c = self.computation(room, computation)?;
+        let terms = room.terms();
+        let c = Self::computation(room, &terms, computation)?;
         if !c.may_read(&caller.participant) {
-            return Err(self.read_denied(caller, &c));
+            return Err(self.read_denied(caller, c));
         }
         Ok((room, Self::run_of(room, computation, run_id)?))
     }
@@ -543,7 +547,8 @@ impl Engine {
 
     /// A lookalike computation of the caller's room, or why the name is not one.
     fn lookalike(&self, room: &Room, computation: &str) -> Result<sealroom_proto::room::v1::LookalikeComputation> {
-        let c = self.computation(room, computation)?;
+        let terms = room.terms();
+        let c = Self::computation(room, &terms, computation)?;
         c.lookalike().cloned().ok_or_else(|| {
             Error::InvalidRequest(format!(
                 "computation '{computation}' is {} computation, not a lookalike: it has no model or audience",

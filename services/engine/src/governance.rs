@@ -22,7 +22,6 @@ use base64::Engine as _;
 use sealroom_attest::token;
 use sealroom_proto::room::v1::{Computation, Participant, Role, RoomContract};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -49,7 +48,7 @@ pub(crate) struct Terms {
 
 impl Terms {
     pub(crate) fn new(contract: RoomContract, version: u64) -> Self {
-        let contract_sha256 = contract_sha256(&contract);
+        let contract_sha256 = contract.canonical_sha256();
         let mut issuers = HashMap::new();
         for p in &contract.participants {
             let Some(credential) = &p.credential else { continue };
@@ -65,11 +64,46 @@ impl Terms {
         let k = contract.effective_k();
         Self { contract, version, contract_sha256, issuers, k }
     }
+
+    /// A signed decision by `participant`, checked with one of its issuer keys in this version.
+    fn signed_decision(&self, participant: &str, signed: &str) -> Result<token::Decision> {
+        let kid = token::decision_key_id(signed).map_err(Error::InvalidRequest)?;
+        let issuer = self.issuers.get(&kid).filter(|i| i.participant == participant).ok_or_else(|| {
+            Error::PermissionDenied(format!(
+                "the decision is signed by key {kid}, not one of its keys: it is not an issuer key of \
+                 '{participant}' in contract version {}; sign it with your own issuer key",
+                self.version
+            ))
+        })?;
+        token::verify_decision(signed, &issuer.spki).map_err(Error::InvalidRequest)
+    }
 }
 
-/// Lowercase hex SHA-256 of a contract's canonical bytes.
-pub fn contract_sha256(contract: &RoomContract) -> String {
-    hex::encode(Sha256::digest(contract.canonical_bytes()))
+/// What a decision says that differs from what it must say: by `participant`, about proposal
+/// `proposal` of `room`, making version `version` of the contract with digest `digest`.
+fn decision_mismatches(
+    d: &token::Decision,
+    participant: &str,
+    room: &str,
+    (proposal, version, digest): (&str, u64, &str),
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if d.sub != participant {
+        wrong.push(format!("it is by '{}', not '{participant}'", d.sub));
+    }
+    if d.room != room {
+        wrong.push(format!("it names room {}, not {room}", d.room));
+    }
+    if d.proposal != proposal {
+        wrong.push(format!("it names proposal {}, not {proposal}", d.proposal));
+    }
+    if d.version != version {
+        wrong.push(format!("it names version {}, not {version}", d.version));
+    }
+    if d.contract_sha256 != digest {
+        wrong.push(format!("it approves contract {}, but the proposal's contract is {digest}", d.contract_sha256));
+    }
+    wrong
 }
 
 /// A contract version after the first, as kept sealed in `governance/versions/`.
@@ -110,6 +144,17 @@ pub enum ProposalState {
     Rejected,
     /// Another proposal became the next version first; propose again against the new one.
     Superseded,
+}
+
+impl ProposalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Adopted => "adopted",
+            Self::Rejected => "rejected",
+            Self::Superseded => "superseded",
+        }
+    }
 }
 
 /// A proposed next version of a room's contract.
@@ -158,6 +203,16 @@ impl Proposal {
             object.insert("awaiting".into(), serde_json::json!(self.awaiting()));
         }
         Ok(value)
+    }
+
+    /// Its state as the versions say: adopted when a version names it (its own file may lag after a
+    /// failed write), superseded when still open against a version no longer in force.
+    fn settle(&mut self, version_in_force: u64, adopted: bool) {
+        if adopted {
+            self.state = ProposalState::Adopted;
+        } else if self.state == ProposalState::Open && self.base_version != version_in_force {
+            self.state = ProposalState::Superseded;
+        }
     }
 
     /// Approvers that have not approved yet (nobody, once the proposal is decided).
@@ -364,23 +419,28 @@ impl Room {
         let adopted: BTreeSet<String> = self.versions()?.into_iter().map(|v| v.proposal_id).collect();
         let mut all: Vec<Proposal> = self.storage.sealer().read_json_dir(&self.storage.proposals_dir())?;
         for p in &mut all {
-            if adopted.contains(&p.id) {
-                p.state = ProposalState::Adopted;
-            } else if p.state == ProposalState::Open && p.base_version != version {
-                p.state = ProposalState::Superseded;
-            }
+            p.settle(version, adopted.contains(&p.id));
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
     }
 
+    /// One proposal, read from its own file (ids are the engine's: letters, digits and '-').
     pub(crate) fn proposal(&self, id: &str) -> Result<Proposal> {
-        self.proposals()?.into_iter().find(|p| p.id == id).ok_or_else(|| {
+        let not_found = || {
             Error::NotFound(format!(
                 "room {} has no proposal '{id}'; `GET /v1/rooms/{}/proposals` lists them",
                 self.id, self.id
             ))
-        })
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(not_found());
+        }
+        let mut p: Proposal =
+            self.storage.sealer().read_json_if_exists(&self.proposal_path(id))?.ok_or_else(not_found)?;
+        let adopted = self.versions()?.iter().any(|v| v.proposal_id == p.id);
+        p.settle(self.terms().version, adopted);
+        Ok(p)
     }
 
     /// The versions of the contract after the first, oldest first.
@@ -396,10 +456,10 @@ impl Room {
         let mut terms = Terms::new(genesis, 1);
         for v in self.versions()? {
             let what = format!("contract version {}", v.version);
-            let contract = decode_contract(&v.contract, &what)?;
+            let next = Terms::new(decode_contract(&v.contract, &what)?, v.version);
             if v.version != terms.version + 1
                 || v.previous_sha256 != terms.contract_sha256
-                || contract_sha256(&contract) != v.contract_sha256
+                || next.contract_sha256 != v.contract_sha256
             {
                 return Err(Error::storage(
                     self.storage.versions_dir(),
@@ -410,7 +470,7 @@ impl Room {
                     ),
                 ));
             }
-            terms = Terms::new(contract, v.version);
+            terms = next;
         }
         Ok(terms)
     }
@@ -469,11 +529,11 @@ impl Room {
             return Ok(());
         }
         for v in self.versions()?.into_iter().filter(|v| !audited.contains_key(&v.version)) {
-            let proposal: Proposal = self.storage.sealer().read_json(&self.proposal_path(&v.proposal_id))?;
+            let mut proposal: Proposal = self.storage.sealer().read_json(&self.proposal_path(&v.proposal_id))?;
             let k = decode_contract(&v.contract, "contract version")?.effective_k();
             tracing::warn!(room = %self.id, version = v.version, "auditing a contract version adopted just before a crash");
             self.audit_adoption(&v, &proposal, k)?;
-            self.mark_adopted(proposal);
+            self.mark_adopted(&mut proposal);
         }
         let stuck: Vec<Proposal> = self
             .proposals()?
@@ -518,9 +578,7 @@ impl Room {
         }
         let assessment = assess(&terms.contract, &proposed, proposer)?;
         let development = terms.contract.in_development_mode() && assessment.own_data_only;
-        let mut canonical = proposed;
-        canonical.canonicalize();
-        let bytes = canonical.canonical_bytes();
+        let bytes = proposed.canonical_bytes();
         if bytes.len() > MAX_CONTRACT_BYTES {
             return Err(Error::InvalidRequest(format!(
                 "the proposed contract is {} bytes; a contract may be at most {MAX_CONTRACT_BYTES}",
@@ -534,7 +592,7 @@ impl Room {
             description: description.to_owned(),
             base_version,
             version: base_version + 1,
-            contract_sha256: contract_sha256(&canonical),
+            contract_sha256: sealroom_proto::canonical::canonical_sha256(&bytes),
             changes: assessment.changes,
             approvers: if development { Vec::new() } else { assessment.approvers.into_iter().collect() },
             decisions: Vec::new(),
@@ -571,7 +629,7 @@ impl Room {
             state => {
                 return Err(Error::FailedPrecondition(format!(
                     "proposal {proposal_id} is {}: it takes no more decisions",
-                    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                    state.as_str()
                 )));
             }
         }
@@ -626,34 +684,9 @@ impl Room {
         proposal: &Proposal,
         signed: &str,
     ) -> Result<token::Decision> {
-        let kid = token::decision_key_id(signed).map_err(Error::InvalidRequest)?;
-        let issuer = terms.issuers.get(&kid).filter(|i| i.participant == participant).ok_or_else(|| {
-            Error::PermissionDenied(format!(
-                "the decision is signed by key {kid}, which is not an issuer key of '{participant}' in contract \
-                 version {}; sign it with your own issuer key",
-                terms.version
-            ))
-        })?;
-        let d = token::verify_decision(signed, &issuer.spki).map_err(Error::InvalidRequest)?;
-        let mut wrong = Vec::new();
-        if d.sub != participant {
-            wrong.push(format!("it is by '{}', not '{participant}'", d.sub));
-        }
-        if d.room != self.id.as_str() {
-            wrong.push(format!("it names room {}, not {}", d.room, self.id));
-        }
-        if d.proposal != proposal.id {
-            wrong.push(format!("it names proposal {}, not {}", d.proposal, proposal.id));
-        }
-        if d.version != proposal.version {
-            wrong.push(format!("it names version {}, not {}", d.version, proposal.version));
-        }
-        if d.contract_sha256 != proposal.contract_sha256 {
-            wrong.push(format!(
-                "it approves contract {}, but the proposal's contract is {}",
-                d.contract_sha256, proposal.contract_sha256
-            ));
-        }
+        let d = terms.signed_decision(participant, signed)?;
+        let about = (proposal.id.as_str(), proposal.version, proposal.contract_sha256.as_str());
+        let wrong = decision_mismatches(&d, participant, self.id.as_str(), about);
         if !wrong.is_empty() {
             return Err(Error::InvalidRequest(format!(
                 "the signed decision is not about this proposal: {}",
@@ -687,8 +720,7 @@ impl Room {
             return Err(e);
         }
         self.install_terms(next);
-        proposal.state = ProposalState::Adopted;
-        self.mark_adopted(proposal.clone());
+        self.mark_adopted(&mut proposal);
         tracing::info!(room = %self.id, version = proposal.version, proposal = %proposal.id, "contract version adopted");
         Ok(proposal)
     }
@@ -709,9 +741,9 @@ impl Room {
 
     /// Records a proposal's adoption in its file. The version file already says it (and
     /// [`Self::proposals`] reads it from there), so a failure here is logged, not returned.
-    fn mark_adopted(&self, mut proposal: Proposal) {
+    fn mark_adopted(&self, proposal: &mut Proposal) {
         proposal.state = ProposalState::Adopted;
-        if let Err(e) = self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), &proposal) {
+        if let Err(e) = self.storage.sealer().write_json_atomically(&self.proposal_path(&proposal.id), proposal) {
             tracing::error!(room = %self.id, proposal = %proposal.id, error = %e, "could not mark the proposal adopted");
         }
     }
@@ -764,7 +796,7 @@ pub fn verify_log(entries: &[crate::audit::AuditEntry], genesis: &RoomContract) 
                 ..
             } => {
                 let proposed = decode_contract(contract, proposal_id).map_err(|e| at(e.to_string()))?;
-                if contract_sha256 != &self::contract_sha256(&proposed) || *version != base_version + 1 {
+                if *contract_sha256 != proposed.canonical_sha256() || *version != base_version + 1 {
                     return Err(at(format!("proposal {proposal_id}'s contract or version does not match its entry")));
                 }
                 let assessment = if *base_version == terms.version {
@@ -800,22 +832,17 @@ pub fn verify_log(entries: &[crate::audit::AuditEntry], genesis: &RoomContract) 
                 let p = proposals
                     .get_mut(proposal_id)
                     .ok_or_else(|| at(format!("a decision on unknown proposal {proposal_id}")))?;
-                let kid = token::decision_key_id(signature).map_err(at)?;
-                let issuer = terms.issuers.get(&kid).filter(|i| &i.participant == participant).ok_or_else(|| {
-                    at(format!(
-                        "{participant}'s decision is signed by key {kid}, not one of its keys in version {}",
-                        terms.version
-                    ))
-                })?;
-                let d = token::verify_decision(signature, &issuer.spki).map_err(at)?;
-                if d.sub != *participant
-                    || d.room != room.as_str()
-                    || d.proposal != *proposal_id
-                    || d.version != p.version
-                    || d.contract_sha256 != p.digest
-                    || d.decision != *decision
-                {
-                    return Err(at(format!("{participant}'s signed decision does not say what the entry says")));
+                let d = terms.signed_decision(participant, signature).map_err(|e| at(e.to_string()))?;
+                let mut wrong =
+                    decision_mismatches(&d, participant, room.as_str(), (proposal_id, p.version, &p.digest));
+                if d.decision != *decision {
+                    wrong.push(format!("it says `{}`, the entry `{decision}`", d.decision));
+                }
+                if !wrong.is_empty() {
+                    return Err(at(format!(
+                        "{participant}'s signed decision does not say what the entry says: {}",
+                        wrong.join("; ")
+                    )));
                 }
                 if d.decision == "approve" {
                     p.approved.insert(participant.clone());

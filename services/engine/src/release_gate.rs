@@ -243,7 +243,7 @@ impl Released {
 pub(crate) struct ReleaseGate<'a> {
     pub k: u32,
     pub room_id: &'a str,
-    pub room_name: String,
+    pub room_name: &'a str,
     pub tee: TeeMode,
     pub audit: &'a AuditLog,
     pub metrics: &'a EngineMetrics,
@@ -601,7 +601,7 @@ mod tests {
         ReleaseGate {
             k,
             room_id: "room",
-            room_name: "Room".into(),
+            room_name: "Room",
             tee: TeeMode(crate::tee::Platform::Simulated),
             audit,
             metrics,

@@ -1,6 +1,6 @@
 //! One hosted room: its contract, storage, audit log, datasets, runs and activation sinks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -134,6 +134,9 @@ pub(crate) struct Room {
     pub metrics: Arc<EngineMetrics>,
     datasets: Mutex<HashMap<String, Arc<DatasetFile>>>,
     runs: Mutex<HashMap<String, Vec<RunRecord>>>,
+    /// What is known of each kept activation (`activations/<id>.json` holds its rows too), by id
+    /// (ids start with their creation time): listing and choosing what to retry read no file.
+    activations: Mutex<BTreeMap<String, ActivationView>>,
     sinks: HashMap<String, tokio::sync::Mutex<Box<dyn Sink>>>,
     /// Held from loading a computation's state to saving it, so two runs that keep state cannot
     /// overwrite each other's additions.
@@ -150,6 +153,16 @@ impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Room").field("id", &self.id).field("name", &self.terms().contract.name).finish()
     }
+}
+
+/// Why a computation cannot run yet: one of its input tables has no data.
+fn not_uploaded(terms: &Terms, computation: &Computation, table: &str) -> Error {
+    let owner = terms.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
+    Error::FailedPrecondition(format!(
+        "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
+        computation.name,
+        computation.input_tables().join(", ")
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,6 +195,7 @@ impl Room {
             metrics,
             datasets: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
+            activations: Mutex::new(BTreeMap::new()),
             sinks: HashMap::new(),
             state_lock: tokio::sync::Mutex::new(()),
             budget_lock: Mutex::new(()),
@@ -204,6 +218,8 @@ impl Room {
             records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
             lock(&room.runs).insert(computation.name.clone(), records);
         }
+        let kept: Vec<PendingActivation> = room.storage.sealer().read_json_dir(&room.storage.activations_dir())?;
+        lock(&room.activations).extend(kept.into_iter().map(|k| (k.view.id.clone(), k.view)));
         Ok(room)
     }
 
@@ -242,37 +258,37 @@ impl Room {
         self.sinks.contains_key(participant)
     }
 
-    /// The release gate under the contract version in force (its k).
-    fn gate(&self) -> ReleaseGate<'_> {
-        let terms = self.terms();
+    /// The release gate under a contract version (its k).
+    fn gate<'a>(&'a self, terms: &'a Terms) -> ReleaseGate<'a> {
         ReleaseGate {
             k: terms.k,
             room_id: self.id.as_str(),
-            room_name: terms.contract.name.clone(),
+            room_name: &terms.contract.name,
             tee: self.tee,
             audit: &self.audit,
             metrics: &self.metrics,
         }
     }
 
-    /// Runs a computation, keeps its result inside the engine, and delivers it to the activation
-    /// sinks of the participants the contract names.
-    pub(crate) async fn run(&self, participant: &str, computation: &Computation) -> Result<RunRecord> {
+    /// Runs a computation under one contract version (`terms`, taken once for the whole run), keeps
+    /// its result inside the engine, and delivers it to the activation sinks of the participants the
+    /// contract names.
+    pub(crate) async fn run(&self, terms: &Terms, participant: &str, computation: &Computation) -> Result<RunRecord> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         // What the room cannot run, inputs not uploaded yet and a spent budget are refused before
         // any ε is charged; once charged, a run that fails is not refunded (whether it fails could
         // depend on the data).
         let outcome = async {
-            computation::check_runnable(&self.terms().contract, computation)?;
-            self.inputs_present(computation)?;
-            self.charge_budget(computation)?;
-            self.compute(computation).await
+            computation::check_runnable(&terms.contract, computation)?;
+            self.inputs_present(terms, computation)?;
+            self.charge_budget(terms, computation)?;
+            self.compute(terms, computation).await
         }
         .await;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(&computation.name, outcome.is_ok(), seconds);
-        let (computed, inputs, k) = match outcome {
+        let (computed, inputs) = match outcome {
             Ok(v) => v,
             Err(e) => {
                 self.audit.append(AuditEvent::ComputationFailed {
@@ -295,7 +311,7 @@ impl Room {
             run_id: run_id.clone(),
             computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             sections,
-            k,
+            k: terms.k,
             noise,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -321,7 +337,7 @@ impl Room {
         self.save_run(&record, &report)?;
         lock(&self.runs).entry(computation.name.clone()).or_default().push(record.clone());
         for recipient in &computation.deliver_to {
-            let delivery = self.deliver(&report, recipient, participant).await;
+            let delivery = self.deliver(terms, &report, recipient, participant).await;
             record.deliveries.push(delivery);
         }
         if !record.deliveries.is_empty() {
@@ -337,8 +353,8 @@ impl Room {
     }
 
     /// The budget ledger of a differentially private room.
-    fn ledger(&self) -> Option<(BudgetLedger, u64)> {
-        self.terms().contract.differential_privacy().map(|dp| {
+    fn ledger(&self, terms: &Terms) -> Option<(BudgetLedger, u64)> {
+        terms.contract.differential_privacy().map(|dp| {
             (
                 BudgetLedger::new(
                     self.storage.state_path(PRIVACY_BUDGET),
@@ -351,27 +367,17 @@ impl Room {
     }
 
     /// Fails, naming them, when input tables are not uploaded yet (checked before any ε is spent).
-    fn inputs_present(&self, computation: &Computation) -> Result<()> {
+    fn inputs_present(&self, terms: &Terms, computation: &Computation) -> Result<()> {
         match computation.input_tables().into_iter().find(|t| self.dataset(t).is_none()) {
-            Some(table) => Err(self.not_uploaded(computation, table)),
+            Some(table) => Err(not_uploaded(terms, computation, table)),
             None => Ok(()),
         }
     }
 
-    fn not_uploaded(&self, computation: &Computation, table: &str) -> Error {
-        let terms = self.terms();
-        let owner = terms.contract.table(table).map(|t| t.owner.as_str()).unwrap_or("?");
-        Error::FailedPrecondition(format!(
-            "table '{table}' (owner: {owner}) has not been uploaded yet; computation '{}' needs: {}",
-            computation.name,
-            computation.input_tables().join(", ")
-        ))
-    }
-
     /// Charges one run's ε to every recipient of the computation's results, before it runs (rooms
     /// without differential privacy: nothing).
-    fn charge_budget(&self, computation: &Computation) -> Result<()> {
-        let Some((ledger, cost)) = self.ledger() else {
+    fn charge_budget(&self, terms: &Terms, computation: &Computation) -> Result<()> {
+        let Some((ledger, cost)) = self.ledger(terms) else {
             return Ok(());
         };
         let _guard = lock(&self.budget_lock);
@@ -391,17 +397,20 @@ impl Room {
 
     /// A participant's privacy budget (`None` in rooms without differential privacy).
     pub(crate) fn budget(&self, participant: &str) -> Result<Option<crate::dp::BudgetView>> {
-        match self.ledger() {
+        match self.ledger(&self.terms()) {
             None => Ok(None),
             Some((ledger, per_run)) => ledger.view(participant, per_run).map(Some),
         }
     }
 
-    /// Runs a computation under the contract version in force; returns its k too.
-    async fn compute(&self, computation: &Computation) -> Result<(computation::Computed, Vec<InputVersion>, u32)> {
+    async fn compute(
+        &self,
+        terms: &Terms,
+        computation: &Computation,
+    ) -> Result<(computation::Computed, Vec<InputVersion>)> {
         let mut files = Vec::new();
         for table in computation.input_tables() {
-            let file = self.dataset(table).ok_or_else(|| self.not_uploaded(computation, table))?;
+            let file = self.dataset(table).ok_or_else(|| not_uploaded(terms, computation, table))?;
             files.push((table.to_owned(), file));
         }
         let inputs: Vec<InputVersion> =
@@ -425,14 +434,13 @@ impl Room {
         let _state_guard = if keeps_state { Some(self.state_lock.lock().await) } else { None };
         let state: computation::State =
             self.storage.sealer().read_json_if_exists(&state_path)?.unwrap_or_else(computation::State::new);
-        let terms = self.terms();
         let computed = computation::run(&terms.contract, computation, &loaded, state).await?;
         // Kept before the run is recorded: a crash in between leaves state that includes a run
         // with no record, which a re-run on the same data merges into without change.
         if let Some(state) = &computed.state {
             self.storage.sealer().write_json_atomically(&state_path, state)?;
         }
-        Ok((computed, inputs, terms.k))
+        Ok((computed, inputs))
     }
 
     fn run_path(&self, computation: &str, run_id: &str) -> std::path::PathBuf {
@@ -457,7 +465,7 @@ impl Room {
         channel: &Channel,
     ) -> Result<ReleasedModel> {
         let artifacts = self.load_artifacts(computation, run_id)?;
-        self.gate().release_model(RunRef { computation, run_id }, &artifacts, recipient, channel)
+        self.gate(&self.terms()).release_model(RunRef { computation, run_id }, &artifacts, recipient, channel)
     }
 
     /// Releases the top `size` users of a lookalike run's ranking to the publisher of
@@ -482,7 +490,8 @@ impl Room {
         let mut sink = sink.lock().await;
         let channel = Channel::Sink(sink.sink_type().to_owned());
         let run = RunRef { computation, run_id };
-        let released = self.gate().release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
+        let released =
+            self.gate(&self.terms()).release_audience(run, &artifacts, recipient, &channel, size, max_audience)?;
         let deal = DealRecord::new(
             self.id.as_str(),
             "lookalike_audience",
@@ -517,12 +526,7 @@ impl Room {
                 Ok(delivery("pending", Some(id), why))
             }
             Err(f) => {
-                self.audit.append(AuditEvent::ActivationFailed {
-                    recipient: recipient.to_owned(),
-                    computation: computation.to_owned(),
-                    run_id: run_id.to_owned(),
-                    reason: f.error.to_string(),
-                })?;
+                self.audit_activation_failed(run, recipient, f.error.to_string())?;
                 Err(f.error)
             }
         }
@@ -553,14 +557,21 @@ impl Room {
         };
         let kept = PendingActivation::new(view.clone(), sections)?;
         self.storage.sealer().write_json_atomically(&self.storage.activation_path(&view.id), &kept)?;
+        lock(&self.activations).insert(view.id.clone(), view.clone());
+        self.audit_activation_failed(run, recipient, format!("{error}; kept as activation {} and retried", view.id))?;
+        tracing::warn!(room = %self.id, recipient, activation = %view.id, error = %error, "activation kept for retry");
+        Ok(view.id)
+    }
+
+    /// Audits a delivery to `recipient`'s sink that did not succeed.
+    fn audit_activation_failed(&self, run: RunRef<'_>, recipient: &str, reason: String) -> Result<()> {
         self.audit.append(AuditEvent::ActivationFailed {
             recipient: recipient.to_owned(),
             computation: run.computation.to_owned(),
             run_id: run.run_id.to_owned(),
-            reason: format!("{error}; kept as activation {} and retried", view.id),
+            reason,
         })?;
-        tracing::warn!(room = %self.id, recipient, activation = %view.id, error = %error, "activation kept for retry");
-        Ok(view.id)
+        Ok(())
     }
 
     /// Sends a release to a locked sink; when the sink may get over its failure, keeps the release to
@@ -586,24 +597,29 @@ impl Room {
     }
 
     /// Every kept activation of the room.
-    fn kept_activations(&self) -> Result<Vec<PendingActivation>> {
-        let mut kept: Vec<PendingActivation> = self.storage.sealer().read_json_dir(&self.storage.activations_dir())?;
-        kept.sort_by(|a, b| a.view.id.cmp(&b.view.id));
-        Ok(kept)
-    }
-
     /// The activations kept for `recipient`, oldest first.
     pub(crate) fn activations(&self, recipient: &str) -> Result<Vec<ActivationView>> {
-        Ok(self.kept_activations()?.into_iter().map(|k| k.view).filter(|v| v.recipient == recipient).collect())
+        Ok(lock(&self.activations).values().filter(|v| v.recipient == recipient).cloned().collect())
     }
 
-    /// Retries the pending activations due at `now`; returns how many were attempted.
+    /// Retries the pending activations due at `now`; returns how many were attempted. Only their
+    /// files are read; one that cannot be read is logged and skipped, not a stop to the others.
     pub(crate) async fn retry_activations(&self, now: u64) -> Result<usize> {
         let mut attempted = 0;
-        for mut kept in self.kept_activations()? {
-            if kept.view.state != ActivationState::Pending || kept.view.next_attempt_at > now {
-                continue;
-            }
+        let due: Vec<String> = lock(&self.activations)
+            .values()
+            .filter(|v| v.state == ActivationState::Pending && v.next_attempt_at <= now)
+            .map(|v| v.id.clone())
+            .collect();
+        for id in due {
+            let mut kept: PendingActivation = match self.storage.sealer().read_json(&self.storage.activation_path(&id))
+            {
+                Ok(kept) => kept,
+                Err(e) => {
+                    tracing::error!(room = %self.id, activation = %id, error = %e, "cannot read a kept activation");
+                    continue;
+                }
+            };
             let view = kept.view.clone();
             let result = match self.sinks.get(&view.recipient) {
                 None => Err(SinkFailure {
@@ -631,15 +647,13 @@ impl Room {
                     kept.view.last_error = f.error.to_string();
                     kept.view.state = ActivationState::Failed { reason: f.error.to_string() };
                     kept.forget_rows();
-                    self.audit.append(AuditEvent::ActivationFailed {
-                        recipient: view.recipient.clone(),
-                        computation: view.computation.clone(),
-                        run_id: view.run_id.clone(),
-                        reason: format!("activation {}: {}; not retried", view.id, f.error),
-                    })?;
+                    let run = RunRef { computation: &view.computation, run_id: &view.run_id };
+                    let reason = format!("activation {}: {}; not retried", view.id, f.error);
+                    self.audit_activation_failed(run, &view.recipient, reason)?;
                 }
             }
             self.storage.sealer().write_json_atomically(&self.storage.activation_path(&view.id), &kept)?;
+            lock(&self.activations).insert(view.id.clone(), kept.view);
             attempted += 1;
         }
         Ok(attempted)
@@ -723,7 +737,7 @@ impl Room {
         channel: &Channel,
     ) -> Result<Released> {
         let report = self.load_report(computation, run_id)?;
-        self.gate().release(&report, recipient, channel)
+        self.gate(&self.terms()).release(&report, recipient, channel)
     }
 
     /// A deal for a released result, when it is an audience a publisher can sell: the ranked
@@ -776,7 +790,13 @@ impl Room {
         Ok(deals)
     }
 
-    async fn deliver(&self, report: &ComputedReport, recipient: &str, run_by: &str) -> crate::room::DeliveryRecord {
+    async fn deliver(
+        &self,
+        terms: &Terms,
+        report: &ComputedReport,
+        recipient: &str,
+        run_by: &str,
+    ) -> crate::room::DeliveryRecord {
         let Some(sink) = self.sinks.get(recipient) else {
             return DeliveryRecord {
                 recipient: recipient.to_owned(),
@@ -793,7 +813,7 @@ impl Room {
         let result: std::result::Result<Sent, SinkFailure> = async {
             let not_retriable = |error| SinkFailure { error, retriable: false };
             let released = self
-                .gate()
+                .gate(terms)
                 .release(report, recipient, &Channel::Sink(sink.sink_type().to_owned()))
                 .map_err(not_retriable)?;
             let mut sections = released
@@ -830,12 +850,7 @@ impl Room {
                 ),
             },
             Err(SinkFailure { error: e, .. }) => {
-                let _ = self.audit.append(AuditEvent::ActivationFailed {
-                    recipient: recipient.to_owned(),
-                    computation: report.computation.clone(),
-                    run_id: report.run_id.clone(),
-                    reason: e.to_string(),
-                });
+                let _ = self.audit_activation_failed(run, recipient, e.to_string());
                 tracing::warn!(room = %self.id, recipient, error = %e, "activation delivery failed");
                 DeliveryRecord {
                     recipient: recipient.to_owned(),

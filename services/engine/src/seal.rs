@@ -112,9 +112,6 @@ fn check_private(_path: &Path) -> Result<()> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
-    }
     sealroom_attest::create_private(path, bytes).map_err(|e| Error::storage(path, e))
 }
 

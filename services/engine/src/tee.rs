@@ -113,15 +113,6 @@ impl Enclave {
     /// debug, VMPL, migration or TCB rules this enclave cannot meet is refused at start, naming the
     /// checks, instead of starting and being refused by every client. Talks to the TEE device.
     pub fn self_check(&self, contract: &RoomContract) -> Result<()> {
-        /// Checks that need the vendor's endorsements: the clients run them.
-        const NEEDS_ENDORSEMENTS: [&str; 6] = [
-            "AMD certificate chain",
-            "report signature",
-            "VCEK validity",
-            "AMD revocation list",
-            "Intel signature chain",
-            "TCB status",
-        ];
         let room_id = contract.room_id();
         let mut nonce = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
@@ -137,7 +128,7 @@ impl Enclave {
             sealroom_attest::verify::verify(&evidence, &Policy::from_contract(contract), &binding, None, now);
         let failures: Vec<String> = verification
             .failures()
-            .filter(|c| !NEEDS_ENDORSEMENTS.contains(&c.name.as_str()))
+            .filter(|c| !sealroom_attest::verify::endorsement_checks::ALL.contains(&c.name.as_str()))
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
         if failures.is_empty() {

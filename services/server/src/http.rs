@@ -271,6 +271,11 @@ async fn model(
     .await
 }
 
+/// A JSON request body, or what it must look like (`like`) and why it is not.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], like: impl std::fmt::Display) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::InvalidRequest(format!("the body must be JSON like {like}: {e}")))
+}
+
 /// The body of `POST …/audience`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,12 +290,8 @@ async fn audience(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let caller = caller(&state, &room, &token)?;
-    let request: AudienceRequest = serde_json::from_slice(&body).map_err(|e| {
-        Error::InvalidRequest(format!(
-            "the body must be JSON like {{\"size\": 50000}} (the number of users to take from the top of the \
-             ranking): {e}"
-        ))
-    })?;
+    let request: AudienceRequest =
+        json_body(&body, "{\"size\": 50000} (the number of users to take from the top of the ranking)")?;
     let delivery = state.engine.deliver_audience(&caller, &name, Some(&run), request.size).await?;
     Ok((StatusCode::CREATED, Json(json!({ "delivery": delivery }))))
 }
@@ -322,12 +323,10 @@ async fn propose(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let caller = caller(&state, &room, &token)?;
-    let request: ProposeRequest = serde_json::from_slice(&body).map_err(|e| {
-        Error::InvalidRequest(format!(
-            "the body must be JSON like {{\"base_version\": 1, \"room_file\": \"<the whole proposed room file, \
-             YAML>\", \"description\": \"why\"}}: {e}"
-        ))
-    })?;
+    let request: ProposeRequest = json_body(
+        &body,
+        "{\"base_version\": 1, \"room_file\": \"<the whole proposed room file, YAML>\", \"description\": \"why\"}",
+    )?;
     let contract = sealroom_proto::RoomFile::parse(&request.room_file, "the proposed room file")
         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
     let proposal = state.engine.propose(&caller, request.base_version, contract, &request.description).await?;
@@ -366,12 +365,13 @@ async fn decide(
             .into());
         }
     };
-    let request: DecideRequest = serde_json::from_slice(&body).map_err(|e| {
-        Error::InvalidRequest(format!(
-            "the body must be JSON like {{\"signature\": \"<compact JWS>\"}}, the decision signed with your issuer \
-             key (`sealroom proposal {verdict}` makes it): {e}"
-        ))
-    })?;
+    let request: DecideRequest = json_body(
+        &body,
+        format_args!(
+            "{{\"signature\": \"<compact JWS>\"}}, the decision signed with your issuer key (`sealroom proposal \
+             {verdict}` makes it)"
+        ),
+    )?;
     let decided = as_caller(&state, &room, &token, move |engine, caller| {
         engine.decide(caller, &id, &verdict, &request.signature)?.to_json()
     })
